@@ -1,0 +1,129 @@
+# lpnx: a Lua 5.4 extension module (lpnx.core) plus Lua modules.
+#
+#   make            install missing Debian packages, build build/lpnx/core.so
+#   make test       run every busted spec
+#   make demo       the main job, end to end
+#   make lint       luacheck over the Lua, cppcheck over the C
+#   make env        shell exports to use the in-tree build: eval "$(make -s env)"
+#   make repl       lua5.4 with lpnx loaded
+#   make ASAN=1 ... the same with AddressSanitizer + UBSan, in build-asan/
+#   make install    (used by luarocks) INST_LIBDIR=... INST_LUADIR=...
+
+TOP := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+
+CC ?= gcc
+CXX ?= g++
+LUA ?= lua5.4
+LUA_INC ?= /usr/include/lua5.4
+OPENBLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
+OPENBLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
+
+# Debian packages the build, the specs and the examples need.
+DEPS_PKGS := gcc g++ make lua5.4 liblua5.4-dev libopenblas-openmp-dev libpng-dev \
+             libdcmtk-dev lua-busted lua-argparse lua-cjson lua-check cppcheck gnuplot-nox
+
+ifeq ($(ASAN),1)
+BUILD := $(TOP)/build-asan
+OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SAN_LDFLAGS := -fsanitize=address,undefined
+else
+BUILD := $(TOP)/build
+OPT := -O2 -march=x86-64-v2 -g
+SAN_LDFLAGS :=
+endif
+
+WARN := -Wall -Wextra -Wpedantic -Wshadow -Wno-unknown-pragmas
+CPPFLAGS_ALL := -I$(LUA_INC) -I$(OPENBLAS_INC) -D_POSIX_C_SOURCE=200809L -MMD -MP
+CFLAGS_ALL := -std=c99 $(OPT) -fPIC -fopenmp $(WARN) $(CFLAGS)
+CXXFLAGS_ALL := -std=c++17 $(OPT) -fPIC -fopenmp -Wall -Wextra -Wno-unknown-pragmas $(CXXFLAGS)
+LIBS := -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas -lpng16 -lm
+DCMTK_LIBS := -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd
+
+C_SRC := $(wildcard lpnx/*.c lpnx/ops/*.c lpnx/image/*.c lpnx/io/*.c lpnx/ref/*.c lpnx/bind/*.c)
+CXX_SRC := $(wildcard lpnx/io/*.cpp)
+OBJ := $(C_SRC:%.c=$(BUILD)/obj/%.o) $(CXX_SRC:%.cpp=$(BUILD)/obj/%.o)
+LIB := $(BUILD)/lpnx/core.so
+LINK := $(if $(CXX_SRC),$(CXX),$(CC))
+LINK_LIBS := $(LIBS) $(if $(CXX_SRC),$(DCMTK_LIBS))
+
+LUA_PATH_IN := $(TOP)/lua/?.lua;$(TOP)/lua/?/init.lua;;
+LUA_CPATH_IN := $(BUILD)/?.so;;
+ASAN_RT = $(shell $(CC) -print-file-name=libasan.so)
+RUN_ENV = LUA_PATH='$(LUA_PATH_IN)' LUA_CPATH='$(LUA_CPATH_IN)' \
+          $(if $(filter 1,$(ASAN)),LD_PRELOAD='$(ASAN_RT)' ASAN_OPTIONS='$(ASAN_OPTS)' UBSAN_OPTIONS='$(UBSAN_OPTS)')
+ASAN_OPTS := detect_leaks=1:abort_on_error=0:strict_string_checks=1
+UBSAN_OPTS := halt_on_error=1:print_stacktrace=1
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: all build deps test demo lint env repl install clean
+
+all: deps build
+
+build: $(LIB)
+
+$(LIB): $(OBJ)
+	@mkdir -p $(dir $@)
+	$(LINK) -shared -Wl,-z,nodelete -o $@ $(OBJ) $(SAN_LDFLAGS) -fopenmp $(LINK_LIBS)
+
+$(BUILD)/obj/%.o: %.c | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cpp | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS_ALL) $(CXXFLAGS_ALL) -c $< -o $@
+
+# Headers must exist before the first compile; `make deps` checks every time.
+$(BUILD)/.deps-ok:
+	@$(MAKE) --no-print-directory deps
+	@mkdir -p $(BUILD) && touch $@
+
+-include $(OBJ:.o=.d)
+$(OBJ): $(TOP)/Makefile
+
+# Installs the Debian packages that are missing; does nothing when all are there.
+deps:
+	@missing=""; \
+	for p in $(DEPS_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+BUSTED = $(LUA) $(shell command -v busted || echo /usr/bin/busted)
+
+test: deps build
+	cd $(TOP) && $(RUN_ENV) $(BUSTED) $(BUSTED_ARGS) spec
+
+demo: deps build
+	cd $(TOP) && $(RUN_ENV) $(LUA) examples/demo.lua
+
+lint: deps
+	cd $(TOP) && luacheck -q lua examples spec
+	cd $(TOP) && cppcheck -q --std=c99 --enable=warning,performance,portability --error-exitcode=1 \
+	  --inline-suppr -D_OPENMP -I lpnx lpnx
+
+env:
+	@echo "export LUA_PATH='$(LUA_PATH_IN)'"
+	@echo "export LUA_CPATH='$(LUA_CPATH_IN)'"
+ifeq ($(ASAN),1)
+	@echo "export LD_PRELOAD='$(ASAN_RT)'"
+	@echo "export ASAN_OPTIONS='$(ASAN_OPTS)'"
+	@echo "export UBSAN_OPTIONS='$(UBSAN_OPTS)'"
+endif
+
+repl: deps build
+	@$(RUN_ENV) $(LUA) -i -e 'lpnx = require "lpnx"; print("lpnx " .. lpnx.version .. " loaded as lpnx")'
+
+INST_LIBDIR ?= /usr/local/lib/lua/5.4
+INST_LUADIR ?= /usr/local/share/lua/5.4
+install: build
+	mkdir -p $(INST_LIBDIR)/lpnx $(INST_LUADIR)
+	cp $(LIB) $(INST_LIBDIR)/lpnx/core.so
+	cp -r lua/lpnx $(INST_LUADIR)/
+
+clean:
+	rm -rf $(TOP)/build $(TOP)/build-asan

@@ -1,0 +1,47 @@
+/* Shared helpers of the Lua bindings: typed getters, tensor creation that
+ * raises a Lua error (never returns NULL), argument checks. */
+#ifndef LPNX_BIND_H
+#define LPNX_BIND_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "../ops/ops.h"
+#include "../tensor.h"
+
+#define LPNX_TENSOR_MT "lpnx.Tensor"
+#define LPNX_GENERATOR_MT "lpnx.Generator"
+
+/* The tensor at stack index i, or an argument error naming i. */
+lpnx_Tensor *lpnx_checktensor(lua_State *L, int i);
+/* The tensor at i, or NULL when it is something else. */
+lpnx_Tensor *lpnx_testtensor(lua_State *L, int i);
+/* Pushes a tensor userdata in the empty state (safe to collect). */
+lpnx_Tensor *lpnx_pushempty(lua_State *L);
+/* Pushes a new contiguous tensor; raises "not enough memory for a 2x3
+ * tensor" or a size error instead of returning on failure. */
+lpnx_Tensor *lpnx_pushnew(lua_State *L, int ndim, const int64_t *size, int zero);
+/* Pushes a view sharing t's storage. */
+lpnx_Tensor *lpnx_pushview(lua_State *L, const lpnx_Tensor *t);
+/* A contiguous version of the tensor at i: itself, or a copy pushed onto
+ * the stack (owned by Lua, so it is freed even if a later check raises). */
+lpnx_Tensor *lpnx_checkcontiguous(lua_State *L, int i);
+
+/* Reads sizes given as numbers from index first on, or as one table at
+ * first. Returns ndim; stops at the first non-number (its index goes to
+ * *next when next != NULL). Raises on bad sizes. */
+int lpnx_checksizes(lua_State *L, int first, int64_t *size, int *next);
+/* A 1-based dim (negatives count from the end) -> 0-based, or raises. */
+int lpnx_checkdim(lua_State *L, int arg, int ndim);
+
+/* The generator at i when it is one, else the default generator. */
+lpnx_rng *lpnx_optgenerator(lua_State *L, int i);
+
+lpnx_operand lpnx_operand_of(const lpnx_Tensor *t);
+
+void lpnx_open_tensor(lua_State *L);
+void lpnx_open_random(lua_State *L);
+void lpnx_open_io(lua_State *L);
+void lpnx_open_ref(lua_State *L);
+
+#endif
