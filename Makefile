@@ -51,7 +51,7 @@ LUA_CPATH_IN := $(BUILD)/?.so;;
 ASAN_RT = $(shell $(CC) -print-file-name=libasan.so)
 RUN_ENV = LUA_PATH='$(LUA_PATH_IN)' LUA_CPATH='$(LUA_CPATH_IN)' \
           $(if $(filter 1,$(ASAN)),LD_PRELOAD='$(ASAN_RT)' ASAN_OPTIONS='$(ASAN_OPTS)' UBSAN_OPTIONS='$(UBSAN_OPTS)')
-ASAN_OPTS := detect_leaks=1:abort_on_error=0:strict_string_checks=1
+ASAN_OPTS := detect_leaks=1:allocator_may_return_null=1:strict_string_checks=1
 UBSAN_OPTS := halt_on_error=1:print_stacktrace=1
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

@@ -138,13 +138,11 @@ void lpnx_tensor_transpose(lpnx_Tensor *t, int d1, int d2) {
 }
 
 void lpnx_tensor_permute(lpnx_Tensor *t, const int *perm) {
-    int64_t size[LPNX_MAXDIM], stride[LPNX_MAXDIM];
+    lpnx_Tensor old = *t;
     for (int d = 0; d < t->ndim; d++) {
-        size[d] = t->size[perm[d]];
-        stride[d] = t->stride[perm[d]];
+        t->size[d] = old.size[perm[d]];
+        t->stride[d] = old.stride[perm[d]];
     }
-    memcpy(t->size, size, sizeof size);
-    memcpy(t->stride, stride, sizeof stride);
 }
 
 /* PyTorch's rule: walk the old dims in chunks that are themselves

@@ -138,6 +138,9 @@ int lpnx_checksizes(lua_State *L, int first, int64_t *size, int *next) {
         if (next) *next = first + 1;
         return ndim;
     }
+    int t = lua_type(L, first);
+    if (t != LUA_TNUMBER && t != LUA_TNONE && t != LUA_TNIL && !next)
+        luaL_argerror(L, first, lua_pushfstring(L, "expected sizes as numbers or a table, got %s", luaL_typename(L, first)));
     return read_sizes(L, first, -1, size, next);
 }
 
@@ -240,9 +243,12 @@ static int l_tensor(lua_State *L) {
 
 static int make_filled(lua_State *L, float v, int zero) {
     int64_t size[LPNX_MAXDIM];
-    int ndim = lpnx_checksizes(L, 1, size, NULL);
+    int next;
+    int ndim = lpnx_checksizes(L, 1, size, &next);
+    if (!lua_isnone(L, next))
+        luaL_argerror(L, next, lua_pushfstring(L, "expected sizes as numbers or a table, got %s", luaL_typename(L, next)));
     lpnx_Tensor *t = lpnx_pushnew(L, ndim, size, zero);
-    if (!zero) {
+    if (!zero && v != 0) {
         float *p = lpnx_tensor_data(t);
         size_t n = lpnx_tensor_numel(t);
         for (size_t i = 0; i < n; i++) p[i] = v;
@@ -252,13 +258,8 @@ static int make_filled(lua_State *L, float v, int zero) {
 
 static int l_zeros(lua_State *L) { return make_filled(L, 0, 1); }
 static int l_ones(lua_State *L) { return make_filled(L, 1, 0); }
-
-static int l_empty(lua_State *L) {
-    int64_t size[LPNX_MAXDIM];
-    int ndim = lpnx_checksizes(L, 1, size, NULL);
-    lpnx_pushnew(L, ndim, size, 0);
-    return 1;
-}
+/* Uninitialised, like torch.empty. */
+static int l_empty(lua_State *L) { return make_filled(L, 0, 0); }
 
 /* full({2, 3}, v) or full(2, 3, v). */
 static int l_full(lua_State *L) {
@@ -978,7 +979,7 @@ static lpnx_Tensor *reduce_out(lua_State *L, const lpnx_Tensor *t, int d, int ke
 static void check_nonempty(lua_State *L, const lpnx_Tensor *t, const char *what) {
     char s[160];
     if (lpnx_tensor_numel(t) == 0)
-        luaL_error(L, "%s of an empty %s tensor", what, shapestr(t, s, sizeof s));
+        luaL_error(L, "%s of an empty tensor (size %s)", what, shapestr(t, s, sizeof s));
 }
 
 static int reduce_sum_mean(lua_State *L, int mean) {

@@ -5,10 +5,31 @@
 
 #include "ops.h"
 
+/* Sums fixed blocks in double, then adds the block sums in order: the
+ * result is the same for any thread count. */
+#define SUM_BLOCK 4096
 double lpnx_sum_all(const float *x, size_t n) {
+    size_t nblocks = (n + SUM_BLOCK - 1) / SUM_BLOCK;
+    double *partial = nblocks > 1 ? malloc(nblocks * sizeof(double)) : NULL;
     double total = 0;
-    #pragma omp parallel for reduction(+ : total) schedule(static) if (n >= LPNX_PARALLEL_MIN)
-    for (size_t i = 0; i < n; i++) total += x[i];
+    if (!partial) { /* one block, or no scratch: the same order serially */
+        for (size_t b = 0; b < nblocks; b++) {
+            double s = 0;
+            size_t end = (b + 1) * SUM_BLOCK < n ? (b + 1) * SUM_BLOCK : n;
+            for (size_t i = b * SUM_BLOCK; i < end; i++) s += x[i];
+            total += s;
+        }
+        return total;
+    }
+    #pragma omp parallel for schedule(static) if (n >= LPNX_PARALLEL_MIN)
+    for (size_t b = 0; b < nblocks; b++) {
+        double s = 0;
+        size_t end = (b + 1) * SUM_BLOCK < n ? (b + 1) * SUM_BLOCK : n;
+        for (size_t i = b * SUM_BLOCK; i < end; i++) s += x[i];
+        partial[b] = s;
+    }
+    for (size_t b = 0; b < nblocks; b++) total += partial[b];
+    free(partial);
     return total;
 }
 

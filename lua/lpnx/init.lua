@@ -156,12 +156,34 @@ function Tensor.flatten(t, first, last)
   return t:reshape(new)
 end
 
+local function same_size(a, b)
+  if a:dim() ~= b:dim() then return false end
+  for d = 1, a:dim() do
+    if a:size(d) ~= b:size(d) then return false end
+  end
+  return true
+end
+
+-- equal(a, b): same shape and the same values (NaN equals nothing), as torch.equal.
+function Tensor.equal(a, b)
+  return lpnx.is_tensor(b) and same_size(a, b) and (a:numel() == 0 or a:ne(b):sum() == 0)
+end
+
+-- allclose(a, b [, rtol [, atol]]): |a - b| <= atol + rtol * |b| everywhere.
+function Tensor.allclose(a, b, rtol, atol)
+  rtol, atol = rtol or 1e-5, atol or 1e-8
+  if not (lpnx.is_tensor(b) and same_size(a, b)) then return false end
+  if a:numel() == 0 then return true end
+  return (a - b):abs():le(b:abs() * rtol + atol):min() == 1
+end
+
 -- Copies with the same values: lpnx.Tensor methods also reachable as
 -- functions (lpnx.sum(t), lpnx.sigmoid(t), ...), as in PyTorch.
 for _, name in ipairs {"sum", "mean", "max", "min", "argmax", "argmin", "abs", "sqrt", "exp",
                        "log", "sigmoid", "relu", "tanh", "clamp", "add", "sub", "mul", "div",
                        "pow", "maximum", "minimum", "transpose", "permute", "reshape", "view",
-                       "narrow", "select", "unsqueeze", "squeeze", "flatten", "clone"} do
+                       "narrow", "select", "unsqueeze", "squeeze", "flatten", "clone", "equal",
+                       "allclose"} do
   lpnx[name] = lpnx[name] or Tensor[name]
 end
 
