@@ -316,35 +316,24 @@ static int l_arange(lua_State *L) {
 
 /* ---- queries --------------------------------------------------------- */
 
-static int l_size(lua_State *L) {
+/* size() / stride(): the whole table, or one dim's value. */
+static int push_dims(lua_State *L, const int64_t *values) {
     lpnx_Tensor *t = checkt(L, 1);
     if (!lua_isnoneornil(L, 2)) {
         if (t->ndim == 0) return luaL_argerror(L, 2, "a scalar tensor has no dims");
-        lua_pushinteger(L, t->size[lpnx_checkdim(L, 2, t->ndim)]);
+        lua_pushinteger(L, values[lpnx_checkdim(L, 2, t->ndim)]);
         return 1;
     }
     lua_createtable(L, t->ndim, 0);
     for (int d = 0; d < t->ndim; d++) {
-        lua_pushinteger(L, t->size[d]);
+        lua_pushinteger(L, values[d]);
         lua_rawseti(L, -2, d + 1);
     }
     return 1;
 }
 
-static int l_stride(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
-    if (!lua_isnoneornil(L, 2)) {
-        if (t->ndim == 0) return luaL_argerror(L, 2, "a scalar tensor has no dims");
-        lua_pushinteger(L, t->stride[lpnx_checkdim(L, 2, t->ndim)]);
-        return 1;
-    }
-    lua_createtable(L, t->ndim, 0);
-    for (int d = 0; d < t->ndim; d++) {
-        lua_pushinteger(L, t->stride[d]);
-        lua_rawseti(L, -2, d + 1);
-    }
-    return 1;
-}
+static int l_size(lua_State *L) { return push_dims(L, checkt(L, 1)->size); }
+static int l_stride(lua_State *L) { return push_dims(L, checkt(L, 1)->stride); }
 
 static int l_dim(lua_State *L) {
     lua_pushinteger(L, checkt(L, 1)->ndim);
