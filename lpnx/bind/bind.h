@@ -39,9 +39,28 @@ lpnx_rng *lpnx_optgenerator(lua_State *L, int i);
 
 lpnx_operand lpnx_operand_of(const lpnx_Tensor *t);
 
+/* Each opener adds its functions to the module table on top of the stack. */
 void lpnx_open_tensor(lua_State *L);
 void lpnx_open_random(lua_State *L);
 void lpnx_open_io(lua_State *L);
-void lpnx_open_ref(lua_State *L);
+
+/* Kernel families add their fast kernels to the table at stack index kidx
+ * (lpnx.core.kernels) and the oracles with the same signatures to the
+ * table at ridx (lpnx.core.ref). */
+void lpnx_open_ref(lua_State *L, int kidx, int ridx);    /* l_ref.c: matmul */
+void lpnx_open_conv(lua_State *L, int kidx, int ridx);   /* l_conv.c */
+void lpnx_open_layers(lua_State *L, int kidx, int ridx); /* l_layers.c: bn, pool, upsample, activations */
+void lpnx_open_loss(lua_State *L, int kidx, int ridx);   /* l_loss.c: losses */
+void lpnx_open_optim(lua_State *L, int kidx, int ridx);  /* l_optim.c: optimizer updates */
+
+/* Shared argument checks for kernel bindings. */
+/* The (N,C,H,W) tensor at i, contiguous: itself, or a copy pushed onto the
+ * stack; an argument error showing the shape otherwise. */
+lpnx_Tensor *lpnx_checknchw(lua_State *L, int i);
+/* Raises unless t has exactly the given sizes (ndim of them); what names it. */
+void lpnx_checkshape(lua_State *L, int arg, const lpnx_Tensor *t, int ndim, const int64_t *size);
+/* A contiguous tensor at i, not a copy: kernels that write into it need
+ * the caller's own storage. */
+lpnx_Tensor *lpnx_checkcontiguous_inplace(lua_State *L, int i);
 
 #endif

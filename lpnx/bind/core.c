@@ -9,7 +9,16 @@ int luaopen_lpnx_core(lua_State *L) {
     lpnx_open_tensor(L);
     lpnx_open_random(L);
     lpnx_open_io(L);
-    lpnx_open_ref(L);
+    lua_newtable(L); /* kernels */
+    lua_newtable(L); /* ref */
+    int module = lua_gettop(L) - 2, kernels = module + 1, ref = module + 2;
+    lpnx_open_ref(L, kernels, ref);
+    lpnx_open_conv(L, kernels, ref);
+    lpnx_open_layers(L, kernels, ref);
+    lpnx_open_loss(L, kernels, ref);
+    lpnx_open_optim(L, kernels, ref);
+    lua_setfield(L, module, "ref");
+    lua_setfield(L, module, "kernels");
     lua_pushliteral(L, "0.1.0");
     lua_setfield(L, -2, "version");
     return 1;

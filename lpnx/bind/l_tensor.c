@@ -86,6 +86,37 @@ static const char *shapestr(const lpnx_Tensor *t, char *buf, size_t len) {
     return buf;
 }
 
+lpnx_Tensor *lpnx_checknchw(lua_State *L, int i) {
+    char s[160];
+    lpnx_Tensor *t = lpnx_checktensor(L, i);
+    checklive(L, t, i);
+    if (t->ndim == 4 && !lpnx_tensor_is_contiguous(t)) t = pushcopy(L, t);
+    if (t->ndim != 4) {
+        lpnx_shape_str(s, sizeof s, t->ndim, t->size);
+        luaL_argerror(L, i, lua_pushfstring(L, "expected (N,C,H,W), got %s", s));
+    }
+    return t;
+}
+
+void lpnx_checkshape(lua_State *L, int arg, const lpnx_Tensor *t, int ndim, const int64_t *size) {
+    char s1[160], s2[160];
+    int same = t->ndim == ndim;
+    for (int d = 0; same && d < ndim; d++) same = t->size[d] == size[d];
+    if (!same) {
+        lpnx_shape_str(s1, sizeof s1, ndim, size);
+        lpnx_shape_str(s2, sizeof s2, t->ndim, t->size);
+        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s, got %s", s1, s2));
+    }
+}
+
+lpnx_Tensor *lpnx_checkcontiguous_inplace(lua_State *L, int i) {
+    lpnx_Tensor *t = lpnx_checktensor(L, i);
+    if (!t->storage) luaL_argerror(L, i, "tensor was closed");
+    if (!lpnx_tensor_is_contiguous(t))
+        luaL_argerror(L, i, "expected a contiguous tensor (call :contiguous() first)");
+    return t;
+}
+
 /* ---- argument helpers ------------------------------------------------ */
 
 static int64_t checkint(lua_State *L, int arg, const char *what) {

@@ -3,6 +3,8 @@
 local core = require "lpnx.core"
 
 local lpnx = {}
+-- lpnx.kernels: the raw C kernels (forward and backward) the nn modules
+-- call; lpnx.ref: slow oracles with the same signatures, for specs.
 for k, v in pairs(core) do
   if k:sub(1, 1) ~= "_" then lpnx[k] = v end
 end
