@@ -43,13 +43,14 @@ void lpnx_storage_release(lpnx_Storage *s) {
 }
 
 lpnx_status lpnx_numel_of(int ndim, const int64_t *size, size_t *numel) {
-    size_t n = 1;
+    size_t n = 1, span = 1; /* span: the product with zeros taken as 1, which strides reach */
     for (int d = 0; d < ndim; d++) {
         if (size[d] < 0) return LPNX_EINVAL;
         if ((uint64_t)size[d] > SIZE_MAX) return LPNX_EOVERFLOW;
-        size_t s = (size_t)size[d];
-        if (s != 0 && n > SIZE_MAX / s) return LPNX_EOVERFLOW;
-        n *= s;
+        size_t s = size[d] ? (size_t)size[d] : 1;
+        if (span > (SIZE_MAX / 2 / sizeof(float)) / s) return LPNX_EOVERFLOW;
+        span *= s;
+        n *= (size_t)size[d];
     }
     /* Leave room for byte counts of the whole tensor. */
     if (n > SIZE_MAX / (2 * sizeof(float))) return LPNX_EOVERFLOW;
