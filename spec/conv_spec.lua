@@ -1,0 +1,438 @@
+local lpnx = require "lpnx"
+local h = require "spec.support.helpers"
+local gradcheck = require "spec.support.gradcheck"
+
+local K, R = lpnx.kernels, lpnx.ref
+
+-- The message of the error f raises.
+local function message(f)
+  local ok, err = pcall(f)
+  assert.is_false(ok, "expected an error")
+  return tostring(err)
+end
+
+-- Geometry arguments in the order the kernels take them.
+local function geo(c)
+  return c.s[1], c.s[2], c.p[1], c.p[2], c.d[1], c.d[2]
+end
+
+-- Random x, w, b (nil without bias) and gy for case c.
+local function inputs(c, seed)
+  lpnx.manual_seed(seed)
+  local x = lpnx.randn(c.n, c.cin, c.h, c.w)
+  local w = lpnx.randn(c.cout, c.cin, c.kh, c.kw)
+  local b = c.bias ~= false and lpnx.randn(c.cout) or nil
+  local ho, wo = K.conv2d_output_size(c.h, c.w, c.kh, c.kw, geo(c))
+  local gy = lpnx.randn(c.n, c.cout, ho, wo)
+  return x, w, b, gy
+end
+
+-- Forward and backward of impl (lpnx.kernels or lpnx.ref). gw and gb start
+-- from gw0 and gb0 (copied), so the results show what was accumulated.
+local function run(impl, c, x, w, b, gy, gw0, gb0)
+  local y = impl.conv2d_forward(x, w, b, geo(c))
+  local gw = gw0:clone()
+  local gb = gb0 and gb0:clone() or nil
+  local s1, s2, p1, p2, d1, d2 = geo(c)
+  local gx = impl.conv2d_backward(x, w, gy, s1, s2, p1, p2, d1, d2, gw, gb, true)
+  return y, gx, gw, gb
+end
+
+-- Absolute tolerance for sums of about cin*kh*kw products of normal values.
+local function tol(c)
+  return 2e-6 * c.cin * c.kh * c.kw * math.max(1, c.n) + 1e-5
+end
+
+local cases = {
+  {name = "3x3 stride 1 pad 1", n = 3, cin = 3, h = 7, w = 6, cout = 4, kh = 3, kw = 3,
+   s = {1, 1}, p = {1, 1}, d = {1, 1}},
+  {name = "7x7 stride 2 pad 3 (the ResNet stem)", n = 1, cin = 3, h = 11, w = 13, cout = 4, kh = 7, kw = 7,
+   s = {2, 2}, p = {3, 3}, d = {1, 1}},
+  {name = "1x1 stride 1 (straight to gemm)", n = 3, cin = 5, h = 5, w = 7, cout = 3, kh = 1, kw = 1,
+   s = {1, 1}, p = {0, 0}, d = {1, 1}},
+  {name = "1x1 stride 2 (the ResNet downsample)", n = 3, cin = 4, h = 7, w = 9, cout = 6, kh = 1, kw = 1,
+   s = {2, 2}, p = {0, 0}, d = {1, 1}, bias = false},
+  {name = "3x3 stride 2 pad 1 on odd sizes", n = 3, cin = 2, h = 9, w = 7, cout = 5, kh = 3, kw = 3,
+   s = {2, 2}, p = {1, 1}, d = {1, 1}},
+  {name = "3x3 dilation 2 pad 2", n = 2, cin = 3, h = 8, w = 9, cout = 2, kh = 3, kw = 3,
+   s = {1, 1}, p = {2, 2}, d = {2, 2}},
+  {name = "non-square 3x2 kernel, stride (2,1), pad (1,0)", n = 1, cin = 2, h = 7, w = 6, cout = 3, kh = 3, kw = 2,
+   s = {2, 1}, p = {1, 0}, d = {1, 1}},
+  {name = "non-square 1x5 kernel, stride (1,3), pad (2,1), dilation (3,2)", n = 3, cin = 3, h = 5, w = 13,
+   cout = 2, kh = 1, kw = 5, s = {1, 3}, p = {2, 1}, d = {3, 2}},
+  {name = "3x3 without bias, stride 3, the last rows unused", n = 1, cin = 4, h = 10, w = 11, cout = 3,
+   kh = 3, kw = 3, s = {3, 3}, p = {0, 0}, d = {1, 1}, bias = false},
+  {name = "1x1 with padding 1 (padding alone needs columns)", n = 2, cin = 3, h = 3, w = 4, cout = 2,
+   kh = 1, kw = 1, s = {1, 1}, p = {1, 1}, d = {1, 1}},
+  {name = "5x5 pad 2 on a 3x4 input (kernel larger than the image)", n = 2, cin = 2, h = 3, w = 4, cout = 3,
+   kh = 5, kw = 5, s = {1, 1}, p = {2, 2}, d = {1, 1}},
+  {name = "5x5 pad 2 on a 2x1 input (most windows wholly in the padding)", n = 3, cin = 2, h = 2, w = 1, cout = 2,
+   kh = 5, kw = 5, s = {1, 1}, p = {2, 2}, d = {1, 1}},
+  {name = "3x3 pad 4 stride 2 dilation 3 on a 1x2 input", n = 1, cin = 3, h = 1, w = 2, cout = 2,
+   kh = 3, kw = 3, s = {2, 2}, p = {4, 4}, d = {3, 3}},
+}
+
+describe("conv2d: im2col + gemm kernels agree with the direct oracle", function()
+  for i, c in ipairs(cases) do
+    it(c.name .. (" (batch %d)"):format(c.n), function()
+      local x, w, b, gy = inputs(c, 100 + i)
+      -- gw and gb start non-zero: the kernels must add to them.
+      local gw0, gb0 = lpnx.randn(c.cout, c.cin, c.kh, c.kw), b and lpnx.randn(c.cout) or nil
+      local y, gx, gw, gb = run(K, c, x, w, b, gy, gw0, gb0)
+      local ry, rgx, rgw, rgb = run(R, c, x, w, b, gy, gw0, gb0)
+      local ho, wo = K.conv2d_output_size(c.h, c.w, c.kh, c.kw, geo(c))
+      assert.are.same({c.n, c.cout, ho, wo}, y:size())
+      assert.are.same({c.n, c.cin, c.h, c.w}, gx:size())
+      assert(ry:abs():max() > 0.1, "the oracle output is not trivially zero")
+      h.assert_near(y, ry, tol(c))
+      h.assert_near(gx, rgx, tol(c))
+      h.assert_near(gw, rgw, tol(c) * ho * wo)
+      if b then
+        h.assert_near(gb, rgb, 1e-4)
+      end
+    end)
+  end
+
+  it("accepts non-contiguous x and gy (copied first)", function()
+    local c = cases[5]
+    local x, w, b, gy = inputs(c, 7)
+    local xt = x:transpose(3, 4):contiguous():transpose(3, 4) -- same values, strided
+    local gyt = gy:transpose(1, 2):contiguous():transpose(1, 2)
+    assert.is_false(xt:is_contiguous())
+    assert.is_false(gyt:is_contiguous())
+    local gw0, gb0 = lpnx.zeros(c.cout, c.cin, c.kh, c.kw), lpnx.zeros(c.cout)
+    local y, gx, gw, gb = run(K, c, x, w, b, gy, gw0, gb0)
+    local y2, gx2, gw2, gb2 = run(K, c, xt, w, b, gyt, gw0, gb0)
+    assert.is_true(y:equal(y2))
+    assert.is_true(gx:equal(gx2))
+    assert.is_true(gw:equal(gw2))
+    assert.is_true(gb:equal(gb2))
+  end)
+
+  it("gives the same answers on one thread as on two", function()
+    local c = {n = 2, cin = 8, h = 40, w = 40, cout = 4, kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}}
+    local x, w, b, gy = inputs(c, 8) -- 8*9*1600 column entries: the parallel branch
+    local threads = lpnx.get_num_threads()
+    local gw0 = lpnx.zeros(c.cout, c.cin, 3, 3)
+    lpnx.set_num_threads(1)
+    local y1, gx1, gw1 = run(K, c, x, w, b, gy, gw0, nil)
+    lpnx.set_num_threads(2)
+    local y2, gx2, gw2 = run(K, c, x, w, b, gy, gw0, nil)
+    lpnx.set_num_threads(threads)
+    h.assert_near(y1, y2, 1e-5)
+    h.assert_near(gx1, gx2, 1e-5)
+    h.assert_near(gw1, gw2, 1e-3)
+  end)
+end)
+
+describe("conv2d gradients match finite differences", function()
+  local checked = {
+    {name = "3x3 stride 2 pad 1 dilation 2 with bias, batch 2", n = 2, cin = 2, h = 7, w = 6, cout = 3,
+     kh = 3, kw = 3, s = {2, 2}, p = {1, 1}, d = {2, 2}},
+    {name = "7x7 stride 2 pad 3", n = 1, cin = 2, h = 9, w = 8, cout = 2, kh = 7, kw = 7,
+     s = {2, 2}, p = {3, 3}, d = {1, 1}},
+    {name = "1x1 stride 1", n = 3, cin = 3, h = 4, w = 5, cout = 2, kh = 1, kw = 1,
+     s = {1, 1}, p = {0, 0}, d = {1, 1}},
+  }
+  for i, c in ipairs(checked) do
+    it(c.name, function()
+      local x, w, b, gy = inputs(c, 200 + i)
+      local function loss()
+        return gradcheck.dot(K.conv2d_forward(x, w, b, geo(c)), gy)
+      end
+      local gw, gb = lpnx.zeros(c.cout, c.cin, c.kh, c.kw), lpnx.zeros(c.cout)
+      local s1, s2, p1, p2, d1, d2 = geo(c)
+      local gx = K.conv2d_backward(x, w, gy, s1, s2, p1, p2, d1, d2, gw, gb, true)
+      assert(gradcheck.check(loss, x, gx, {samples = 40}) > 0)
+      assert(gradcheck.check(loss, w, gw, {samples = 40}) > 0)
+      assert(gradcheck.check(loss, b, gb) > 0)
+    end)
+  end
+
+  it("holds for the oracle too", function()
+    local c = checked[1]
+    local x, w, b, gy = inputs(c, 210)
+    local function loss()
+      return gradcheck.dot(R.conv2d_forward(x, w, b, geo(c)), gy)
+    end
+    local gw, gb = lpnx.zeros(c.cout, c.cin, c.kh, c.kw), lpnx.zeros(c.cout)
+    local s1, s2, p1, p2, d1, d2 = geo(c)
+    local gx = R.conv2d_backward(x, w, gy, s1, s2, p1, p2, d1, d2, gw, gb, true)
+    gradcheck.check(loss, x, gx, {samples = 30})
+    gradcheck.check(loss, w, gw, {samples = 30})
+    gradcheck.check(loss, b, gb)
+  end)
+end)
+
+describe("conv2d exact values", function()
+  for _, impl in ipairs {{"kernels", K}, {"ref", R}} do
+    local name, f = impl[1], impl[2]
+
+    it(name .. ": a 2x2 kernel over 1..9 worked by hand", function()
+      local x = lpnx.tensor{{{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}}}
+      local w = lpnx.tensor{{{{1, 2}, {3, 4}}}}
+      local b = lpnx.tensor{1}
+      -- y[0][0] = 1*1 + 2*2 + 4*3 + 5*4 + 1 = 38, and so on.
+      local y = f.conv2d_forward(x, w, b, 1, 1, 0, 0, 1, 1)
+      assert.are.same({{{{38, 48}, {68, 78}}}}, y:totable())
+      local gw, gb = lpnx.zeros(1, 1, 2, 2), lpnx.zeros(1)
+      local gx = f.conv2d_backward(x, w, lpnx.ones(1, 1, 2, 2), 1, 1, 0, 0, 1, 1, gw, gb, true)
+      -- gw: the sum of each 2x2 window's pixel at that kernel position;
+      -- gx: the sum of the kernel entries that touched each pixel.
+      assert.are.same({{{{12, 16}, {24, 28}}}}, gw:totable())
+      assert.are.same({4}, gb:totable())
+      assert.are.same({{{{1, 3, 2}, {4, 10, 6}, {3, 7, 4}}}}, gx:totable())
+    end)
+
+    it(name .. ": stride 2 with padding 1 reads zeros outside the image", function()
+      local x = lpnx.tensor{{{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}}}
+      local w = lpnx.ones(1, 1, 3, 3)
+      -- Windows centred on the corners: 3x3 sums clipped to the image.
+      local y = f.conv2d_forward(x, w, nil, 2, 2, 1, 1, 1, 1)
+      assert.are.same({{{{12, 16}, {24, 28}}}}, y:totable())
+      local gw = lpnx.zeros(1, 1, 3, 3)
+      local gx = f.conv2d_backward(x, w, lpnx.ones(1, 1, 2, 2), 2, 2, 1, 1, 1, 1, gw, nil, true)
+      assert.are.same({{{{1, 2, 1}, {2, 4, 2}, {1, 2, 1}}}}, gx:totable())
+      assert.are.same({{{{5, 10, 5}, {10, 20, 10}, {5, 10, 5}}}}, gw:totable())
+    end)
+
+    it(name .. ": matches PyTorch on a small strided, padded, dilated case", function()
+      -- Expected values from torch 1.13 (float64 on these float32 inputs):
+      --   F.conv2d(x, w, b, stride=(2,1), padding=(1,0), dilation=(1,2)); y.backward(gy)
+      -- with x[i] = i/10 - 2, w[i] = ((i % 7) - 3)/4, gy[i] = ((i % 5) - 2)/2 (i from 0).
+      local function filled(n, fn, ...)
+        local t = {}
+        for i = 0, n - 1 do t[i + 1] = fn(i) end
+        return lpnx.tensor(t):view(...)
+      end
+      local x = filled(40, function(i) return i / 10 - 2 end, 1, 2, 4, 5)
+      local w = filled(36, function(i) return (i % 7 - 3) / 4 end, 3, 2, 3, 2)
+      local b = lpnx.tensor{0.5, -1, 0.25}
+      local gy = filled(18, function(i) return (i % 5 - 2) / 2 end, 1, 3, 2, 3)
+      local y = f.conv2d_forward(x, w, b, 2, 1, 1, 0, 1, 2)
+      h.assert_near(y, lpnx.tensor{
+        0.10000002, 0.0999999754, 0.0999999791, 1.72499998, 1.59999999, 1.47499996,
+        1.19999998, 0.974999977, 0.749999974, -2.30000001, -2.32499998, -2.34999995,
+        -0.374999978, -0.300000003, -0.225000005, -0.075000003, 4.47034836e-08, 0.0750000365,
+      }:view(1, 3, 2, 3), 1e-5)
+      local gw, gb = lpnx.zeros(3, 2, 3, 2), lpnx.zeros(3)
+      local gx = f.conv2d_backward(x, w, gy, 2, 1, 1, 0, 1, 2, gw, gb, true)
+      h.assert_near(gx, lpnx.tensor{
+        0.625, 0.375, 0.375, 0.375, 0.5, 0, -1.75, -0.625, -1.875, -0.375,
+        -1.375, 0.25, -0.625, 0.125, 0.25, 0.625, 0.875, 0.625, 0.75, -0.5,
+        0.125, 0.375, 1.25, 0.375, 0.125, 1.125, 1, -0.375, -1.75, -0.375,
+        0.25, -1.375, -1.25, 0.25, 0.625, -1.25, 0.125, 0.875, 0.875, -0.125,
+      }:view(1, 2, 4, 5), 1e-5)
+      h.assert_near(gw, lpnx.tensor{
+        -0.850000024, -0.75, 2.35000002, 2.15000001, 1.84999999, 1.64999997,
+        0.150000036, 0.25000003, 0.349999975, 0.149999991, -0.150000036, -0.349999994,
+        0.549999952, 0.450000107, 0.400000006, 0.299999952, 0.150000036, 0.049999956,
+        -0.450000018, -0.550000012, -0.600000046, -0.699999891, -0.850000054, -0.949999899,
+        2.19999999, 1.89999998, -1.29999995, -1.30000004, -1.29999994, -1.30000003,
+        -0.800000012, -1.09999999, -1.30000001, -1.30000001, -1.30000001, -1.30000004,
+      }:view(3, 2, 3, 2), 1e-5)
+      h.assert_near(gb, {-1, -0.5, 0}, 1e-6)
+    end)
+  end
+
+  it("conv2d_output_size follows PyTorch's formula", function()
+    assert.are.same({128, 128}, {K.conv2d_output_size(256, 256, 7, 7, 2, 2, 3, 3, 1, 1)})
+    assert.are.same({64, 64}, {K.conv2d_output_size(128, 128, 1, 1, 2, 2, 0, 0, 1, 1)})
+    -- floor((5 + 2 - 2 - 1) / 2) + 1 = 3 and floor((6 - 2*1 - 1) / 1) + 1 = 4
+    assert.are.same({3, 4}, {K.conv2d_output_size(5, 6, 3, 2, 2, 1, 1, 0, 1, 2)})
+    assert.are.same({1, 1}, {K.conv2d_output_size(1, 1, 3, 3, 1, 1, 1, 1, 1, 1)})
+  end)
+end)
+
+describe("conv2d backward semantics", function()
+  local c = {n = 2, cin = 3, h = 6, w = 5, cout = 4, kh = 3, kw = 3, s = {1, 2}, p = {1, 1}, d = {1, 1}}
+
+  it("accumulates: calling backward twice doubles gw and gb", function()
+    local x, w, _, gy = inputs(c, 300)
+    local gw, gb = lpnx.zeros(4, 3, 3, 3), lpnx.zeros(4)
+    local s1, s2, p1, p2, d1, d2 = geo(c)
+    K.conv2d_backward(x, w, gy, s1, s2, p1, p2, d1, d2, gw, gb, false)
+    local once_w, once_b = gw:clone(), gb:clone()
+    assert(once_w:abs():max() > 0.1 and once_b:abs():max() > 0.1)
+    K.conv2d_backward(x, w, gy, s1, s2, p1, p2, d1, d2, gw, gb, false)
+    h.assert_near(gw, once_w * 2, 1e-5)
+    h.assert_near(gb, once_b * 2, 1e-5)
+    local rw, rb = lpnx.zeros(4, 3, 3, 3), lpnx.zeros(4)
+    R.conv2d_backward(x, w, gy, s1, s2, p1, p2, d1, d2, rw, rb, false)
+    R.conv2d_backward(x, w, gy, s1, s2, p1, p2, d1, d2, rw, rb, false)
+    h.assert_near(rw, once_w * 2, 1e-4)
+    h.assert_near(rb, once_b * 2, 1e-5)
+  end)
+
+  it("returns nil without need_gx and still fills gw", function()
+    local x, w, _, gy = inputs(c, 301)
+    local s1, s2, p1, p2, d1, d2 = geo(c)
+    local gw1, gw2 = lpnx.zeros(4, 3, 3, 3), lpnx.zeros(4, 3, 3, 3)
+    local gx = K.conv2d_backward(x, w, gy, s1, s2, p1, p2, d1, d2, gw1, nil, true)
+    assert.are.same({2, 3, 6, 5}, gx:size())
+    assert.is_nil(K.conv2d_backward(x, w, gy, s1, s2, p1, p2, d1, d2, gw2, nil, false))
+    assert.is_nil(R.conv2d_backward(x, w, gy, s1, s2, p1, p2, d1, d2, lpnx.zeros(4, 3, 3, 3), nil, false))
+    assert.is_true(gw1:equal(gw2))
+    assert(gw1:abs():max() > 0.1)
+  end)
+
+  it("an empty batch gives an empty output and adds nothing", function()
+    local x, w = lpnx.zeros(0, 3, 6, 5), lpnx.randn(4, 3, 3, 3)
+    local y = K.conv2d_forward(x, w, lpnx.ones(4), 1, 1, 1, 1, 1, 1)
+    assert.are.same({0, 4, 6, 5}, y:size())
+    local gw, gb = lpnx.ones(4, 3, 3, 3), lpnx.ones(4)
+    local gx = K.conv2d_backward(x, w, lpnx.zeros(0, 4, 6, 5), 1, 1, 1, 1, 1, 1, gw, gb, true)
+    assert.are.same({0, 3, 6, 5}, gx:size())
+    assert.is_true(gw:equal(lpnx.ones(4, 3, 3, 3)))
+    assert.is_true(gb:equal(lpnx.ones(4)))
+  end)
+end)
+
+describe("conv2d workspace", function()
+  local c = {n = 2, cin = 3, h = 6, w = 5, cout = 4, kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}}
+  local need = 3 * 3 * 3 * 6 * 5 -- cin*kh*kw * ho*wo floats, one image at a time
+
+  it("is used as the column buffer when large enough", function()
+    local x, w, b, gy = inputs(c, 400)
+    local ws = lpnx.full({need}, 0 / 0)
+    local y = K.conv2d_forward(x, w, b, 1, 1, 1, 1, 1, 1, ws)
+    assert.is_true(y:equal(K.conv2d_forward(x, w, b, 1, 1, 1, 1, 1, 1)))
+    assert(ws:ne(ws):sum() < need, "the workspace was written")
+    local gw1, gw2 = lpnx.zeros(4, 3, 3, 3), lpnx.zeros(4, 3, 3, 3)
+    ws:fill_(0 / 0)
+    local gx1 = K.conv2d_backward(x, w, gy, 1, 1, 1, 1, 1, 1, gw1, nil, true, ws)
+    local gx2 = K.conv2d_backward(x, w, gy, 1, 1, 1, 1, 1, 1, gw2, nil, true)
+    assert.is_true(gx1:equal(gx2))
+    assert.is_true(gw1:equal(gw2))
+    assert(ws:ne(ws):sum() < need, "the workspace was written")
+  end)
+
+  it("is left alone when too small, and ignored by the oracle", function()
+    local x, w, b = inputs(c, 401)
+    local ws = lpnx.full({2, need // 2 - 1}, 0 / 0)
+    local y = K.conv2d_forward(x, w, b, 1, 1, 1, 1, 1, 1, ws)
+    h.assert_near(y, R.conv2d_forward(x, w, b, 1, 1, 1, 1, 1, 1, ws), tol(c))
+    assert.are.equal(ws:numel(), ws:ne(ws):sum())
+  end)
+
+  it("is not needed by a 1x1 stride-1 convolution", function()
+    local x, w = lpnx.randn(2, 3, 4, 4), lpnx.randn(5, 3, 1, 1)
+    local ws = lpnx.full({100}, 0 / 0)
+    local y = K.conv2d_forward(x, w, nil, 1, 1, 0, 0, 1, 1, ws)
+    h.assert_near(y, R.conv2d_forward(x, w, nil, 1, 1, 0, 0, 1, 1), 1e-5)
+    assert.are.equal(100, ws:ne(ws):sum())
+  end)
+end)
+
+describe("conv2d argument errors", function()
+  local x, w = lpnx.zeros(1, 3, 8, 8), lpnx.zeros(4, 3, 3, 3)
+  for _, impl in ipairs {{"kernels", K}, {"ref", R}} do
+    local name, f = impl[1], impl[2]
+
+    it(name .. ": a weight with the wrong channel count", function()
+      assert.matches("expected weight (64,3,7,7) to match input channels 3, got (64,4,7,7)",
+                     message(function() f.conv2d_forward(x, lpnx.zeros(64, 4, 7, 7), nil, 2, 2, 3, 3, 1, 1) end),
+                     1, true)
+      assert.matches("expected weight (Cout,Cin,kh,kw), got (4,3,3)",
+                     message(function() f.conv2d_forward(x, lpnx.zeros(4, 3, 3), nil, 1, 1, 0, 0, 1, 1) end),
+                     1, true)
+      assert.matches("expected a kernel of at least 1x1, got weight (4,3,0,3)",
+                     message(function() f.conv2d_forward(x, lpnx.zeros(4, 3, 0, 3), nil, 1, 1, 0, 0, 1, 1) end),
+                     1, true)
+    end)
+
+    it(name .. ": an input that is not NCHW, or a bias of the wrong size", function()
+      assert.matches("expected (N,C,H,W), got 3x8x8",
+                     message(function() f.conv2d_forward(lpnx.zeros(3, 8, 8), w, nil, 1, 1, 0, 0, 1, 1) end),
+                     1, true)
+      assert.matches("expected bias (4) for 4 output channels, got (3)",
+                     message(function() f.conv2d_forward(x, w, lpnx.zeros(3), 1, 1, 0, 0, 1, 1) end), 1, true)
+    end)
+
+    it(name .. ": an input too small for the kernel", function()
+      assert.matches("input (1,3,2,2) is too small for the kernel: padded size 4x4 is smaller than "
+                     .. "the dilated kernel 5x5",
+                     message(function()
+                       f.conv2d_forward(lpnx.zeros(1, 3, 2, 2), lpnx.zeros(4, 3, 5, 5), nil, 1, 1, 1, 1, 1, 1)
+                     end), 1, true)
+      assert.matches("input (1,3,8,8) is too small for the kernel: padded size 8x8 is smaller than "
+                     .. "the dilated kernel 9x3",
+                     message(function() f.conv2d_forward(x, w, nil, 1, 1, 0, 0, 4, 1) end), 1, true)
+    end)
+
+    it(name .. ": bad stride, padding or dilation", function()
+      assert.matches("stride_h must be an integer >= 1, got 0",
+                     message(function() f.conv2d_forward(x, w, nil, 0, 1, 0, 0, 1, 1) end), 1, true)
+      assert.matches("stride_w must be an integer >= 1, got 1.5",
+                     message(function() f.conv2d_forward(x, w, nil, 1, 1.5, 0, 0, 1, 1) end), 1, true)
+      assert.matches("pad_w must be an integer >= 0, got -1",
+                     message(function() f.conv2d_forward(x, w, nil, 1, 1, 0, -1, 1, 1) end), 1, true)
+      assert.matches("dil_h must be an integer >= 1, got nil",
+                     message(function() f.conv2d_forward(x, w, nil, 1, 1, 0, 0) end), 1, true)
+      assert.matches("stride_h must be at most 2147483647, got 4294967296",
+                     message(function() f.conv2d_forward(x, w, nil, 2 ^ 32, 1, 0, 0, 1, 1) end), 1, true)
+    end)
+
+    it(name .. ": a gy that does not match the forward output", function()
+      assert.matches("expected gy (1,4,6,6) to match the forward output, got (1,4,6,7)",
+                     message(function()
+                       f.conv2d_backward(x, w, lpnx.zeros(1, 4, 6, 7), 1, 1, 0, 0, 1, 1, lpnx.zeros(4, 3, 3, 3),
+                                         nil, true)
+                     end), 1, true)
+    end)
+
+    it(name .. ": gradient buffers of the wrong shape or layout", function()
+      local gy = lpnx.zeros(1, 4, 6, 6)
+      assert.matches("expected gw (4,3,3,3) like the weight, got (4,3,3)",
+                     message(function()
+                       f.conv2d_backward(x, w, gy, 1, 1, 0, 0, 1, 1, lpnx.zeros(4, 3, 3), nil, true)
+                     end), 1, true)
+      assert.matches("expected a contiguous tensor",
+                     message(function()
+                       local gw = lpnx.zeros(3, 4, 3, 3):transpose(1, 2)
+                       f.conv2d_backward(x, w, gy, 1, 1, 0, 0, 1, 1, gw, nil, true)
+                     end), 1, true)
+      assert.matches("expected gb (4) for 4 output channels, got (5)",
+                     message(function()
+                       f.conv2d_backward(x, w, gy, 1, 1, 0, 0, 1, 1, lpnx.zeros(4, 3, 3, 3), lpnx.zeros(5), true)
+                     end), 1, true)
+      assert.matches("boolean expected, got nil",
+                     message(function()
+                       f.conv2d_backward(x, w, gy, 1, 1, 0, 0, 1, 1, lpnx.zeros(4, 3, 3, 3), nil)
+                     end), 1, true)
+      assert.matches("gw must not share memory with x, w or gy",
+                     message(function() f.conv2d_backward(x, w, gy, 1, 1, 0, 0, 1, 1, w, nil, true) end), 1, true)
+    end)
+  end
+
+  it("a workspace that overlaps an input or is not contiguous", function()
+    local big = lpnx.zeros(2, 3, 8, 8)
+    local xv = big:narrow(1, 1, 1)
+    assert.matches("workspace must not share memory with x, w or b",
+                   message(function() K.conv2d_forward(xv, w, nil, 1, 1, 0, 0, 1, 1, big) end), 1, true)
+    -- a strided x is copied first, but its own memory is still the caller's
+    local flat = lpnx.zeros(1000)
+    local xs = flat:narrow(1, 1, 192):view(1, 3, 8, 8):transpose(3, 4)
+    assert.matches("workspace must not share memory with x, w or b",
+                   message(function() K.conv2d_forward(xs, w, nil, 1, 1, 1, 1, 1, 1, flat:narrow(1, 101, 900)) end),
+                   1, true)
+    assert.matches("workspace must not share memory with x, w, gy, gw or gb",
+                   message(function()
+                     local gw = lpnx.zeros(4, 3, 3, 3)
+                     K.conv2d_backward(x, w, lpnx.zeros(1, 4, 6, 6), 1, 1, 0, 0, 1, 1, gw, nil, false, gw)
+                   end), 1, true)
+    assert.matches("expected a contiguous tensor",
+                   message(function()
+                     K.conv2d_forward(x, w, nil, 1, 1, 0, 0, 1, 1, lpnx.zeros(100, 100):t())
+                   end), 1, true)
+    assert.matches("lpnx.Tensor expected, got string",
+                   message(function() K.conv2d_forward(x, w, nil, 1, 1, 0, 0, 1, 1, "ws") end), 1, true)
+  end)
+
+  it("conv2d_output_size rejects a kernel larger than the padded input", function()
+    assert.matches("input 3x3 is too small for the kernel: padded size 3x5 is smaller than the dilated kernel 4x4",
+                   message(function() K.conv2d_output_size(3, 3, 4, 4, 1, 1, 0, 1, 1, 1) end), 1, true)
+    assert.matches("kh must be an integer >= 1, got 0",
+                   message(function() K.conv2d_output_size(3, 3, 0, 4, 1, 1, 0, 1, 1, 1) end), 1, true)
+  end)
+end)
