@@ -1,0 +1,394 @@
+/* lpnx.kernels / lpnx.ref: batch normalisation, max pooling, nearest and
+ * bilinear upsampling, and the ReLU and sigmoid backward passes. Each Lua
+ * function checks its arguments once and then calls either the fast kernel
+ * (ops/) or the oracle (ref/), so both tables share one signature:
+ *
+ *   batchnorm_train(x, weight, bias, running_mean, running_var, momentum, eps,
+ *                   save_mean, save_invstd) -> y
+ *   batchnorm_eval(x, weight, bias, running_mean, running_var, eps) -> y
+ *   batchnorm_backward(x, gy, weight, save_mean, save_invstd, gweight, gbias) -> gx
+ *   batchnorm_backward_eval(x, gy, weight, running_mean, running_var, eps,
+ *                           gweight, gbias) -> gx
+ *   relu_backward(y, gy) -> gx        sigmoid_backward(y, gy) -> gx
+ *   maxpool2d_forward(x, kh, kw, stride_h, stride_w, pad_h, pad_w) -> y, indices
+ *   maxpool2d_backward(gy, indices, H, W) -> gx
+ *   upsample_nearest(x, Ho, Wo) -> y   upsample_nearest_backward(gy, H, W) -> gx
+ *   upsample_bilinear(x, Ho, Wo) -> y  upsample_bilinear_backward(gy, H, W) -> gx
+ *
+ * x is (N,C,H,W); per-channel tensors are (C). running_mean, running_var,
+ * save_mean, save_invstd, gweight and gbias are written in place, so they
+ * must be contiguous; gweight and gbias accumulate. */
+#include <math.h>
+#include <stdio.h>
+
+#include "../ops/layers.h"
+#include "../ref/layers_ref.h"
+#include "bind.h"
+
+/* Largest input plane whose flat positions are exact in float32. */
+#define MAX_PLANE (INT64_C(1) << 24)
+/* Bound for kernel, stride, pad and output sizes given as numbers. */
+#define MAX_SIZE INT64_C(2147483647)
+
+/* ---- argument helpers ------------------------------------------------ */
+
+/* Formats sizes as "(2,3,4,4)" into buf. */
+static const char *shape_of(char *buf, size_t len, const lpnx_Tensor *t) {
+    size_t at = 0;
+    buf[at++] = '(';
+    for (int d = 0; d < t->ndim && at + 24 < len; d++)
+        at += (size_t)snprintf(buf + at, len - at, d ? ",%lld" : "%lld", (long long)t->size[d]);
+    snprintf(buf + at, len - at, ")");
+    return buf;
+}
+
+static lpnx_Tensor *checklive(lua_State *L, int arg) {
+    lpnx_Tensor *t = lpnx_checktensor(L, arg);
+    if (!t->storage) luaL_argerror(L, arg, "tensor was closed");
+    return t;
+}
+
+/* An integer in [lo, MAX_SIZE] at arg; what names it in the message. */
+static int64_t checkrange(lua_State *L, int arg, const char *what, int64_t lo) {
+    int ok;
+    lua_Integer v = lua_tointegerx(L, arg, &ok);
+    if (!ok) {
+        const char *got = lua_type(L, arg) == LUA_TNUMBER ? lua_tostring(L, arg) : luaL_typename(L, arg);
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s must be an integer, got %s", what, got));
+    }
+    if (v < lo) luaL_argerror(L, arg, lua_pushfstring(L, "%s must be at least %I, got %I", what, (lua_Integer)lo, v));
+    if (v > MAX_SIZE) luaL_argerror(L, arg, lua_pushfstring(L, "%s must be at most %I, got %I", what,
+                                                            (lua_Integer)MAX_SIZE, v));
+    return (int64_t)v;
+}
+
+/* eps: a finite number >= 0. */
+static double checkeps(lua_State *L, int arg) {
+    double eps = luaL_checknumber(L, arg);
+    if (!(eps >= 0 && eps < HUGE_VAL))
+        luaL_argerror(L, arg, lua_pushfstring(L, "eps must be a non-negative number, got %f", eps));
+    return eps;
+}
+
+/* A per-channel (C) tensor at arg. Inputs may be copied to make them
+ * contiguous; in-place outputs must be contiguous already. */
+static float *checkchannel(lua_State *L, int arg, const char *name, int64_t C, int inplace) {
+    char s[160];
+    lpnx_Tensor *t = checklive(L, arg);
+    if (t->ndim != 1 || t->size[0] != C)
+        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s (%I) to match input channels %I, got %s",
+                                              name, (lua_Integer)C, (lua_Integer)C, shape_of(s, sizeof s, t)));
+    t = inplace ? lpnx_checkcontiguous_inplace(L, arg) : lpnx_checkcontiguous(L, arg);
+    return lpnx_tensor_data(t);
+}
+
+/* The tensor at arg, contiguous, with exactly like's shape; the message
+ * names it and like. */
+static lpnx_Tensor *checklike(lua_State *L, int arg, const char *name, const lpnx_Tensor *like,
+                              const char *like_name) {
+    char s1[160], s2[160];
+    lpnx_Tensor *t = checklive(L, arg);
+    int same = t->ndim == like->ndim;
+    for (int d = 0; same && d < t->ndim; d++) same = t->size[d] == like->size[d];
+    if (!same)
+        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s %s to match %s, got %s", name,
+                                              shape_of(s1, sizeof s1, like), like_name,
+                                              shape_of(s2, sizeof s2, t)));
+    return lpnx_checkcontiguous(L, arg);
+}
+
+/* Raises unless an (H,W) plane has at most MAX_PLANE values. */
+static void checkplane(lua_State *L, int arg, int64_t H, int64_t W, const char *what) {
+    if (H > MAX_PLANE || W > MAX_PLANE || H * W > MAX_PLANE)
+        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s planes of at most %I values so that float "
+                                                 "indices are exact, got %Ix%I",
+                                              what, (lua_Integer)MAX_PLANE, (lua_Integer)H, (lua_Integer)W));
+}
+
+static float *data(const lpnx_Tensor *t) { return lpnx_tensor_data(t); }
+
+/* a * b for sizes >= 0, saturating: an empty tensor may have other sizes
+ * whose product does not fit, and such products are never used to index. */
+static int64_t mul(int64_t a, int64_t b) {
+    return a != 0 && b > INT64_MAX / a ? INT64_MAX : a * b;
+}
+
+static void check_status(lua_State *L, lpnx_status st, const char *what) {
+    if (st == LPNX_ENOMEM) luaL_error(L, "%s: not enough memory for the index tables", what);
+    if (st != LPNX_OK) luaL_error(L, "%s: %s", what, lpnx_strerror(st));
+}
+
+/* ---- batch normalisation --------------------------------------------- */
+
+static int batchnorm_train(lua_State *L, int ref) {
+    char s[160];
+    lpnx_Tensor *x = lpnx_checknchw(L, 1);
+    const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
+    const float *weight = checkchannel(L, 2, "weight", C, 0);
+    const float *bias = checkchannel(L, 3, "bias", C, 0);
+    float *running_mean = checkchannel(L, 4, "running_mean", C, 1);
+    float *running_var = checkchannel(L, 5, "running_var", C, 1);
+    double momentum = luaL_checknumber(L, 6);
+    if (!(momentum >= 0 && momentum <= 1))
+        luaL_argerror(L, 6, lua_pushfstring(L, "momentum must be in [0, 1], got %f", momentum));
+    double eps = checkeps(L, 7);
+    float *save_mean = checkchannel(L, 8, "save_mean", C, 1);
+    float *save_invstd = checkchannel(L, 9, "save_invstd", C, 1);
+    if (mul(N, HW) <= 1)
+        luaL_argerror(L, 1, lua_pushfstring(L, "expected more than 1 value per channel when training, "
+                                               "got input %s", shape_of(s, sizeof s, x)));
+    lpnx_Tensor *y = lpnx_pushnew(L, 4, x->size, 0);
+    if (C == 0) return 1;
+    (ref ? lpnx_ref_batchnorm_train_forward : lpnx_batchnorm_train_forward)(
+        data(y), save_mean, save_invstd, running_mean, running_var, data(x), weight, bias,
+        N, C, HW, momentum, eps);
+    return 1;
+}
+
+static int batchnorm_eval(lua_State *L, int ref) {
+    lpnx_Tensor *x = lpnx_checknchw(L, 1);
+    const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
+    const float *weight = checkchannel(L, 2, "weight", C, 0);
+    const float *bias = checkchannel(L, 3, "bias", C, 0);
+    const float *running_mean = checkchannel(L, 4, "running_mean", C, 0);
+    const float *running_var = checkchannel(L, 5, "running_var", C, 0);
+    double eps = checkeps(L, 6);
+    lpnx_Tensor *y = lpnx_pushnew(L, 4, x->size, 0);
+    if (lpnx_tensor_numel(y) == 0) return 1;
+    (ref ? lpnx_ref_batchnorm_eval_forward : lpnx_batchnorm_eval_forward)(
+        data(y), data(x), weight, bias, running_mean, running_var, N, C, HW, eps);
+    return 1;
+}
+
+static int batchnorm_backward(lua_State *L, int ref) {
+    lpnx_Tensor *x = lpnx_checknchw(L, 1);
+    const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
+    lpnx_Tensor *gy = checklike(L, 2, "gy", x, "x");
+    const float *weight = checkchannel(L, 3, "weight", C, 0);
+    const float *save_mean = checkchannel(L, 4, "save_mean", C, 0);
+    const float *save_invstd = checkchannel(L, 5, "save_invstd", C, 0);
+    float *gweight = checkchannel(L, 6, "gweight", C, 1);
+    float *gbias = checkchannel(L, 7, "gbias", C, 1);
+    lpnx_Tensor *gx = lpnx_pushnew(L, 4, x->size, 0);
+    if (lpnx_tensor_numel(gx) == 0) return 1;
+    (ref ? lpnx_ref_batchnorm_train_backward : lpnx_batchnorm_train_backward)(
+        data(gx), gweight, gbias, data(gy), data(x), weight, save_mean, save_invstd, N, C, HW);
+    return 1;
+}
+
+static int batchnorm_backward_eval(lua_State *L, int ref) {
+    lpnx_Tensor *x = lpnx_checknchw(L, 1);
+    const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
+    lpnx_Tensor *gy = checklike(L, 2, "gy", x, "x");
+    const float *weight = checkchannel(L, 3, "weight", C, 0);
+    const float *running_mean = checkchannel(L, 4, "running_mean", C, 0);
+    const float *running_var = checkchannel(L, 5, "running_var", C, 0);
+    double eps = checkeps(L, 6);
+    float *gweight = checkchannel(L, 7, "gweight", C, 1);
+    float *gbias = checkchannel(L, 8, "gbias", C, 1);
+    lpnx_Tensor *gx = lpnx_pushnew(L, 4, x->size, 0);
+    if (lpnx_tensor_numel(gx) == 0) return 1;
+    (ref ? lpnx_ref_batchnorm_eval_backward : lpnx_batchnorm_eval_backward)(
+        data(gx), gweight, gbias, data(gy), data(x), weight, running_mean, running_var, N, C, HW, eps);
+    return 1;
+}
+
+/* ---- activations ----------------------------------------------------- */
+
+typedef void (*activation_backward)(float *gx, const float *y, const float *gy, size_t n);
+
+static int act_backward(lua_State *L, activation_backward f) {
+    checklive(L, 1);
+    lpnx_Tensor *y = lpnx_checkcontiguous(L, 1);
+    lpnx_Tensor *gy = checklike(L, 2, "gy", y, "y");
+    lpnx_Tensor *gx = lpnx_pushnew(L, y->ndim, y->size, 0);
+    size_t n = lpnx_tensor_numel(gx);
+    if (n > 0) f(data(gx), data(y), data(gy), n);
+    return 1;
+}
+
+/* ---- max pooling ----------------------------------------------------- */
+
+static int maxpool2d_forward(lua_State *L, int ref) {
+    char s[160];
+    lpnx_Tensor *x = lpnx_checknchw(L, 1);
+    lpnx_pool2d_dims d;
+    d.kh = checkrange(L, 2, "kernel_h", 1);
+    d.kw = checkrange(L, 3, "kernel_w", 1);
+    d.sh = checkrange(L, 4, "stride_h", 1);
+    d.sw = checkrange(L, 5, "stride_w", 1);
+    d.ph = checkrange(L, 6, "pad_h", 0);
+    d.pw = checkrange(L, 7, "pad_w", 0);
+    if (d.ph > d.kh / 2)
+        luaL_argerror(L, 6, lua_pushfstring(L, "pad should be at most half of kernel size, got pad_h %d "
+                                               "for kernel_h %d", (int)d.ph, (int)d.kh));
+    if (d.pw > d.kw / 2)
+        luaL_argerror(L, 7, lua_pushfstring(L, "pad should be at most half of kernel size, got pad_w %d "
+                                               "for kernel_w %d", (int)d.pw, (int)d.kw));
+    d.planes = mul(x->size[0], x->size[1]);
+    d.H = x->size[2];
+    d.W = x->size[3];
+    if (d.H < 1 || d.W < 1)
+        luaL_argerror(L, 1, lua_pushfstring(L, "expected a non-empty input plane, got %s",
+                                            shape_of(s, sizeof s, x)));
+    checkplane(L, 1, d.H, d.W, "input");
+    const int64_t span_h = d.H + 2 * d.ph - d.kh, span_w = d.W + 2 * d.pw - d.kw;
+    d.Ho = span_h < 0 ? 0 : span_h / d.sh + 1;
+    d.Wo = span_w < 0 ? 0 : span_w / d.sw + 1;
+    if (d.Ho < 1 || d.Wo < 1)
+        luaL_argerror(L, 1, lua_pushfstring(L, "output size is too small: input %s with kernel %dx%d, "
+                                               "stride %dx%d, padding %dx%d gives %dx%d",
+                                            shape_of(s, sizeof s, x), (int)d.kh, (int)d.kw, (int)d.sh,
+                                            (int)d.sw, (int)d.ph, (int)d.pw, (int)d.Ho, (int)d.Wo));
+    int64_t size[4] = {x->size[0], x->size[1], d.Ho, d.Wo};
+    lpnx_Tensor *y = lpnx_pushnew(L, 4, size, 0);
+    lpnx_Tensor *indices = lpnx_pushnew(L, 4, size, 0);
+    if (d.planes == 0) return 2;
+    if (ref)
+        lpnx_ref_maxpool2d_forward(data(y), data(indices), data(x), d.planes, d.H, d.W, d.Ho, d.Wo,
+                                   d.kh, d.kw, d.sh, d.sw, d.ph, d.pw);
+    else
+        lpnx_maxpool2d_forward(data(y), data(indices), data(x), d);
+    return 2;
+}
+
+/* Raises naming the first entry of indices that is not a position in an
+ * (H,W) plane; does nothing when they all are. */
+static void check_indices(lua_State *L, const lpnx_Tensor *indices, int64_t H, int64_t W) {
+    const float *p = data(indices);
+    size_t n = lpnx_tensor_numel(indices);
+    for (size_t i = 0; i < n; i++) {
+        float f = p[i];
+        if (f >= 0 && f < (float)(H * W) && f == floorf(f)) continue;
+        int64_t at[4], r = (int64_t)i;
+        for (int dim = 3; dim >= 0; dim--) {
+            at[dim] = r % indices->size[dim] + 1;
+            r /= indices->size[dim];
+        }
+        if (f == floorf(f) && fabsf(f) < 1e15f) lua_pushinteger(L, (lua_Integer)f);
+        else lua_pushnumber(L, f);
+        luaL_argerror(L, 2, lua_pushfstring(L, "indices hold %s at (%I,%I,%I,%I), not a position in a "
+                                               "%Ix%I input plane (0 to %I)", lua_tostring(L, -1),
+                                            (lua_Integer)at[0], (lua_Integer)at[1], (lua_Integer)at[2],
+                                            (lua_Integer)at[3], (lua_Integer)H, (lua_Integer)W,
+                                            (lua_Integer)(H * W - 1)));
+    }
+}
+
+static int maxpool2d_backward(lua_State *L, int ref) {
+    lpnx_Tensor *gy = lpnx_checknchw(L, 1);
+    lpnx_Tensor *indices = checklike(L, 2, "indices", gy, "gy");
+    lpnx_pool2d_dims d = {0};
+    d.H = checkrange(L, 3, "H", 1);
+    d.W = checkrange(L, 4, "W", 1);
+    checkplane(L, 3, d.H, d.W, "input");
+    d.planes = mul(gy->size[0], gy->size[1]);
+    d.Ho = gy->size[2];
+    d.Wo = gy->size[3];
+    int64_t size[4] = {gy->size[0], gy->size[1], d.H, d.W};
+    lpnx_Tensor *gx = lpnx_pushnew(L, 4, size, 1);
+    if (lpnx_tensor_numel(gy) == 0) return 1;
+    if (ref) {
+        check_indices(L, indices, d.H, d.W);
+        lpnx_ref_maxpool2d_backward(data(gx), data(gy), data(indices), d.planes, d.H, d.W, d.Ho, d.Wo);
+    } else if (lpnx_maxpool2d_backward(data(gx), data(gy), data(indices), d) != 0) {
+        check_indices(L, indices, d.H, d.W);
+    }
+    return 1;
+}
+
+/* ---- upsampling ------------------------------------------------------ */
+
+typedef lpnx_status (*resample_fn)(float *out, const float *inp, int64_t planes,
+                                   int64_t H, int64_t W, int64_t Ho, int64_t Wo);
+typedef void (*resample_ref_fn)(float *out, const float *inp, int64_t planes,
+                                int64_t H, int64_t W, int64_t Ho, int64_t Wo);
+
+/* (x, Ho, Wo) -> y */
+static int resample_forward(lua_State *L, resample_fn fast, resample_ref_fn ref, const char *what) {
+    char s[160];
+    lpnx_Tensor *x = lpnx_checknchw(L, 1);
+    int64_t Ho = checkrange(L, 2, "output height", 1);
+    int64_t Wo = checkrange(L, 3, "output width", 1);
+    if (x->size[2] < 1 || x->size[3] < 1)
+        luaL_argerror(L, 1, lua_pushfstring(L, "expected a non-empty input plane, got %s",
+                                            shape_of(s, sizeof s, x)));
+    int64_t size[4] = {x->size[0], x->size[1], Ho, Wo};
+    lpnx_Tensor *y = lpnx_pushnew(L, 4, size, 0);
+    if (lpnx_tensor_numel(y) == 0) return 1;
+    const int64_t planes = mul(x->size[0], x->size[1]);
+    if (ref) ref(data(y), data(x), planes, x->size[2], x->size[3], Ho, Wo);
+    else check_status(L, fast(data(y), data(x), planes, x->size[2], x->size[3], Ho, Wo), what);
+    return 1;
+}
+
+/* (gy, H, W) -> gx */
+static int resample_backward(lua_State *L, resample_fn fast, resample_ref_fn ref, const char *what) {
+    char s[160];
+    lpnx_Tensor *gy = lpnx_checknchw(L, 1);
+    int64_t H = checkrange(L, 2, "input height", 1);
+    int64_t W = checkrange(L, 3, "input width", 1);
+    if (gy->size[2] < 1 || gy->size[3] < 1)
+        luaL_argerror(L, 1, lua_pushfstring(L, "expected a non-empty gy plane, got %s",
+                                            shape_of(s, sizeof s, gy)));
+    int64_t size[4] = {gy->size[0], gy->size[1], H, W};
+    lpnx_Tensor *gx = lpnx_pushnew(L, 4, size, 1);
+    if (lpnx_tensor_numel(gx) == 0) return 1;
+    const int64_t planes = mul(gy->size[0], gy->size[1]);
+    if (ref) ref(data(gx), data(gy), planes, H, W, gy->size[2], gy->size[3]);
+    else check_status(L, fast(data(gx), data(gy), planes, H, W, gy->size[2], gy->size[3]), what);
+    return 1;
+}
+
+/* ---- registration ---------------------------------------------------- */
+
+/* The fast and the oracle entry points of one function. */
+#define PAIR(name, body_fast, body_ref)                          \
+    static int l_##name(lua_State *L) { return body_fast; }      \
+    static int l_ref_##name(lua_State *L) { return body_ref; }
+
+PAIR(batchnorm_train, batchnorm_train(L, 0), batchnorm_train(L, 1))
+PAIR(batchnorm_eval, batchnorm_eval(L, 0), batchnorm_eval(L, 1))
+PAIR(batchnorm_backward, batchnorm_backward(L, 0), batchnorm_backward(L, 1))
+PAIR(batchnorm_backward_eval, batchnorm_backward_eval(L, 0), batchnorm_backward_eval(L, 1))
+PAIR(relu_backward, act_backward(L, lpnx_relu_backward), act_backward(L, lpnx_ref_relu_backward))
+PAIR(sigmoid_backward, act_backward(L, lpnx_sigmoid_backward), act_backward(L, lpnx_ref_sigmoid_backward))
+PAIR(maxpool2d_forward, maxpool2d_forward(L, 0), maxpool2d_forward(L, 1))
+PAIR(maxpool2d_backward, maxpool2d_backward(L, 0), maxpool2d_backward(L, 1))
+PAIR(upsample_nearest,
+     resample_forward(L, lpnx_upsample_nearest_forward, NULL, "upsample_nearest"),
+     resample_forward(L, NULL, lpnx_ref_upsample_nearest_forward, "upsample_nearest"))
+PAIR(upsample_nearest_backward,
+     resample_backward(L, lpnx_upsample_nearest_backward, NULL, "upsample_nearest_backward"),
+     resample_backward(L, NULL, lpnx_ref_upsample_nearest_backward, "upsample_nearest_backward"))
+PAIR(upsample_bilinear,
+     resample_forward(L, lpnx_upsample_bilinear_forward, NULL, "upsample_bilinear"),
+     resample_forward(L, NULL, lpnx_ref_upsample_bilinear_forward, "upsample_bilinear"))
+PAIR(upsample_bilinear_backward,
+     resample_backward(L, lpnx_upsample_bilinear_backward, NULL, "upsample_bilinear_backward"),
+     resample_backward(L, NULL, lpnx_ref_upsample_bilinear_backward, "upsample_bilinear_backward"))
+
+#undef PAIR
+
+#define ENTRY(name) {#name, l_##name, l_ref_##name}
+
+static const struct {
+    const char *name;
+    lua_CFunction fast, ref;
+} entries[] = {
+    ENTRY(batchnorm_train), ENTRY(batchnorm_eval), ENTRY(batchnorm_backward),
+    ENTRY(batchnorm_backward_eval), ENTRY(relu_backward), ENTRY(sigmoid_backward),
+    ENTRY(maxpool2d_forward), ENTRY(maxpool2d_backward), ENTRY(upsample_nearest),
+    ENTRY(upsample_nearest_backward), ENTRY(upsample_bilinear), ENTRY(upsample_bilinear_backward),
+};
+
+#undef ENTRY
+
+void lpnx_open_layers(lua_State *L, int kidx, int ridx) {
+    for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++) {
+        lua_pushcfunction(L, entries[i].fast);
+        lua_setfield(L, kidx, entries[i].name);
+        lua_pushcfunction(L, entries[i].ref);
+        lua_setfield(L, ridx, entries[i].name);
+    }
+}
