@@ -1,0 +1,183 @@
+-- Losses on logits (no sigmoid in the model's head), Torch7 criterion style:
+--   loss:forward(logits, target) -> number
+--   loss:backward(logits, target) -> gradient wrt logits (a new tensor)
+-- logits and target share one shape, any (typically (N,1,H,W)); target
+-- values are in [0, 1] (hard masks or soft labels). The arithmetic is in
+-- the C kernels of lpnx.kernels.
+local lpnx = require "lpnx"
+local class = require "lpnx.class"
+
+local K = lpnx.kernels
+local loss = {}
+
+local function shape(t)
+  local size = t:size()
+  return #size == 0 and "scalar" or table.concat(size, "x")
+end
+
+-- Raises unless logits and target are tensors of one shape.
+local function check_pair(name, logits, target)
+  if not lpnx.is_tensor(logits) then
+    error(("%s: expected logits as a tensor, got %s"):format(name, type(logits)), 3)
+  end
+  if not lpnx.is_tensor(target) then
+    error(("%s: expected target as a tensor, got %s"):format(name, type(target)), 3)
+  end
+  local a, b = logits:size(), target:size()
+  local same = #a == #b
+  for d = 1, #a do same = same and a[d] == b[d] end
+  if not same then
+    error(("%s: expected target of the logits' shape %s, got %s"):format(name, shape(logits), shape(target)), 3)
+  end
+end
+
+-- The options table with unknown keys rejected (a misspelt option would
+-- otherwise be silently ignored).
+-- The checks below run in constructors: they raise at level 4, the caller
+-- of Class(...) (the class helper's __call sits between).
+local CTOR = 4
+
+local function check_opts(name, opts, known)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error(("%s: expected an options table, got %s"):format(name, type(opts)), CTOR) end
+  for k in pairs(opts) do
+    if not known[k] then error(("%s: unknown option '%s'"):format(name, tostring(k)), CTOR) end
+  end
+  return opts
+end
+
+local function check_number(name, what, v, lo, hi, level)
+  if type(v) ~= "number" or v ~= v or v < lo or (hi and v > hi) or v == math.huge then
+    local range = hi and ("in [%g, %g]"):format(lo, hi) or (">= %g"):format(lo)
+    error(("%s: %s must be a finite number %s, got %s"):format(name, what, range, tostring(v)), level or CTOR)
+  end
+  return v
+end
+
+local function check_pos_weight(name, w)
+  if w == nil or lpnx.is_tensor(w) then return w end
+  if type(w) ~= "number" then
+    error(("%s: pos_weight must be a number or a tensor, got %s"):format(name, type(w)), CTOR)
+  end
+  return check_number(name, "pos_weight", w, 0, nil, CTOR + 1)
+end
+
+---------------------------------------------------------------------------
+-- BCEWithLogitsLoss{pos_weight=} : mean binary cross-entropy on logits,
+-- PyTorch's torch.nn.BCEWithLogitsLoss; pos_weight (a number, or a tensor
+-- broadcastable to the target) weighs the positive term.
+loss.BCEWithLogitsLoss = class("nn.BCEWithLogitsLoss")
+
+function loss.BCEWithLogitsLoss:__init(opts)
+  opts = check_opts("BCEWithLogitsLoss", opts, {pos_weight = true})
+  self.pos_weight = check_pos_weight("BCEWithLogitsLoss", opts.pos_weight)
+end
+
+function loss.BCEWithLogitsLoss:forward(logits, target)
+  check_pair("BCEWithLogitsLoss", logits, target)
+  return K.bce_with_logits(logits, target, self.pos_weight)
+end
+
+function loss.BCEWithLogitsLoss:backward(logits, target)
+  check_pair("BCEWithLogitsLoss", logits, target)
+  return K.bce_with_logits_backward(logits, target, self.pos_weight)
+end
+
+---------------------------------------------------------------------------
+-- DiceLoss{eps=1} : soft Dice on p = sigmoid(logits) over the whole batch,
+-- 1 - (2 sum(p t) + eps) / (sum(p) + sum(t) + eps).
+loss.DiceLoss = class("nn.DiceLoss")
+
+function loss.DiceLoss:__init(opts)
+  opts = check_opts("DiceLoss", opts, {eps = true})
+  self.eps = check_number("DiceLoss", "eps", opts.eps == nil and 1 or opts.eps, 0)
+end
+
+function loss.DiceLoss:forward(logits, target)
+  check_pair("DiceLoss", logits, target)
+  return K.dice_loss(logits, target, self.eps)
+end
+
+function loss.DiceLoss:backward(logits, target)
+  check_pair("DiceLoss", logits, target)
+  return K.dice_loss_backward(logits, target, self.eps)
+end
+
+---------------------------------------------------------------------------
+-- FocalLoss{gamma=2, alpha=nil} : mean sigmoid focal loss (Lin et al.;
+-- torchvision.ops.sigmoid_focal_loss with reduction "mean"); alpha in
+-- [0, 1] weighs positives by alpha and negatives by 1 - alpha.
+loss.FocalLoss = class("nn.FocalLoss")
+
+function loss.FocalLoss:__init(opts)
+  opts = check_opts("FocalLoss", opts, {gamma = true, alpha = true})
+  self.gamma = check_number("FocalLoss", "gamma", opts.gamma == nil and 2 or opts.gamma, 0)
+  if opts.alpha ~= nil then self.alpha = check_number("FocalLoss", "alpha", opts.alpha, 0, 1) end
+end
+
+function loss.FocalLoss:forward(logits, target)
+  check_pair("FocalLoss", logits, target)
+  return K.focal_loss(logits, target, self.gamma, self.alpha)
+end
+
+function loss.FocalLoss:backward(logits, target)
+  check_pair("FocalLoss", logits, target)
+  return K.focal_loss_backward(logits, target, self.gamma, self.alpha)
+end
+
+---------------------------------------------------------------------------
+-- ComboLoss{bce=1, dice=1, focal=0, eps=1, gamma=2, alpha=nil, pos_weight=nil}:
+-- bce * BCE + dice * Dice + focal * Focal; terms with weight 0 are not
+-- computed at all.
+loss.ComboLoss = class("nn.ComboLoss")
+
+function loss.ComboLoss:__init(opts)
+  local name = "ComboLoss"
+  opts = check_opts(name, opts, {bce = true, dice = true, focal = true, eps = true, gamma = true,
+                                 alpha = true, pos_weight = true})
+  local function weight(key, default)
+    local v = opts[key]
+    if v == nil then v = default end
+    return check_number(name, key .. " weight", v, 0, nil, CTOR + 1)
+  end
+  self.weights = {bce = weight("bce", 1), dice = weight("dice", 1), focal = weight("focal", 0)}
+  if self.weights.bce + self.weights.dice + self.weights.focal == 0 then
+    error("ComboLoss: every weight is 0 (set bce, dice or focal)", CTOR - 1)
+  end
+  -- Checked here too so that errors name ComboLoss.
+  if opts.eps ~= nil then check_number(name, "eps", opts.eps, 0) end
+  if opts.gamma ~= nil then check_number(name, "gamma", opts.gamma, 0) end
+  if opts.alpha ~= nil then check_number(name, "alpha", opts.alpha, 0, 1) end
+  check_pos_weight(name, opts.pos_weight)
+  self.bce = loss.BCEWithLogitsLoss{pos_weight = opts.pos_weight}
+  self.dice = loss.DiceLoss{eps = opts.eps}
+  self.focal = loss.FocalLoss{gamma = opts.gamma, alpha = opts.alpha}
+end
+
+local TERMS = {"bce", "dice", "focal"}
+
+function loss.ComboLoss:forward(logits, target)
+  check_pair("ComboLoss", logits, target)
+  local total = 0
+  for _, term in ipairs(TERMS) do
+    local w = self.weights[term]
+    if w ~= 0 then total = total + w * self[term]:forward(logits, target) end
+  end
+  return total
+end
+
+function loss.ComboLoss:backward(logits, target)
+  check_pair("ComboLoss", logits, target)
+  local grad
+  for _, term in ipairs(TERMS) do
+    local w = self.weights[term]
+    if w ~= 0 then
+      local g = self[term]:backward(logits, target)
+      if w ~= 1 then g:mul_(w) end
+      if grad then grad:add_(g) else grad = g end
+    end
+  end
+  return grad
+end
+
+return loss
