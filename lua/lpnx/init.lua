@@ -9,6 +9,11 @@ for k, v in pairs(core) do
   if k:sub(1, 1) ~= "_" then lpnx[k] = v end
 end
 
+-- Registered as modules so error messages name them ("bad argument #1 to
+-- 'lpnx.kernels.conv2d_forward'").
+package.loaded["lpnx.kernels"] = core.kernels
+package.loaded["lpnx.ref"] = core.ref
+
 local Tensor = core.Tensor
 local mt = core._Tensor_mt
 
@@ -188,5 +193,17 @@ for _, name in ipairs {"sum", "mean", "max", "min", "argmax", "argmin", "abs", "
                        "allclose"} do
   lpnx[name] = lpnx[name] or Tensor[name]
 end
+
+-- Submodules load on first use: lpnx.nn, lpnx.models, lpnx.optim, lpnx.metrics.
+local lazy = {nn = "lpnx.nn", models = "lpnx.models", optim = "lpnx.optim", metrics = "lpnx.metrics"}
+setmetatable(lpnx, {
+  __index = function(t, k)
+    local name = lazy[k]
+    if not name then return nil end
+    local m = require(name)
+    rawset(t, k, m)
+    return m
+  end,
+})
 
 return lpnx

@@ -1,0 +1,270 @@
+-- The layers of a ResNet U-Net. Each keeps what its backward needs from
+-- the last forward (Torch7's self.output), and calls the C kernels of
+-- lpnx.kernels; the arithmetic lives there.
+local lpnx = require "lpnx"
+local class = require "lpnx.class"
+local Module = require "lpnx.nn.module"
+
+local K = lpnx.kernels
+local nn = {}
+
+local function pair(v, what)
+  if type(v) == "table" then
+    if #v ~= 2 then error(("%s: expected a number or {h, w}, got a table of %d"):format(what, #v), 3) end
+    return v[1], v[2]
+  end
+  if math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v)) then
+    error(("%s: expected an integer or {h, w}, got %s"):format(what, tostring(v)), 3)
+  end
+  return v, v
+end
+
+---------------------------------------------------------------------------
+-- Conv2d(cin, cout, k, {stride=1, padding=0, dilation=1, bias=true})
+-- Weights start as PyTorch's default (kaiming uniform, a = sqrt(5)).
+nn.Conv2d = class("nn.Conv2d", Module)
+
+function nn.Conv2d:__init(cin, cout, k, opts)
+  Module.__init(self)
+  opts = opts or {}
+  assert(math.type(cin) == "integer" and cin > 0, "Conv2d: cin must be a positive integer")
+  assert(math.type(cout) == "integer" and cout > 0, "Conv2d: cout must be a positive integer")
+  self.cin, self.cout = cin, cout
+  self.kh, self.kw = pair(k, "Conv2d kernel size")
+  self.sh, self.sw = pair(opts.stride or 1, "Conv2d stride")
+  self.ph, self.pw = pair(opts.padding or 0, "Conv2d padding")
+  self.dh, self.dw = pair(opts.dilation or 1, "Conv2d dilation")
+  local bound = 1 / math.sqrt(cin * self.kh * self.kw)
+  self:register_parameter("weight", lpnx.empty(cout, cin, self.kh, self.kw):uniform_(-bound, bound))
+  if opts.bias ~= false then
+    self:register_parameter("bias", lpnx.empty(cout):uniform_(-bound, bound))
+  end
+  -- false for a first layer: backward then skips the input gradient.
+  self.need_input_grad = true
+end
+
+function nn.Conv2d:forward(x)
+  self.output = K.conv2d_forward(x, self.weight, self.bias, self.sh, self.sw, self.ph, self.pw,
+                                 self.dh, self.dw)
+  return self.output
+end
+
+function nn.Conv2d:backward(x, gy)
+  self.grad_input = K.conv2d_backward(x, self.weight, gy, self.sh, self.sw, self.ph, self.pw,
+                                      self.dh, self.dw, self.grad_weight, self.grad_bias,
+                                      self.need_input_grad)
+  return self.grad_input
+end
+
+function nn.Conv2d:extra_repr()
+  local s = ("%d, %d, kernel=%dx%d"):format(self.cin, self.cout, self.kh, self.kw)
+  if self.sh ~= 1 or self.sw ~= 1 then s = s .. (", stride=%dx%d"):format(self.sh, self.sw) end
+  if self.ph ~= 0 or self.pw ~= 0 then s = s .. (", padding=%dx%d"):format(self.ph, self.pw) end
+  if self.dh ~= 1 or self.dw ~= 1 then s = s .. (", dilation=%dx%d"):format(self.dh, self.dw) end
+  if not self.bias then s = s .. ", bias=false" end
+  return s
+end
+
+---------------------------------------------------------------------------
+-- BatchNorm2d(c, {eps=1e-5, momentum=0.1}): PyTorch's semantics. Train
+-- mode normalises with batch statistics and updates the running ones
+-- (unbiased variance); eval mode uses the running statistics.
+nn.BatchNorm2d = class("nn.BatchNorm2d", Module)
+
+function nn.BatchNorm2d:__init(c, opts)
+  Module.__init(self)
+  opts = opts or {}
+  self.c = c
+  self.eps = opts.eps or 1e-5
+  self.momentum = opts.momentum or 0.1
+  self:register_parameter("weight", lpnx.ones(c))
+  self:register_parameter("bias", lpnx.zeros(c))
+  self:register_buffer("running_mean", lpnx.zeros(c))
+  self:register_buffer("running_var", lpnx.ones(c))
+  self:register_buffer("num_batches_tracked", lpnx.tensor(0))
+  self.save_mean = lpnx.zeros(c)   -- batch mean of the last train forward
+  self.save_invstd = lpnx.zeros(c) -- 1/sqrt(batch var + eps) of the same
+end
+
+function nn.BatchNorm2d:forward(x)
+  if self.training then
+    self.output = K.batchnorm_train(x, self.weight, self.bias, self.running_mean, self.running_var,
+                                    self.momentum, self.eps, self.save_mean, self.save_invstd)
+    self.num_batches_tracked:add_(1)
+    self.forward_trained = true
+  else
+    self.output = K.batchnorm_eval(x, self.weight, self.bias, self.running_mean, self.running_var, self.eps)
+    self.forward_trained = false
+  end
+  return self.output
+end
+
+function nn.BatchNorm2d:backward(x, gy)
+  if self.forward_trained then
+    self.grad_input = K.batchnorm_backward(x, gy, self.weight, self.save_mean, self.save_invstd,
+                                           self.grad_weight, self.grad_bias)
+  else
+    self.grad_input = K.batchnorm_backward_eval(x, gy, self.weight, self.running_mean, self.running_var,
+                                                self.eps, self.grad_weight, self.grad_bias)
+  end
+  return self.grad_input
+end
+
+function nn.BatchNorm2d:extra_repr()
+  return tostring(self.c)
+end
+
+---------------------------------------------------------------------------
+nn.ReLU = class("nn.ReLU", Module)
+
+function nn.ReLU:forward(x)
+  self.output = x:relu()
+  return self.output
+end
+
+function nn.ReLU:backward(_, gy)
+  self.grad_input = K.relu_backward(self.output, gy)
+  return self.grad_input
+end
+
+nn.Sigmoid = class("nn.Sigmoid", Module)
+
+function nn.Sigmoid:forward(x)
+  self.output = x:sigmoid()
+  return self.output
+end
+
+function nn.Sigmoid:backward(_, gy)
+  self.grad_input = K.sigmoid_backward(self.output, gy)
+  return self.grad_input
+end
+
+nn.Identity = class("nn.Identity", Module)
+function nn.Identity:forward(x) self.output = x; return x end
+function nn.Identity:backward(_, gy) self.grad_input = gy; return gy end
+
+---------------------------------------------------------------------------
+-- MaxPool2d(k, stride=k, padding=0); keeps the argmax for backward.
+nn.MaxPool2d = class("nn.MaxPool2d", Module)
+
+function nn.MaxPool2d:__init(k, stride, padding)
+  Module.__init(self)
+  self.kh, self.kw = pair(k, "MaxPool2d kernel size")
+  self.sh, self.sw = pair(stride or k, "MaxPool2d stride")
+  self.ph, self.pw = pair(padding or 0, "MaxPool2d padding")
+end
+
+function nn.MaxPool2d:forward(x)
+  self.output, self.indices = K.maxpool2d_forward(x, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
+  return self.output
+end
+
+function nn.MaxPool2d:backward(x, gy)
+  self.grad_input = K.maxpool2d_backward(gy, self.indices, x:size(3), x:size(4))
+  return self.grad_input
+end
+
+function nn.MaxPool2d:extra_repr()
+  return ("kernel=%dx%d, stride=%dx%d, padding=%dx%d"):format(self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
+end
+
+---------------------------------------------------------------------------
+-- Upsample{scale=2 | size={h, w}, mode="nearest"|"bilinear"}
+-- (bilinear with align_corners=false, as PyTorch's default).
+nn.Upsample = class("nn.Upsample", Module)
+
+function nn.Upsample:__init(opts)
+  Module.__init(self)
+  opts = opts or {}
+  self.mode = opts.mode or "nearest"
+  if self.mode ~= "nearest" and self.mode ~= "bilinear" then
+    error(("Upsample: mode must be 'nearest' or 'bilinear', got '%s'"):format(tostring(self.mode)), 2)
+  end
+  if opts.size then
+    self.oh, self.ow = pair(opts.size, "Upsample size")
+  else
+    self.scale = opts.scale or 2
+  end
+end
+
+function nn.Upsample:output_size(x)
+  if self.oh then return self.oh, self.ow end
+  return math.floor(x:size(3) * self.scale), math.floor(x:size(4) * self.scale)
+end
+
+function nn.Upsample:forward(x)
+  local oh, ow = self:output_size(x)
+  if self.mode == "nearest" then
+    self.output = K.upsample_nearest(x, oh, ow)
+  else
+    self.output = K.upsample_bilinear(x, oh, ow)
+  end
+  return self.output
+end
+
+function nn.Upsample:backward(x, gy)
+  if self.mode == "nearest" then
+    self.grad_input = K.upsample_nearest_backward(gy, x:size(3), x:size(4))
+  else
+    self.grad_input = K.upsample_bilinear_backward(gy, x:size(3), x:size(4))
+  end
+  return self.grad_input
+end
+
+---------------------------------------------------------------------------
+-- Sequential(m1, m2, ...): children named "0", "1", ... as in PyTorch.
+nn.Sequential = class("nn.Sequential", Module)
+
+function nn.Sequential:__init(...)
+  Module.__init(self)
+  for i, m in ipairs({...}) do self:add(m, i) end
+end
+
+function nn.Sequential:add(m, position)
+  self:add_module(tostring((position or #self._children + 1) - 1), m)
+  return self
+end
+
+function nn.Sequential:__len()
+  return #self._children
+end
+
+function nn.Sequential:get(i)
+  return self._children[i].module
+end
+
+function nn.Sequential:forward(x)
+  self.inputs = {}
+  for i, c in ipairs(self._children) do
+    self.inputs[i] = x
+    x = c.module:forward(x)
+  end
+  self.output = x
+  return x
+end
+
+function nn.Sequential:backward(_, gy)
+  for i = #self._children, 1, -1 do
+    gy = self._children[i].module:backward(self.inputs[i], gy)
+  end
+  self.grad_input = gy
+  return gy
+end
+
+-- ModuleList: holds children by index ("0", "1", ...) without a forward.
+nn.ModuleList = class("nn.ModuleList", Module)
+
+function nn.ModuleList:__init(list)
+  Module.__init(self)
+  for i, m in ipairs(list or {}) do self:add_module(tostring(i - 1), m) end
+end
+
+function nn.ModuleList:get(i)
+  return self._children[i].module
+end
+
+function nn.ModuleList:__len()
+  return #self._children
+end
+
+return nn
