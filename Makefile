@@ -20,7 +20,7 @@ OPENBLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 
 # Debian packages the build, the specs and the examples need.
 DEPS_PKGS := gcc g++ make lua5.4 liblua5.4-dev libopenblas-openmp-dev libpng-dev \
-             libdcmtk-dev lua-busted lua-argparse lua-cjson lua-check cppcheck gnuplot-nox
+             libdcmtk-dev dcmtk lua-busted lua-argparse lua-cjson lua-check cppcheck gnuplot-nox
 
 ifeq ($(ASAN),1)
 BUILD := $(TOP)/build-asan
@@ -48,7 +48,7 @@ LINK_LIBS := $(LIBS) $(if $(CXX_SRC),$(DCMTK_LIBS))
 
 LUA_PATH_IN := $(TOP)/lua/?.lua;$(TOP)/lua/?/init.lua;;
 LUA_CPATH_IN := $(BUILD)/?.so;;
-ASAN_RT = $(shell $(CC) -print-file-name=libasan.so)
+ASAN_RT = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CXX) -print-file-name=libstdc++.so)
 RUN_ENV = LUA_PATH='$(LUA_PATH_IN)' LUA_CPATH='$(LUA_CPATH_IN)' \
           $(if $(filter 1,$(ASAN)),LD_PRELOAD='$(ASAN_RT)' ASAN_OPTIONS='$(ASAN_OPTS)' UBSAN_OPTIONS='$(UBSAN_OPTS)')
 ASAN_OPTS := detect_leaks=1:allocator_may_return_null=1:strict_string_checks=1

@@ -9,6 +9,11 @@ int luaopen_lpnx_core(lua_State *L) {
     lpnx_open_tensor(L);
     lpnx_open_random(L);
     lpnx_open_io(L);
+    lpnx_open_dicom(L);
+    lpnx_open_png(L);
+    lpnx_open_rle(L);
+    lpnx_open_image(L);
+    lpnx_open_draw(L);
     lua_newtable(L); /* kernels */
     lua_newtable(L); /* ref */
     int module = lua_gettop(L) - 2, kernels = module + 1, ref = module + 2;

@@ -194,8 +194,10 @@ for _, name in ipairs {"sum", "mean", "max", "min", "argmax", "argmin", "abs", "
   lpnx[name] = lpnx[name] or Tensor[name]
 end
 
--- Submodules load on first use: lpnx.nn, lpnx.models, lpnx.optim, lpnx.metrics.
-local lazy = {nn = "lpnx.nn", models = "lpnx.models", optim = "lpnx.optim", metrics = "lpnx.metrics"}
+-- Submodules load on first use: lpnx.nn, lpnx.models, lpnx.optim, lpnx.metrics,
+-- lpnx.siim, lpnx.synth. (lpnx.dicom, png, rle, csv and image come from C.)
+local lazy = {nn = "lpnx.nn", models = "lpnx.models", optim = "lpnx.optim", metrics = "lpnx.metrics",
+              siim = "lpnx.siim", synth = "lpnx.synth"}
 setmetatable(lpnx, {
   __index = function(t, k)
     local name = lazy[k]

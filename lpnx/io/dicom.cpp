@@ -1,0 +1,969 @@
+/* DICOM reading and writing through DCMTK, behind the plain C interface of
+ * dicom.h. This is the only C++ file of lpnx: every entry point catches
+ * every exception (catch (...)) and turns it into an error code plus a
+ * message, so nothing C++ ever unwinds into C or Lua.
+ *
+ * Reading: DcmFileFormat::loadFile, the image attributes are checked (sizes,
+ * bits, photometric interpretation, frame), encapsulated pixel data is
+ * decoded in memory with DcmDataset::chooseRepresentation to explicit VR
+ * little endian (the JPEG, JPEG-LS and RLE decoders are registered once),
+ * and the raw 8- or 16-bit words are turned into floats here, so lossless
+ * syntaxes give the stored values exactly.
+ *
+ * DCMTK logs through oflog, by default to stderr. The "dcmtk" logger is
+ * detached from the console: its error messages go to a per-thread capture
+ * buffer that adds DCMTK's own words to lpnx's error messages ("PixelData
+ * larger (1230) than remaining bytes (530) in file"), everything below error
+ * level is dropped. */
+#include "dicom.h"
+
+#include <dcmtk/config/osconfig.h>
+
+#include <dcmtk/dcmdata/dccodec.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcdict.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmdata/dcvras.h>
+#include <dcmtk/dcmdata/dcvrcs.h>
+#include <dcmtk/dcmdata/dcvrda.h>
+#include <dcmtk/dcmdata/dcvrlo.h>
+#include <dcmtk/dcmdata/dcvrpn.h>
+#include <dcmtk/dcmdata/dcvrui.h>
+#include <dcmtk/dcmdata/dcxfer.h>
+#include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/dcmjpeg/djencode.h>
+#include <dcmtk/dcmjpeg/djrploss.h>
+#include <dcmtk/dcmjpls/djdecode.h>
+#include <dcmtk/oflog/appender.h>
+#include <dcmtk/oflog/oflog.h>
+#include <dcmtk/oflog/spi/logevent.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace {
+
+/* ------------------------------------------------------------------ */
+/* errors and DCMTK's log                                              */
+/* ------------------------------------------------------------------ */
+
+void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* What DCMTK logs while a call of this thread runs: error messages, and
+ * warnings separately (the JPEG and RLE decoders report damaged data only
+ * as warnings). */
+struct Captured {
+    std::string errors, warnings;
+};
+thread_local Captured *log_capture = nullptr;
+
+void append_capped(std::string &to, const char *msg) {
+    if (to.size() >= 400) return;
+    if (!to.empty()) to.append("; ");
+    to.append(msg);
+}
+
+class CaptureAppender : public dcmtk::log4cplus::Appender {
+public:
+    ~CaptureAppender() override { destructorImpl(); }
+    void close() override { closed = true; }
+
+protected:
+    void append(const dcmtk::log4cplus::spi::InternalLoggingEvent &event) override {
+        if (!log_capture) return;
+        try {
+            const char *msg = event.getMessage().c_str();
+            if (event.getLogLevel() >= OFLogger::ERROR_LOG_LEVEL)
+                append_capped(log_capture->errors, msg);
+            else if (event.getLogLevel() >= OFLogger::WARN_LOG_LEVEL)
+                append_capped(log_capture->warnings, msg);
+        } catch (...) {
+        }
+    }
+};
+
+/* Captures DCMTK's messages for the lifetime of the object. */
+class LogScope {
+public:
+    LogScope() : previous(log_capture) { log_capture = &captured; }
+    ~LogScope() { log_capture = previous; }
+    /* " (error messages)" or "" */
+    std::string detail() const { return captured.errors.empty() ? std::string() : " (" + captured.errors + ")"; }
+    Captured captured;
+
+private:
+    Captured *previous;
+};
+
+std::once_flag init_once;
+bool init_ok = false;
+
+/* Deregisters the codecs at exit, so the process ends with their
+ * registrations freed. */
+void cleanup_dcmtk() {
+    try {
+        DJEncoderRegistration::cleanup();
+        DJDecoderRegistration::cleanup();
+        DJLSDecoderRegistration::cleanup();
+        DcmRLEDecoderRegistration::cleanup();
+    } catch (...) {
+    }
+}
+
+void init_dcmtk() {
+    try {
+        OFLogger logger = OFLog::getLogger("dcmtk");
+        logger.setAdditivity(false); /* nothing reaches the console appender */
+        logger.setLogLevel(OFLogger::WARN_LOG_LEVEL);
+        logger.addAppender(dcmtk::log4cplus::SharedAppenderPtr(new CaptureAppender()));
+        DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation, EUC_never);
+        DJLSDecoderRegistration::registerCodecs(EJLSUC_never);
+        DcmRLEDecoderRegistration::registerCodecs();
+        /* Lossy JPEG must keep the SOP instance UID the caller chose and
+         * the pixel values as they are (pUsePixelValues = false: no
+         * shifting of the used range to 0). */
+        DJEncoderRegistration::registerCodecs(ECC_lossyYCbCr, EUC_never, OFFalse, 0, 0, 0, OFTrue, ESS_422, OFTrue,
+                                              OFFalse, 0, 0, 0.0, 0.0, 0, 0, 0, 0, OFFalse /* pUsePixelValues */,
+                                              OFFalse, OFFalse, OFFalse, OFTrue);
+        std::atexit(cleanup_dcmtk);
+        init_ok = true;
+    } catch (...) {
+        init_ok = false;
+    }
+}
+
+/* Registers the codecs and detaches the log once; checks the dictionary. */
+bool ensure_init(char *err, size_t errlen) {
+    try {
+        std::call_once(init_once, init_dcmtk);
+    } catch (...) {
+        set_err(err, errlen, "could not initialise DCMTK");
+        return false;
+    }
+    if (!init_ok) {
+        set_err(err, errlen, "could not initialise DCMTK (codec registration failed)");
+        return false;
+    }
+    if (!dcmDataDict.isDictionaryLoaded()) {
+        set_err(err, errlen,
+                "DCMTK's data dictionary is not loaded; set DCMDICTPATH to the path of dicom.dic "
+                "(Debian: /usr/share/libdcmtk17/dicom.dic)");
+        return false;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* reading                                                             */
+/* ------------------------------------------------------------------ */
+
+const char *const string_keys[LPNX_DICOM_NSTRINGS] = {
+    "view_position",      "patient_sex",         "patient_age",        "patient_id",
+    "patient_name",       "modality",            "body_part_examined", "sop_class_uid",
+    "sop_instance_uid",   "study_instance_uid",  "series_instance_uid", "frame_of_reference_uid",
+    "study_date",         "series_description",  "conversion_type",    "specific_character_set"};
+
+const DcmTagKey string_tags[LPNX_DICOM_NSTRINGS] = {
+    DCM_ViewPosition,     DCM_PatientSex,        DCM_PatientAge,       DCM_PatientID,
+    DCM_PatientName,      DCM_Modality,          DCM_BodyPartExamined, DCM_SOPClassUID,
+    DCM_SOPInstanceUID,   DCM_StudyInstanceUID,  DCM_SeriesInstanceUID, DCM_FrameOfReferenceUID,
+    DCM_StudyDate,        DCM_SeriesDescription, DCM_ConversionType,   DCM_SpecificCharacterSet};
+
+enum Color { GRAY, RGB, YBR_FULL, YBR_FULL_422, YBR_PARTIAL_422 };
+
+}  // namespace
+
+struct lpnx_dicom {
+    lpnx_dicom_info info;
+    DcmFileFormat file;
+    std::string photometric, ts_uid, ts_name;
+    std::string strings[LPNX_DICOM_NSTRINGS];
+    /* After decoding (the JPEG decoder turns YBR into RGB): */
+    Color color = GRAY;
+    bool monochrome1 = false;
+    int planar = 0;                 /* 1 = color-by-plane */
+    const Uint8 *bytes = nullptr;   /* (frames, ...) when bits_allocated == 8 */
+    const Uint16 *words = nullptr;  /* (frames, ...) when bits_allocated == 16, host order */
+    double slope = 1.0, intercept = 0.0;
+};
+
+namespace {
+
+std::string trim(const OFString &s) {
+    size_t b = 0, e = s.length();
+    while (b < e && (s[b] == ' ' || s[b] == '\0')) b++;
+    while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\0')) e--;
+    return std::string(s.c_str() + b, e - b);
+}
+
+/* First value of a string attribute, trimmed; empty when absent. */
+std::string get_string(DcmItem *item, const DcmTagKey &tag) {
+    OFString v;
+    if (item->findAndGetOFString(tag, v, 0).bad()) return std::string();
+    return trim(v);
+}
+
+/* A finite number from a DS/IS/US attribute (value pos). */
+bool get_number(DcmItem *item, const DcmTagKey &tag, unsigned long pos, double *out) {
+    Float64 v = 0;
+    if (item->findAndGetFloat64(tag, v, pos).bad()) {
+        /* DS is read by findAndGetFloat64; IS by its string. */
+        OFString s;
+        if (item->findAndGetOFString(tag, s, pos).bad()) return false;
+        std::string t = trim(s);
+        if (t.empty()) return false;
+        char *end = nullptr;
+        errno = 0;
+        v = strtod(t.c_str(), &end);
+        if (end == t.c_str() || *end != '\0' || errno == ERANGE) return false;
+    }
+    if (!std::isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+/* A US attribute; absent -> dflt with *present = false. */
+bool get_us(DcmItem *item, const DcmTagKey &tag, Uint16 *out) {
+    return item->findAndGetUint16(tag, *out).good();
+}
+
+/* Files without the "DICM" prefix are accepted as a bare data set only when
+ * they start with a group 0002 or 0008 tag, so arbitrary bytes are not
+ * parsed into a meaningless data set. Returns false with a reason. */
+bool sniff(const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        set_err(err, errlen, "cannot open (%s)", strerror(errno));
+        return false;
+    }
+    unsigned char head[132];
+    size_t n = fread(head, 1, sizeof head, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        set_err(err, errlen, "cannot read (%s)", strerror(EIO));
+        return false;
+    }
+    if (n == 0) {
+        set_err(err, errlen, "not a DICOM file (empty)");
+        return false;
+    }
+    if (n >= 132 && memcmp(head + 128, "DICM", 4) == 0) return true;
+    if (n >= 8) {
+        unsigned le = head[0] | (head[1] << 8), be = (head[0] << 8) | head[1];
+        if (le == 0x0002 || le == 0x0008 || be == 0x0002 || be == 0x0008) return true;
+    }
+    set_err(err, errlen, "not a DICOM file (no DICM prefix and no data set at the start)");
+    return false;
+}
+
+/* The IJG JPEG library reports damaged entropy-coded data only as a
+ * warning and goes on (filling what it lost), so such warnings logged while
+ * decoding are taken as errors: "Corrupt JPEG data: premature end of data
+ * segment", "... bad Huffman code", "Premature end of JPEG file". The
+ * common and harmless "N extraneous bytes before marker" is let through.
+ * Returns the first such warning, or "". */
+std::string damage_reported(const std::string &warnings) {
+    size_t start = 0;
+    while (start < warnings.size()) {
+        size_t end = warnings.find("; ", start);
+        if (end == std::string::npos) end = warnings.size();
+        std::string w = warnings.substr(start, end - start);
+        bool corrupt = w.find("Corrupt JPEG data") != std::string::npos || w.find("Premature end of JPEG") != std::string::npos;
+        if (corrupt && w.find("extraneous bytes") == std::string::npos) return w;
+        start = end + 2;
+    }
+    return std::string();
+}
+
+int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_t errlen) {
+    LogScope log;
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        set_err(err, errlen, "cannot open (%s)", strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        set_err(err, errlen, "cannot open (is a directory)");
+        return -1;
+    }
+    if (!sniff(path, err, errlen)) return -1;
+    OFCondition cond = d->file.loadFile(OFFilename(path), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+    if (cond.bad()) {
+        set_err(err, errlen, "not a readable DICOM file: %s%s", cond.text(), log.detail().c_str());
+        return -1;
+    }
+    /* Everything, the pixel data too, into memory now: a truncated or
+     * unreadable value fails here rather than half way through decoding. */
+    cond = d->file.loadAllDataIntoMemory();
+    if (cond.bad()) {
+        set_err(err, errlen, "cannot read the data set: %s%s", cond.text(), log.detail().c_str());
+        return -1;
+    }
+    DcmDataset *ds = d->file.getDataset();
+    DcmMetaInfo *mi = d->file.getMetaInfo();
+    lpnx_dicom_info &info = d->info;
+
+    E_TransferSyntax xfer = ds->getOriginalXfer();
+    DcmXfer xf(xfer);
+    d->ts_uid = mi ? get_string(mi, DCM_TransferSyntaxUID) : std::string();
+    if (d->ts_uid.empty()) d->ts_uid = xf.getXferID();
+    d->ts_name = xfer == EXS_Unknown ? "unknown" : xf.getXferName();
+    info.transfer_syntax = d->ts_uid.c_str();
+    info.transfer_syntax_name = d->ts_name.c_str();
+
+    for (int i = 0; i < LPNX_DICOM_NSTRINGS; i++) {
+        d->strings[i] = get_string(ds, string_tags[i]);
+        info.strings[i].key = string_keys[i];
+        info.strings[i].value = d->strings[i].empty() ? nullptr : d->strings[i].c_str();
+    }
+    info.has_rescale_slope = get_number(ds, DCM_RescaleSlope, 0, &info.rescale_slope);
+    info.has_rescale_intercept = get_number(ds, DCM_RescaleIntercept, 0, &info.rescale_intercept);
+    info.has_window_center = get_number(ds, DCM_WindowCenter, 0, &info.window_center);
+    info.has_window_width = get_number(ds, DCM_WindowWidth, 0, &info.window_width);
+    info.has_pixel_spacing = get_number(ds, DCM_PixelSpacing, 0, &info.pixel_spacing[0]) &&
+                             get_number(ds, DCM_PixelSpacing, 1, &info.pixel_spacing[1]);
+    if (!info.has_pixel_spacing)
+        info.has_pixel_spacing = get_number(ds, DCM_ImagerPixelSpacing, 0, &info.pixel_spacing[0]) &&
+                                 get_number(ds, DCM_ImagerPixelSpacing, 1, &info.pixel_spacing[1]);
+
+    DcmElement *pixel = nullptr;
+    if (ds->findAndGetElement(DCM_PixelData, pixel).bad() || !pixel) {
+        set_err(err, errlen, "no PixelData element (not an image)");
+        return -1;
+    }
+
+    /* image attributes */
+    Uint16 rows = 0, columns = 0, samples = 1, ba = 0, bs = 0, hb = 0, pr = 0, planar = 0;
+    if (!get_us(ds, DCM_Rows, &rows)) {
+        set_err(err, errlen, "no Rows attribute");
+        return -1;
+    }
+    if (!get_us(ds, DCM_Columns, &columns)) {
+        set_err(err, errlen, "no Columns attribute");
+        return -1;
+    }
+    if (!get_us(ds, DCM_BitsAllocated, &ba)) {
+        set_err(err, errlen, "no BitsAllocated attribute");
+        return -1;
+    }
+    get_us(ds, DCM_SamplesPerPixel, &samples);
+    if (!get_us(ds, DCM_BitsStored, &bs)) bs = ba;
+    if (!get_us(ds, DCM_HighBit, &hb)) hb = bs ? (Uint16)(bs - 1) : 0;
+    get_us(ds, DCM_PixelRepresentation, &pr);
+    get_us(ds, DCM_PlanarConfiguration, &planar);
+    double frames_d = 1;
+    if (ds->tagExistsWithValue(DCM_NumberOfFrames)) {
+        if (!get_number(ds, DCM_NumberOfFrames, 0, &frames_d) || frames_d != std::floor(frames_d)) {
+            set_err(err, errlen, "NumberOfFrames is not an integer");
+            return -1;
+        }
+    }
+    d->photometric = get_string(ds, DCM_PhotometricInterpretation);
+    if (d->photometric.empty() && samples == 1) d->photometric = "MONOCHROME2";
+    info.photometric = d->photometric.c_str();
+
+    if (rows == 0 || columns == 0) {
+        set_err(err, errlen, "empty image (%u rows x %u columns)", (unsigned)rows, (unsigned)columns);
+        return -1;
+    }
+    if (frames_d < 1) {
+        set_err(err, errlen, "NumberOfFrames is %.0f", frames_d);
+        return -1;
+    }
+    if (samples != 1 && samples != 3) {
+        set_err(err, errlen, "SamplesPerPixel %u is not supported (1 or 3)", (unsigned)samples);
+        return -1;
+    }
+    if (ba != 8 && ba != 16) {
+        set_err(err, errlen, "BitsAllocated %u is not supported (8 or 16)", (unsigned)ba);
+        return -1;
+    }
+    if (bs < 1 || bs > ba || hb < bs - 1 || hb >= ba) {
+        set_err(err, errlen, "inconsistent bits: BitsAllocated %u, BitsStored %u, HighBit %u", (unsigned)ba,
+                (unsigned)bs, (unsigned)hb);
+        return -1;
+    }
+    if (pr > 1) {
+        set_err(err, errlen, "PixelRepresentation %u is not 0 or 1", (unsigned)pr);
+        return -1;
+    }
+    double values = (double)rows * columns * samples * frames_d;
+    if (values > LPNX_DICOM_MAX_VALUES) {
+        set_err(err, errlen, "image too large (%u rows x %u columns x %.0f frames x %u samples is more than 2^31 - 1 values)",
+                (unsigned)rows, (unsigned)columns, frames_d, (unsigned)samples);
+        return -1;
+    }
+    const std::string &pm = d->photometric;
+    bool mono = pm == "MONOCHROME1" || pm == "MONOCHROME2";
+    bool color = pm == "RGB" || pm == "YBR_FULL" || pm == "YBR_FULL_422" || pm == "YBR_PARTIAL_422" ||
+                 pm == "YBR_ICT" || pm == "YBR_RCT";
+    if (!(mono && samples == 1) && !(color && samples == 3)) {
+        set_err(err, errlen, "PhotometricInterpretation '%s' with %u samples per pixel is not supported",
+                pm.c_str(), (unsigned)samples);
+        return -1;
+    }
+    int nframes = (int)frames_d;
+    if (frame < 1 || frame > nframes) {
+        set_err(err, errlen, "frame %lld out of range (the file has %d frame%s)", frame, nframes, nframes == 1 ? "" : "s");
+        return -1;
+    }
+    info.rows = rows;
+    info.columns = columns;
+    info.number_of_frames = nframes;
+    info.frame = (int)frame;
+    info.samples_per_pixel = samples;
+    info.channels = samples;
+    info.bits_allocated = ba;
+    info.bits_stored = bs;
+    info.high_bit = hb;
+    info.pixel_representation = pr;
+
+
+    /* decode: DCMTK's decoders give native pixel data in memory */
+    if (xfer == EXS_Unknown) {
+        set_err(err, errlen, "unknown transfer syntax %s", d->ts_uid.c_str());
+        return -1;
+    }
+    std::string decoded = pm;
+    if (xf.isEncapsulated()) {
+        if (!DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit)) {
+            set_err(err, errlen, "unsupported transfer syntax %s (%s): DCMTK has no decoder for it", d->ts_uid.c_str(),
+                    d->ts_name.c_str());
+            return -1;
+        }
+        log.captured.warnings.clear();
+        cond = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+
+        if (cond.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+            set_err(err, errlen, "cannot decode the %s pixel data: %s%s", d->ts_name.c_str(),
+                    cond.bad() ? cond.text() : "no uncompressed representation", log.detail().c_str());
+            return -1;
+        }
+        std::string damage = damage_reported(log.captured.warnings);
+        if (!damage.empty()) {
+            set_err(err, errlen, "corrupt %s pixel data (%s)", d->ts_name.c_str(), damage.c_str());
+            return -1;
+        }
+        if (ds->findAndGetElement(DCM_PixelData, pixel).bad() || !pixel) {
+            set_err(err, errlen, "no PixelData after decoding");
+            return -1;
+        }
+        /* The decoders update these (a YBR JPEG comes out as RGB). */
+        std::string after = get_string(ds, DCM_PhotometricInterpretation);
+        if (!after.empty()) decoded = after;
+        get_us(ds, DCM_PlanarConfiguration, &planar);
+    }
+    if (decoded == "MONOCHROME1" || decoded == "MONOCHROME2") {
+        d->color = GRAY;
+        d->monochrome1 = decoded == "MONOCHROME1";
+    } else if (decoded == "RGB") {
+        d->color = RGB;
+    } else if (decoded == "YBR_FULL") {
+        d->color = YBR_FULL;
+    } else if (decoded == "YBR_FULL_422") {
+        d->color = YBR_FULL_422;
+    } else if (decoded == "YBR_PARTIAL_422") {
+        d->color = YBR_PARTIAL_422;
+    } else {
+        set_err(err, errlen, "PhotometricInterpretation '%s' of the decoded pixel data is not supported",
+                decoded.c_str());
+        return -1;
+    }
+    if ((d->color == GRAY) != (samples == 1)) {
+        set_err(err, errlen, "PhotometricInterpretation '%s' of the decoded pixel data does not fit %u samples per pixel",
+                decoded.c_str(), (unsigned)samples);
+        return -1;
+    }
+    d->planar = planar == 1 ? 1 : 0;
+    bool subsampled = d->color == YBR_FULL_422 || d->color == YBR_PARTIAL_422;
+    if (subsampled && (columns % 2 != 0 || ba != 8)) {
+        set_err(err, errlen, "uncompressed %s needs an even number of columns and 8 bits (got %u columns, %u bits)",
+                decoded.c_str(), (unsigned)columns, (unsigned)ba);
+        return -1;
+    }
+
+    /* the raw words, and enough of them for every frame */
+    unsigned per_pixel = subsampled ? 2u : (unsigned)samples;
+    double need = (double)rows * columns * per_pixel * nframes * (ba / 8);
+    Uint32 have = pixel->getLength();
+    if (ba == 8) {
+        Uint8 *p = nullptr;
+        cond = pixel->getUint8Array(p);
+        d->bytes = p;
+    } else {
+        Uint16 *p = nullptr;
+        cond = pixel->getUint16Array(p);
+        d->words = p;
+    }
+    if (cond.bad() || (!d->bytes && !d->words)) {
+        set_err(err, errlen, "cannot read PixelData: %s%s", cond.bad() ? cond.text() : "no value",
+                log.detail().c_str());
+        return -1;
+    }
+    if ((double)have < need) {
+        set_err(err, errlen,
+                "PixelData holds %lu bytes, expected %.0f (%u rows x %u columns x %d frame%s x %u samples x %u bytes)",
+                (unsigned long)have, need, (unsigned)rows, (unsigned)columns, nframes, nframes == 1 ? "" : "s",
+                per_pixel, (unsigned)(ba / 8));
+        return -1;
+    }
+    if (mono) {
+        if (info.has_rescale_slope) d->slope = info.rescale_slope;
+        if (info.has_rescale_intercept) d->intercept = info.rescale_intercept;
+    }
+    return 0;
+}
+
+/* The stored value in word w: bits [high_bit - bits_stored + 1, high_bit],
+ * sign-extended when sign != 0 (sign = the top stored bit). */
+struct Unpack {
+    int shift;
+    uint32_t mask, sign;
+    int32_t operator()(uint32_t w) const {
+        uint32_t v = (w >> shift) & mask;
+        return (sign && (v & sign)) ? (int32_t)v - (int32_t)mask - 1 : (int32_t)v;
+    }
+};
+
+/* Raw sample i of the frame, 8- or 16-bit. */
+struct Frame {
+    const Uint8 *bytes;
+    const Uint16 *words;
+    uint32_t operator[](size_t i) const { return bytes ? bytes[i] : words[i]; }
+};
+
+inline float clamp_round(double v, double top) {
+    v = std::nearbyint(v);
+    return (float)(v < 0 ? 0 : v > top ? top : v);
+}
+
+void to_rgb(Color color, double top, double mid, int32_t a, int32_t b, int32_t c, float *r, float *g, float *bl) {
+    double y = a, cb = b - mid, cr = c - mid;
+    if (color == RGB) {
+        *r = (float)a;
+        *g = (float)b;
+        *bl = (float)c;
+        return;
+    }
+    if (color == YBR_PARTIAL_422) { /* PS3.3 C.7.6.3.1.2, scaled to the stored range */
+        double k = (top + 1) / 256.0;
+        y = 1.1644 * (y - 16 * k);
+        *r = clamp_round(y + 1.5960 * cr, top);
+        *g = clamp_round(y - 0.3918 * cb - 0.8130 * cr, top);
+        *bl = clamp_round(y + 2.0172 * cb, top);
+        return;
+    }
+    *r = clamp_round(y + 1.402 * cr, top);
+    *g = clamp_round(y - 0.344136 * cb - 0.714136 * cr, top);
+    *bl = clamp_round(y + 1.772 * cb, top);
+}
+
+void pixels(const lpnx_dicom *d, float *out) {
+    const lpnx_dicom_info &info = d->info;
+    size_t hw = (size_t)info.rows * (size_t)info.columns;
+    int bs = info.bits_stored;
+    Unpack unpack{info.high_bit + 1 - bs, bs >= 32 ? 0xFFFFFFFFu : (1u << bs) - 1u,
+                  info.pixel_representation ? 1u << (bs - 1) : 0u};
+    bool subsampled = d->color == YBR_FULL_422 || d->color == YBR_PARTIAL_422;
+    size_t per_frame = hw * (subsampled ? 2 : (size_t)info.samples_per_pixel);
+    size_t base = per_frame * (size_t)(info.frame - 1);
+    Frame f{d->bytes ? d->bytes + base : nullptr, d->words ? d->words + base : nullptr};
+    if (d->color == GRAY) {
+        /* MONOCHROME1: min + max - v on the stored range, which is
+         * mask - v unsigned and -1 - v signed. */
+        int32_t flip = unpack.sign ? -1 : (int32_t)unpack.mask;
+        double slope = d->slope, intercept = d->intercept;
+        for (size_t i = 0; i < hw; i++) {
+            int32_t v = unpack(f[i]);
+            if (d->monochrome1) v = flip - v;
+            out[i] = (float)((double)v * slope + intercept);
+        }
+        return;
+    }
+    double top = (double)unpack.mask, mid = (double)(unpack.mask / 2 + 1);
+    float *r = out, *g = out + hw, *b = out + 2 * hw;
+    size_t columns = (size_t)info.columns;
+    for (size_t i = 0; i < hw; i++) {
+        int32_t s0, s1, s2;
+        if (subsampled) { /* Y1 Y2 Cb Cr per pair of pixels */
+            size_t row = i / columns, col = i % columns, pair = row * columns * 2 + (col / 2) * 4;
+            s0 = unpack(f[pair + (col & 1)]);
+            s1 = unpack(f[pair + 2]);
+            s2 = unpack(f[pair + 3]);
+        } else if (d->planar) {
+            s0 = unpack(f[i]);
+            s1 = unpack(f[hw + i]);
+            s2 = unpack(f[2 * hw + i]);
+        } else {
+            s0 = unpack(f[3 * i]);
+            s1 = unpack(f[3 * i + 1]);
+            s2 = unpack(f[3 * i + 2]);
+        }
+        to_rgb(d->color, top, mid, s0, s1, s2, r + i, g + i, b + i);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* writing                                                             */
+/* ------------------------------------------------------------------ */
+
+/* DCMTK's site root has study (.1.2), series (.1.3) and instance (.1.4)
+ * sub-roots; frames of reference get .1.5 beside them. */
+#define FRAME_OF_REFERENCE_UID_ROOT SITE_UID_ROOT ".1.5"
+
+enum Check { CHECK_CS, CHECK_AS, CHECK_DA, CHECK_LO, CHECK_PN, CHECK_UI };
+
+/* Characters (UTF-8 code points) in s[begin, end). */
+size_t characters(const std::string &s, size_t begin, size_t end) {
+    size_t n = 0;
+    for (size_t i = begin; i < end; i++) n += ((unsigned char)s[i] & 0xC0u) != 0x80u;
+    return n;
+}
+
+/* At most 64 characters in each '='-separated group (PN) or in all (LO):
+ * DCMTK's checks look at the characters, not at the length. */
+bool short_enough(const std::string &v, bool groups) {
+    size_t begin = 0;
+    for (;;) {
+        size_t end = groups ? v.find('=', begin) : std::string::npos;
+        if (end == std::string::npos) end = v.size();
+        if (characters(v, begin, end) > 64) return false;
+        if (end == v.size()) return true;
+        begin = end + 1;
+    }
+}
+
+/* Checks a value against its VR (value multiplicity 1). */
+bool valid(Check check, const std::string &v, const char *charset) {
+    OFString s(v.c_str());
+    switch (check) {
+    case CHECK_CS: return DcmCodeString::checkStringValue(s, "1").good();
+    case CHECK_AS: return DcmAgeString::checkStringValue(s, "1").good();
+    case CHECK_DA: return DcmDate::checkStringValue(s, "1").good();
+    case CHECK_LO: return short_enough(v, false) && DcmLongString::checkStringValue(s, "1", charset).good();
+    case CHECK_PN: return short_enough(v, true) && DcmPersonName::checkStringValue(s, "1", charset).good();
+    case CHECK_UI: return v.size() <= 64 && DcmUniqueIdentifier::checkStringValue(s, "1").good();
+    }
+    return false;
+}
+
+const char *check_name(Check check) {
+    switch (check) {
+    case CHECK_CS: return "code string (CS: up to 16 of A-Z 0-9 space _)";
+    case CHECK_AS: return "age string (AS: nnnD, nnnW, nnnM or nnnY)";
+    case CHECK_DA: return "date (DA: YYYYMMDD)";
+    case CHECK_LO: return "long string (LO: up to 64 characters, no backslash)";
+    case CHECK_PN: return "person name (PN: up to 64 characters per group, no backslash)";
+    case CHECK_UI: return "UID (up to 64 digits and dots, no leading zeros)";
+    }
+    return "value";
+}
+
+bool non_ascii(const char *s) {
+    for (; s && *s; s++)
+        if ((unsigned char)*s >= 0x80) return true;
+    return false;
+}
+
+/* A DS value of at most 16 characters for v > 0. */
+std::string format_ds(double v) {
+    char buf[64];
+    for (int precision = 12; precision > 1; precision--) {
+        snprintf(buf, sizeof buf, "%.*g", precision, v);
+        if (strlen(buf) <= 16) return buf;
+    }
+    snprintf(buf, sizeof buf, "%.1g", v);
+    return buf;
+}
+
+/* Unlinks the file it names when it goes out of scope (name NULL: keeps it). */
+struct TempFile {
+    const char *name;
+    ~TempFile() {
+        if (name) unlink(name);
+    }
+};
+
+/* fsyncs the file at p (and sets its mode); false with errno on failure. */
+bool sync_file(const char *p) {
+    int fd = open(p, O_RDWR);
+    if (fd < 0) return false;
+    bool ok = fchmod(fd, 0644) == 0 && fsync(fd) == 0;
+    int e = errno;
+    close(fd);
+    errno = e;
+    return ok;
+}
+
+void sync_dir(const std::string &path) {
+    std::string dir = ".";
+    size_t slash = path.find_last_of('/');
+    if (slash != std::string::npos) dir = slash == 0 ? "/" : path.substr(0, slash);
+    int fd = open(dir.c_str(), O_RDONLY);
+    if (fd < 0) return;
+    (void)fsync(fd); /* best effort: the file is already in place */
+    close(fd);
+}
+
+int write_file(const char *path, const unsigned char *pixels_in, int rows, int columns,
+               const lpnx_dicom_write_meta *meta, int jpeg, int quality, lpnx_dicom_uids *uids, char *err,
+               size_t errlen) {
+    LogScope log;
+    if (!pixels_in || rows < 1 || columns < 1 || rows > 65535 || columns > 65535) {
+        set_err(err, errlen, "image size %d x %d is outside 1..65535", rows, columns);
+        return -1;
+    }
+    if (jpeg && (quality < 1 || quality > 100)) {
+        set_err(err, errlen, "JPEG quality %d is outside 1..100", quality);
+        return -1;
+    }
+    const lpnx_dicom_write_meta none{};
+    if (!meta) meta = &none;
+
+    struct Field {
+        const char *name;
+        const char *value;
+        DcmTagKey tag;
+        Check check;
+        const char *dflt; /* nullptr: leave out when not given; "": empty (Type 2) */
+    };
+    const Field fields[] = {
+        {"patient_name", meta->patient_name, DCM_PatientName, CHECK_PN, ""},
+        {"patient_id", meta->patient_id, DCM_PatientID, CHECK_LO, ""},
+        {"patient_sex", meta->patient_sex, DCM_PatientSex, CHECK_CS, ""},
+        {"patient_age", meta->patient_age, DCM_PatientAge, CHECK_AS, nullptr},
+        {"study_date", meta->study_date, DCM_StudyDate, CHECK_DA, ""},
+        {"modality", meta->modality, DCM_Modality, CHECK_CS, "CR"},
+        {"view_position", meta->view_position, DCM_ViewPosition, CHECK_CS, nullptr},
+        {"body_part_examined", meta->body_part_examined, DCM_BodyPartExamined, CHECK_CS, nullptr},
+        {"series_description", meta->series_description, DCM_SeriesDescription, CHECK_LO, nullptr},
+    };
+    bool utf8 = false;
+    for (const Field &fd : fields) utf8 = utf8 || non_ascii(fd.value);
+    const char *charset = utf8 ? "ISO_IR 192" : "";
+    for (const Field &fd : fields) {
+        if (fd.value && !valid(fd.check, fd.value, charset)) {
+            set_err(err, errlen, "meta.%s '%.80s' is not a valid %s", fd.name, fd.value, check_name(fd.check));
+            return -1;
+        }
+    }
+    if (meta->has_pixel_spacing) {
+        for (int k = 0; k < 2; k++) {
+            if (!std::isfinite(meta->pixel_spacing[k]) || meta->pixel_spacing[k] <= 0) {
+                set_err(err, errlen, "meta.pixel_spacing[%d] must be a positive number, got %g", k + 1,
+                        meta->pixel_spacing[k]);
+                return -1;
+            }
+        }
+    }
+
+    /* UIDs: given (checked) or generated */
+    struct Uid {
+        const char *name;
+        const char *given;
+        char *out;
+        const char *root;
+    };
+    lpnx_dicom_uids u{};
+    snprintf(u.sop_class_uid, sizeof u.sop_class_uid, "%s", UID_SecondaryCaptureImageStorage);
+    const Uid uid_list[] = {
+        {"sop_instance_uid", meta->sop_instance_uid, u.sop_instance_uid, SITE_INSTANCE_UID_ROOT},
+        {"study_instance_uid", meta->study_instance_uid, u.study_instance_uid, SITE_STUDY_UID_ROOT},
+        {"series_instance_uid", meta->series_instance_uid, u.series_instance_uid, SITE_SERIES_UID_ROOT},
+        {"frame_of_reference_uid", meta->frame_of_reference_uid, u.frame_of_reference_uid, FRAME_OF_REFERENCE_UID_ROOT},
+    };
+    for (const Uid &x : uid_list) {
+        if (x.given) {
+            if (!valid(CHECK_UI, x.given, "")) {
+                set_err(err, errlen, "meta.%s '%.80s' is not a valid %s", x.name, x.given, check_name(CHECK_UI));
+                return -1;
+            }
+            snprintf(x.out, 65, "%s", x.given);
+        } else {
+            dcmGenerateUniqueIdentifier(x.out, x.root);
+        }
+    }
+
+    DcmFileFormat file;
+    DcmDataset *ds = file.getDataset();
+    OFCondition c = EC_Normal;
+    auto put = [&](const DcmTagKey &tag, const char *v) {
+        if (c.good()) c = ds->putAndInsertString(tag, v);
+    };
+    auto put16 = [&](const DcmTagKey &tag, Uint16 v) {
+        if (c.good()) c = ds->putAndInsertUint16(tag, v);
+    };
+    if (utf8) put(DCM_SpecificCharacterSet, "ISO_IR 192");
+    put(DCM_SOPClassUID, u.sop_class_uid);
+    put(DCM_SOPInstanceUID, u.sop_instance_uid);
+    put(DCM_StudyTime, "");
+    put(DCM_AccessionNumber, "");
+    put(DCM_ConversionType, "WSD");
+    put(DCM_ReferringPhysicianName, "");
+    put(DCM_PatientBirthDate, "");
+    put(DCM_StudyInstanceUID, u.study_instance_uid);
+    put(DCM_SeriesInstanceUID, u.series_instance_uid);
+    put(DCM_StudyID, "");
+    put(DCM_SeriesNumber, "1");
+    put(DCM_InstanceNumber, "1");
+    put(DCM_PatientOrientation, "");
+    put(DCM_FrameOfReferenceUID, u.frame_of_reference_uid);
+    for (const Field &fd : fields) {
+        const char *v = fd.value ? fd.value : fd.dflt;
+        if (v) put(fd.tag, v);
+    }
+    if (meta->has_pixel_spacing) {
+        std::string ps = format_ds(meta->pixel_spacing[0]) + "\\" + format_ds(meta->pixel_spacing[1]);
+        put(DCM_PixelSpacing, ps.c_str());
+    }
+    put16(DCM_SamplesPerPixel, 1);
+    put(DCM_PhotometricInterpretation, "MONOCHROME2");
+    put16(DCM_Rows, (Uint16)rows);
+    put16(DCM_Columns, (Uint16)columns);
+    put16(DCM_BitsAllocated, 8);
+    put16(DCM_BitsStored, 8);
+    put16(DCM_HighBit, 7);
+    put16(DCM_PixelRepresentation, 0);
+    if (c.good())
+        c = ds->putAndInsertUint8Array(DCM_PixelData, pixels_in, (unsigned long)rows * (unsigned long)columns);
+    if (c.bad()) {
+        set_err(err, errlen, "cannot build the data set: %s%s", c.text(), log.detail().c_str());
+        return -1;
+    }
+    E_TransferSyntax xfer = EXS_LittleEndianExplicit;
+    if (jpeg) {
+        xfer = EXS_JPEGProcess1;
+        DJ_RPLossy param(quality);
+        c = ds->chooseRepresentation(xfer, &param);
+        if (c.bad() || !ds->canWriteXfer(xfer)) {
+            set_err(err, errlen, "JPEG compression failed: %s%s", c.bad() ? c.text() : "no JPEG representation",
+                    log.detail().c_str());
+            return -1;
+        }
+    }
+
+    std::string tmp = std::string(path) + ".tmp.XXXXXX";
+    std::vector<char> name(tmp.begin(), tmp.end());
+    name.push_back('\0');
+    int fd = mkstemp(name.data());
+    if (fd < 0) {
+        set_err(err, errlen, "cannot create a temp file beside it (%s)", strerror(errno));
+        return -1;
+    }
+    close(fd);
+    TempFile guard{name.data()}; /* removed on every way out but the rename */
+    c = file.saveFile(OFFilename(name.data()), xfer, EET_ExplicitLength, EGL_recalcGL, EPD_noChange);
+    if (c.bad()) {
+        set_err(err, errlen, "cannot write: %s%s", c.text(), log.detail().c_str());
+        return -1;
+    }
+    if (!sync_file(name.data()) || rename(name.data(), path) != 0) {
+        set_err(err, errlen, "cannot write (%s)", strerror(errno));
+        return -1;
+    }
+    guard.name = nullptr;
+    sync_dir(path);
+    if (uids) *uids = u;
+    return 0;
+}
+
+}  // namespace
+
+/* ------------------------------------------------------------------ */
+/* the C interface                                                     */
+/* ------------------------------------------------------------------ */
+
+extern "C" {
+
+int lpnx_dicom_open(lpnx_dicom **out, const char *path, long long frame, char *err, size_t errlen) {
+    if (!out) return -1;
+    *out = nullptr;
+    lpnx_dicom *d = nullptr;
+    try {
+        if (!path) {
+            set_err(err, errlen, "no path");
+            return -1;
+        }
+        if (!ensure_init(err, errlen)) return -1;
+        d = new lpnx_dicom();
+        d->info = lpnx_dicom_info{};
+        if (open_file(d, path, frame, err, errlen) != 0) {
+            delete d;
+            return -1;
+        }
+        d->info.photometric = d->photometric.c_str();
+        *out = d;
+        return 0;
+    } catch (const std::bad_alloc &) {
+        set_err(err, errlen, "not enough memory");
+    } catch (...) {
+        set_err(err, errlen, "unexpected error inside DCMTK");
+    }
+    try {
+        delete d;
+    } catch (...) {
+    }
+    return -1;
+}
+
+const lpnx_dicom_info *lpnx_dicom_info_of(const lpnx_dicom *d) { return d ? &d->info : nullptr; }
+
+void lpnx_dicom_pixels(const lpnx_dicom *d, float *out) {
+    if (!d || !out) return;
+    try {
+        pixels(d, out);
+    } catch (...) {
+    }
+}
+
+void lpnx_dicom_close(lpnx_dicom *d) {
+    try {
+        delete d;
+    } catch (...) {
+    }
+}
+
+int lpnx_dicom_write(const char *path, const unsigned char *pixels_in, int rows, int columns,
+                     const lpnx_dicom_write_meta *meta, int jpeg, int quality, lpnx_dicom_uids *uids, char *err,
+                     size_t errlen) {
+    try {
+        if (!path) {
+            set_err(err, errlen, "no path");
+            return -1;
+        }
+        if (!ensure_init(err, errlen)) return -1;
+        return write_file(path, pixels_in, rows, columns, meta, jpeg, quality, uids, err, errlen);
+    } catch (const std::bad_alloc &) {
+        set_err(err, errlen, "not enough memory");
+    } catch (...) {
+        set_err(err, errlen, "unexpected error inside DCMTK");
+    }
+    return -1;
+}
+
+}  // extern "C"

@@ -1,0 +1,129 @@
+/* DICOM images through DCMTK: a plain C interface over the C++ shim in
+ * dicom.cpp. No Lua here and no C++ in the interface: every function
+ * catches what DCMTK throws and reports failure as a non-zero return with
+ * a readable reason in the caller's buffer. Nothing aborts or exits.
+ *
+ * Reading is two-phase so that the caller can allocate the output with its
+ * own allocator (which may raise) while the decoded file is held by a
+ * handle it can always close:
+ *
+ *     lpnx_dicom *d = NULL;
+ *     if (lpnx_dicom_open(&d, path, 1, err, sizeof err) != 0) fail(err);
+ *     const lpnx_dicom_info *info = lpnx_dicom_info_of(d);
+ *     float *out = malloc(info->channels * info->rows * info->columns * sizeof *out);
+ *     lpnx_dicom_pixels(d, out);      // (channels, rows, columns), cannot fail
+ *     lpnx_dicom_close(d);
+ */
+#ifndef LPNX_IO_DICOM_H
+#define LPNX_IO_DICOM_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Largest number of stored values (rows x columns x frames x samples) a
+ * file may declare; larger files are refused before anything is decoded. */
+#define LPNX_DICOM_MAX_VALUES 2147483647.0 /* 2^31 - 1 */
+
+/* Number of string attributes reported in lpnx_dicom_info.strings. */
+#define LPNX_DICOM_NSTRINGS 16
+
+/* A DICOM string attribute: key is the Lua-facing name ("patient_id"),
+ * value the first value with padding removed, NULL when the attribute is
+ * absent or empty. */
+typedef struct {
+    const char *key;
+    const char *value;
+} lpnx_dicom_string;
+
+/* What a file says about its image (before decompression: photometric and
+ * transfer syntax are as stored). Strings belong to the handle and live
+ * until lpnx_dicom_close. */
+typedef struct {
+    int rows, columns;          /* image size, each >= 1 */
+    int number_of_frames;       /* >= 1 (1 when NumberOfFrames is absent) */
+    int frame;                  /* the 1-based frame lpnx_dicom_pixels returns */
+    int samples_per_pixel;      /* 1 or 3 */
+    int channels;               /* of the output: 1 (monochrome) or 3 (RGB) */
+    int bits_allocated;         /* 8 or 16 */
+    int bits_stored;            /* 1..bits_allocated */
+    int high_bit;               /* bits_stored-1..bits_allocated-1 */
+    int pixel_representation;   /* 0 unsigned, 1 two's complement */
+    const char *photometric;    /* as stored, e.g. "MONOCHROME1", "YBR_FULL_422" */
+    const char *transfer_syntax;      /* UID string */
+    const char *transfer_syntax_name; /* DCMTK's name, e.g. "JPEG Baseline" */
+    /* Numbers: has_x is 0 when the attribute is absent (first value when
+     * multi-valued). The pixels always use slope 1 / intercept 0 when the
+     * attribute is absent, and ignore both for colour images. */
+    int has_rescale_slope, has_rescale_intercept, has_window_center, has_window_width;
+    double rescale_slope, rescale_intercept, window_center, window_width;
+    int has_pixel_spacing;      /* from PixelSpacing, else ImagerPixelSpacing */
+    double pixel_spacing[2];    /* row spacing, column spacing (mm) */
+    /* view_position, patient_sex, patient_age, patient_id, patient_name,
+     * modality, body_part_examined, sop_class_uid, sop_instance_uid,
+     * study_instance_uid, series_instance_uid, frame_of_reference_uid,
+     * study_date, series_description, conversion_type, specific_character_set */
+    lpnx_dicom_string strings[LPNX_DICOM_NSTRINGS];
+} lpnx_dicom_info;
+
+typedef struct lpnx_dicom lpnx_dicom; /* a loaded file with its pixel data decoded */
+
+/* Loads path, checks its image attributes and decodes its pixel data
+ * (frame is 1-based). On success *out owns the handle. On failure returns
+ * non-zero, leaves *out NULL, has freed everything it allocated, and puts
+ * the reason (without the path) in err, e.g. "no PixelData element",
+ * "frame 4 out of range (the file has 3 frames)". */
+int lpnx_dicom_open(lpnx_dicom **out, const char *path, long long frame, char *err, size_t errlen);
+
+const lpnx_dicom_info *lpnx_dicom_info_of(const lpnx_dicom *d);
+
+/* Writes the chosen frame as floats, (channels, rows, columns) row-major:
+ * stored values (masked to bits_stored, sign-extended when signed),
+ * MONOCHROME1 inverted on the stored range (min + max - v), then
+ * value * slope + intercept for monochrome; RGB for colour images (YBR
+ * converted, planes separated). */
+void lpnx_dicom_pixels(const lpnx_dicom *d, float *out);
+
+/* Frees the handle; NULL is fine. */
+void lpnx_dicom_close(lpnx_dicom *d);
+
+/* Attributes of a written file; NULL strings are left empty (Type 2) or
+ * generated (UIDs). */
+typedef struct {
+    const char *patient_id, *patient_name, *patient_sex, *patient_age;
+    const char *view_position, *body_part_examined, *modality, *series_description, *study_date;
+    const char *study_instance_uid, *series_instance_uid, *sop_instance_uid, *frame_of_reference_uid;
+    int has_pixel_spacing;
+    double pixel_spacing[2]; /* row, column; > 0 */
+} lpnx_dicom_write_meta;
+
+/* The UIDs a written file carries (given or generated), NUL-terminated. */
+typedef struct {
+    char sop_class_uid[65];
+    char sop_instance_uid[65];
+    char study_instance_uid[65];
+    char series_instance_uid[65];
+    char frame_of_reference_uid[65];
+} lpnx_dicom_uids;
+
+/* Writes an 8-bit MONOCHROME2 Secondary Capture image (SOP class
+ * 1.2.840.10008.5.1.4.1.1.7, ConversionType WSD, Modality "CR" unless
+ * meta->modality says otherwise) of rows x columns bytes (row-major),
+ * JPEG baseline compressed with the given quality (1..100) when jpeg != 0,
+ * else explicit VR little endian. Strings are checked against their VR
+ * (CS, AS, DA, LO, PN, UI); any non-ASCII byte makes the file UTF-8
+ * (SpecificCharacterSet ISO_IR 192). Atomic: a temp file in the same
+ * folder is written, fsync'ed (mode 0644) and renamed over path; on failure
+ * no temp file is left, a file already at path is untouched, and err holds
+ * the reason (without the path). */
+int lpnx_dicom_write(const char *path, const unsigned char *pixels, int rows, int columns,
+                     const lpnx_dicom_write_meta *meta, int jpeg, int quality,
+                     lpnx_dicom_uids *uids, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LPNX_IO_DICOM_H */
