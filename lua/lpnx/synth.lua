@@ -408,10 +408,10 @@ local function uid(g)
   return "2.25." .. table.concat(digits)
 end
 
--- The generator of image i of a data set made with seed.
+-- The generator of image i of a data set made with seed: a pure function
+-- of (seed, i), so any image can be remade alone.
 local function image_generator(seed, i)
-  local g = lpnx.Generator(seed)
-  local mix = g:random(1, 2 ^ 52)
+  local mix = lpnx.Generator(seed):random(1, 2 ^ 52)
   return lpnx.Generator(mix ~ (i * 0x9E3779B1))
 end
 
@@ -453,12 +453,16 @@ function synth.write(opts)
   if not (positive >= 0 and positive <= 1) then error("synth.write: positive must be in [0, 1]", 2) end
   if not (test_fraction >= 0 and test_fraction < 1) then error("synth.write: test_fraction must be in [0, 1)", 2) end
   local ntest = math.floor(count * test_fraction + 0.5)
+  -- exactly round(count * positive) images get a pneumothorax, spread by a
+  -- permutation drawn from the seed (and so are the test images' share)
+  local npositive = math.floor(count * positive + 0.5)
+  local order = lpnx.randperm(count, lpnx.Generator(seed + 0x5eed))
   local result = {train = {}, test = {}, positives = 0}
   local rows = {train = {}, test = {}}
   for i = 1, count do
     local split = i > count - ntest and "test" or "train"
     local g = image_generator(seed, i)
-    local is_positive = g:uniform() < positive
+    local is_positive = order[i] <= npositive
     local img, mask, info = synth.render{size = size, positive = is_positive, generator = g}
     local meta = dicom_meta(g, info.patient)
     local id = meta.sop_instance_uid
