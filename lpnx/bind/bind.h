@@ -34,6 +34,18 @@ int lpnx_checksizes(lua_State *L, int first, int64_t *size, int *next);
 /* A 1-based dim (negatives count from the end) -> 0-based, or raises. */
 int lpnx_checkdim(lua_State *L, int arg, int ndim);
 
+/* A whole file held by a Lua userdata (bind_util.c): the collector frees
+ * bytes, so a Lua error raised while it is decoded leaks nothing. */
+typedef struct {
+    unsigned char *bytes; /* (len) the file, malloc'd; NULL once freed */
+    size_t len;
+} lpnx_file_bytes;
+/* Reads the file at path into a holder pushed on the stack; raises
+ * "where: path: reason" when it cannot be read. */
+lpnx_file_bytes *lpnx_pushfile(lua_State *L, const char *path, const char *where);
+/* Frees the bytes now rather than at collection (safe twice). */
+void lpnx_freefile(lpnx_file_bytes *fb);
+
 /* The generator at i when it is one, else the default generator. */
 lpnx_rng *lpnx_optgenerator(lua_State *L, int i);
 
@@ -45,12 +57,13 @@ void lpnx_open_random(lua_State *L);
 void lpnx_open_io(lua_State *L);
 
 /* File formats and image operations: each adds one sub-table to the module
- * table on top of the stack (lpnx.core.dicom, .png, .rle, .csv, .image, .draw). */
+ * table on top of the stack (lpnx.core.dicom, .png, .rle, .csv, .image, .draw, .sys). */
 void lpnx_open_dicom(lua_State *L); /* l_dicom.c */
 void lpnx_open_png(lua_State *L);   /* l_png.c */
 void lpnx_open_rle(lua_State *L);   /* l_rle.c: rle and csv */
 void lpnx_open_image(lua_State *L); /* l_image.c */
 void lpnx_open_draw(lua_State *L);  /* l_draw.c: drawing for synthetic images */
+void lpnx_open_sys(lua_State *L);   /* l_sys.c: processes, pipes, signals, clocks, files */
 
 /* Kernel families add their fast kernels to the table at stack index kidx
  * (lpnx.core.kernels) and the oracles with the same signatures to the

@@ -1,7 +1,6 @@
 /* lpnx.save / lpnx.load: safetensors files. The file image and its parsed
- * index live in a Lua-owned holder, so a Lua error halfway (say, out of
+ * index live in Lua-owned holders, so a Lua error halfway (say, out of
  * memory for one tensor) frees them through the collector. */
-#include <stdlib.h>
 #include <string.h>
 
 #include "../io/safetensors.h"
@@ -10,16 +9,12 @@
 #define HOLDER_MT "lpnx.SafetensorsHolder"
 
 typedef struct {
-    unsigned char *bytes;
-    size_t len;
-    lpnx_st_file file;
+    lpnx_st_file file; /* the parsed index, owned; its data points into the file's bytes */
 } holder;
 
 static int holder_gc(lua_State *L) {
     holder *h = luaL_checkudata(L, 1, HOLDER_MT);
     lpnx_st_free(&h->file);
-    free(h->bytes);
-    h->bytes = NULL;
     return 0;
 }
 
@@ -27,12 +22,11 @@ static int holder_gc(lua_State *L) {
 static int l_load(lua_State *L) {
     char err[512];
     const char *path = luaL_checkstring(L, 1);
+    lpnx_file_bytes *fb = lpnx_pushfile(L, path, "lpnx.load");
     holder *h = lua_newuserdatauv(L, sizeof *h, 0);
     memset(h, 0, sizeof *h);
     luaL_setmetatable(L, HOLDER_MT);
-    if (lpnx_st_read_file(path, &h->bytes, &h->len, err, sizeof err) != 0)
-        return luaL_error(L, "lpnx.load: %s", err);
-    if (lpnx_st_parse(&h->file, h->bytes, h->len, err, sizeof err) != 0)
+    if (lpnx_st_parse(&h->file, fb->bytes, fb->len, err, sizeof err) != 0)
         return luaL_error(L, "lpnx.load: %s: %s", path, err);
     const lpnx_st_file *f = &h->file;
     lua_createtable(L, 0, (int)f->n_entries);
@@ -52,8 +46,7 @@ static int l_load(lua_State *L) {
         lua_setfield(L, meta, f->meta[i].key);
     }
     lpnx_st_free(&h->file); /* done early; the collector would do it too */
-    free(h->bytes);
-    h->bytes = NULL;
+    lpnx_freefile(fb);
     return 3;
 }
 

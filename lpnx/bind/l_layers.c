@@ -198,7 +198,6 @@ static int batchnorm_backward_eval(lua_State *L, int ref) {
 typedef void (*activation_backward)(float *gx, const float *y, const float *gy, size_t n);
 
 static int act_backward(lua_State *L, activation_backward f) {
-    checklive(L, 1);
     lpnx_Tensor *y = lpnx_checkcontiguous(L, 1);
     lpnx_Tensor *gy = checklike(L, 2, "gy", y, "y");
     lpnx_Tensor *gx = lpnx_pushnew(L, y->ndim, y->size, 0);

@@ -19,23 +19,16 @@
 #include "../ref/loss_ref.h"
 #include "bind.h"
 
-/* The live tensor at arg, contiguous (a copy may be pushed). */
-static lpnx_Tensor *checkinput(lua_State *L, int arg) {
-    lpnx_Tensor *t = lpnx_checktensor(L, arg);
-    if (!t->storage) luaL_argerror(L, arg, "tensor was closed");
-    return lpnx_checkcontiguous(L, arg);
-}
-
 /* logits (arg 1) and target (arg 2): non-empty, one shape. Returns numel. */
 static size_t checkpair(lua_State *L, lpnx_Tensor **logits, lpnx_Tensor **target) {
     char s1[160], s2[160];
-    lpnx_Tensor *x = checkinput(L, 1);
+    lpnx_Tensor *x = lpnx_checkcontiguous(L, 1);
     size_t n = lpnx_tensor_numel(x);
     if (n == 0) {
         lpnx_shape_str(s1, sizeof s1, x->ndim, x->size);
         luaL_argerror(L, 1, lua_pushfstring(L, "expected non-empty logits, got %s", s1));
     }
-    lpnx_Tensor *t = checkinput(L, 2);
+    lpnx_Tensor *t = lpnx_checkcontiguous(L, 2);
     int same = t->ndim == x->ndim;
     for (int d = 0; same && d < x->ndim; d++) same = t->size[d] == x->size[d];
     if (!same) {

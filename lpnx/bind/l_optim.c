@@ -137,9 +137,7 @@ static int adam(lua_State *L, int ref) {
 
 static int sum_squares(lua_State *L, int ref) {
     lua_settop(L, 1);
-    lpnx_Tensor *t = lpnx_checktensor(L, 1);
-    if (!t->storage) luaL_argerror(L, 1, "tensor was closed");
-    t = lpnx_checkcontiguous(L, 1);
+    lpnx_Tensor *t = lpnx_checkcontiguous(L, 1);
     size_t n = lpnx_tensor_numel(t);
     const float *x = lpnx_tensor_data(t);
     lua_pushnumber(L, n == 0 ? 0.0 : ref ? lpnx_ref_sum_squares(x, n) : lpnx_sum_squares(x, n));

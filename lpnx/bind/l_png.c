@@ -9,26 +9,12 @@
  * collector. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "../io/csv.h" /* lpnx_file_read, lpnx_file_write_atomic */
+#include "../io/file.h"
 #include "../io/png.h"
 #include "bind.h"
 
-#define PNG_BYTES_MT "lpnx.PngFileBytes"
 #define SHAPE_LEN 160
-
-typedef struct {
-    unsigned char *bytes; /* (len) the file, malloc'd; NULL once freed */
-    size_t len;
-} file_bytes;
-
-static int file_bytes_gc(lua_State *L) {
-    file_bytes *fb = luaL_checkudata(L, 1, PNG_BYTES_MT);
-    free(fb->bytes);
-    fb->bytes = NULL;
-    return 0;
-}
 
 /* "(3,4,5)"; "scalar" for a 0-dim tensor. */
 static const char *shape(char *buf, const lpnx_Tensor *t) {
@@ -50,19 +36,14 @@ static int l_read(lua_State *L) {
     char err[512];
     lpnx_png_info info;
     const char *path = luaL_checkstring(L, 1);
-    file_bytes *fb = lua_newuserdatauv(L, sizeof *fb, 0);
-    memset(fb, 0, sizeof *fb);
-    luaL_setmetatable(L, PNG_BYTES_MT);
-    if (lpnx_file_read(path, &fb->bytes, &fb->len, err, sizeof err) != 0)
-        return luaL_error(L, "lpnx.png.read: %s", err);
+    lpnx_file_bytes *fb = lpnx_pushfile(L, path, "lpnx.png.read");
     if (lpnx_png_read_info(&info, fb->bytes, fb->len, err, sizeof err) != 0)
         return luaL_error(L, "lpnx.png.read: %s: %s", path, err);
     int64_t size[3] = {info.channels, info.height, info.width};
     lpnx_Tensor *t = lpnx_pushnew(L, 3, size, 0);
     if (lpnx_png_decode(lpnx_tensor_data(t), &info, fb->bytes, fb->len, err, sizeof err) != 0)
         return luaL_error(L, "lpnx.png.read: %s: %s", path, err);
-    free(fb->bytes); /* done early; the collector would do it too */
-    fb->bytes = NULL;
+    lpnx_freefile(fb); /* done early; the collector would do it too */
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, (lua_Integer)info.width);
     lua_setfield(L, -2, "width");
@@ -135,10 +116,6 @@ static int l_write(lua_State *L) {
 static const luaL_Reg functions[] = {{"read", l_read}, {"write", l_write}, {NULL, NULL}};
 
 void lpnx_open_png(lua_State *L) {
-    luaL_newmetatable(L, PNG_BYTES_MT);
-    lua_pushcfunction(L, file_bytes_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
     luaL_newlib(L, functions);
     lua_setfield(L, -2, "png");
 }

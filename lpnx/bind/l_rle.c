@@ -6,15 +6,15 @@
  *   lpnx.csv.parse(text [, {header = true}]) -> header|nil, rows
  *   lpnx.csv.write(path, header|nil, rows)
  *
- * A parsed CSV (and the file it came from) lives in a Lua-owned holder
+ * A parsed CSV (and the file it came from) lives in Lua-owned holders
  * while its tables are built, so a Lua error halfway frees it through the
  * collector. */
 #include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "../io/csv.h"
+#include "../io/file.h"
 #include "../io/rle.h"
 #include "bind.h"
 
@@ -114,16 +114,12 @@ static int l_rle_encode(lua_State *L) {
 /* ---- csv ------------------------------------------------------------- */
 
 typedef struct {
-    unsigned char *bytes; /* (len) the file for csv.read, malloc'd; NULL otherwise */
-    size_t len;
-    lpnx_csv csv;         /* the parse, owned */
+    lpnx_csv csv; /* the parse, owned */
 } csv_holder;
 
 static int csv_holder_gc(lua_State *L) {
     csv_holder *h = luaL_checkudata(L, 1, CSV_HOLDER_MT);
     lpnx_csv_free(&h->csv);
-    free(h->bytes);
-    h->bytes = NULL;
     return 0;
 }
 
@@ -186,17 +182,14 @@ static int parse_and_push(lua_State *L, csv_holder *h, const unsigned char *byte
 }
 
 static int l_csv_read(lua_State *L) {
-    char err[512];
     const char *path = luaL_checkstring(L, 1);
     int header = opt_header(L, 2);
     lua_settop(L, 2);
+    lpnx_file_bytes *fb = lpnx_pushfile(L, path, "lpnx.csv.read");
     csv_holder *h = push_holder(L);
-    if (lpnx_file_read(path, &h->bytes, &h->len, err, sizeof err) != 0)
-        return luaL_error(L, "lpnx.csv.read: %s", err);
     const char *where = lua_pushfstring(L, "lpnx.csv.read: %s:", path);
-    int n = parse_and_push(L, h, h->bytes, h->len, header, where);
-    free(h->bytes);
-    h->bytes = NULL;
+    int n = parse_and_push(L, h, fb->bytes, fb->len, header, where);
+    lpnx_freefile(fb);
     return n;
 }
 

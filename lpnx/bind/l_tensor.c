@@ -60,11 +60,6 @@ static lpnx_Tensor *pushcopy(lua_State *L, const lpnx_Tensor *src) {
     return c;
 }
 
-lpnx_Tensor *lpnx_checkcontiguous(lua_State *L, int i) {
-    lpnx_Tensor *t = lpnx_checktensor(L, i);
-    return lpnx_tensor_is_contiguous(t) ? t : pushcopy(L, t);
-}
-
 static int t_gc(lua_State *L) {
     lpnx_tensor_free(lpnx_checktensor(L, 1));
     return 0;
@@ -81,6 +76,11 @@ static lpnx_Tensor *checkt(lua_State *L, int i) {
     return t;
 }
 
+lpnx_Tensor *lpnx_checkcontiguous(lua_State *L, int i) {
+    lpnx_Tensor *t = checkt(L, i);
+    return lpnx_tensor_is_contiguous(t) ? t : pushcopy(L, t);
+}
+
 static const char *shapestr(const lpnx_Tensor *t, char *buf, size_t len) {
     lpnx_shape_str(buf, len, t->ndim, t->size);
     return buf;
@@ -88,8 +88,7 @@ static const char *shapestr(const lpnx_Tensor *t, char *buf, size_t len) {
 
 lpnx_Tensor *lpnx_checknchw(lua_State *L, int i) {
     char s[160];
-    lpnx_Tensor *t = lpnx_checktensor(L, i);
-    checklive(L, t, i);
+    lpnx_Tensor *t = checkt(L, i);
     if (t->ndim == 4 && !lpnx_tensor_is_contiguous(t)) t = pushcopy(L, t);
     if (t->ndim != 4) {
         lpnx_shape_str(s, sizeof s, t->ndim, t->size);
@@ -110,8 +109,7 @@ void lpnx_checkshape(lua_State *L, int arg, const lpnx_Tensor *t, int ndim, cons
 }
 
 lpnx_Tensor *lpnx_checkcontiguous_inplace(lua_State *L, int i) {
-    lpnx_Tensor *t = lpnx_checktensor(L, i);
-    if (!t->storage) luaL_argerror(L, i, "tensor was closed");
+    lpnx_Tensor *t = checkt(L, i);
     if (!lpnx_tensor_is_contiguous(t))
         luaL_argerror(L, i, "expected a contiguous tensor (call :contiguous() first)");
     return t;
@@ -897,15 +895,19 @@ static int l_mul_(lua_State *L) { return binary_inplace(L, LPNX_OP_MUL); }
 static int l_div_(lua_State *L) { return binary_inplace(L, LPNX_OP_DIV); }
 static int l_pow_(lua_State *L) { return binary_inplace(L, LPNX_OP_POW); }
 
+/* Where an elementwise op on t (at index 1) writes: t itself, in place
+ * (not an expanded view), with the stack cut to it; or a new tensor of t's
+ * shape pushed on the stack. */
+static lpnx_Tensor *elementwise_out(lua_State *L, lpnx_Tensor *t, int inplace) {
+    if (!inplace) return lpnx_pushnew(L, t->ndim, t->size, 0);
+    if (has_overlap(t)) luaL_error(L, "in-place op on an expanded tensor: several elements share memory");
+    lua_settop(L, 1);
+    return t;
+}
+
 static int unary(lua_State *L, lpnx_unop op, int inplace) {
     lpnx_Tensor *t = checkt(L, 1);
-    lpnx_Tensor *out = t;
-    if (inplace) {
-        if (has_overlap(t)) return luaL_error(L, "in-place op on an expanded tensor: several elements share memory");
-        lua_settop(L, 1);
-    } else {
-        out = lpnx_pushnew(L, t->ndim, t->size, 0);
-    }
+    lpnx_Tensor *out = elementwise_out(L, t, inplace);
     if (lpnx_tensor_numel(t))
         lpnx_unary(lpnx_operand_of(out), lpnx_operand_of(t), t->ndim, t->size, op);
     return 1;
@@ -932,13 +934,7 @@ static int clamp(lua_State *L, int inplace) {
     float lo = lua_isnoneornil(L, 2) ? -INFINITY : checkfloat(L, 2);
     float hi = lua_isnoneornil(L, 3) ? INFINITY : checkfloat(L, 3);
     if (lo > hi) return luaL_error(L, "clamp: min %f is above max %f", (double)lo, (double)hi);
-    lpnx_Tensor *out = t;
-    if (inplace) {
-        if (has_overlap(t)) return luaL_error(L, "in-place op on an expanded tensor: several elements share memory");
-        lua_settop(L, 1);
-    } else {
-        out = lpnx_pushnew(L, t->ndim, t->size, 0);
-    }
+    lpnx_Tensor *out = elementwise_out(L, t, inplace);
     if (lpnx_tensor_numel(t))
         lpnx_clamp(lpnx_operand_of(out), lpnx_operand_of(t), t->ndim, t->size, lo, hi);
     return 1;
@@ -948,18 +944,26 @@ static int l_clamp(lua_State *L) { return clamp(L, 0); }
 static int l_clamp_(lua_State *L) { return clamp(L, 1); }
 
 /* In-place random fills, Torch7 style: t:uniform_(a, b), t:normal_(m, s). */
+
+typedef void (*rng_fill)(lpnx_rng *g, float *out, size_t n, float p1, float p2);
+
+/* Fills t (at index 1) with fill(g, ..., p1, p2), drawn into a contiguous
+ * buffer and scattered, so that strided views take the same draws. */
+static int fill_random_(lua_State *L, lpnx_Tensor *t, lpnx_rng *g, rng_fill fill, float p1, float p2) {
+    if (has_overlap(t)) return luaL_error(L, "in-place op on an expanded tensor: several elements share memory");
+    lpnx_Tensor *c = lpnx_pushnew(L, t->ndim, t->size, 0);
+    fill(g, lpnx_tensor_data(c), lpnx_tensor_numel(t), p1, p2);
+    lpnx_tensor_scatter(t, lpnx_tensor_data(c));
+    lua_settop(L, 1);
+    return 1;
+}
+
 static int l_uniform_(lua_State *L) {
     lpnx_Tensor *t = checkt(L, 1);
     float a = (float)luaL_optnumber(L, 2, 0), b = (float)luaL_optnumber(L, 3, 1);
     lpnx_rng *g = lpnx_optgenerator(L, 4);
     if (!(a <= b)) return luaL_error(L, "uniform_: empty range [%f, %f)", (double)a, (double)b);
-    if (has_overlap(t)) return luaL_error(L, "in-place op on an expanded tensor: several elements share memory");
-    size_t n = lpnx_tensor_numel(t);
-    lpnx_Tensor *c = lpnx_pushnew(L, t->ndim, t->size, 0);
-    lpnx_rng_fill_uniform(g, lpnx_tensor_data(c), n, a, b);
-    lpnx_tensor_scatter(t, lpnx_tensor_data(c));
-    lua_settop(L, 1);
-    return 1;
+    return fill_random_(L, t, g, lpnx_rng_fill_uniform, a, b);
 }
 
 static int l_normal_(lua_State *L) {
@@ -967,13 +971,7 @@ static int l_normal_(lua_State *L) {
     float m = (float)luaL_optnumber(L, 2, 0), s = (float)luaL_optnumber(L, 3, 1);
     lpnx_rng *g = lpnx_optgenerator(L, 4);
     if (!(s >= 0)) return luaL_error(L, "normal_: std must be non-negative, got %f", (double)s);
-    if (has_overlap(t)) return luaL_error(L, "in-place op on an expanded tensor: several elements share memory");
-    size_t n = lpnx_tensor_numel(t);
-    lpnx_Tensor *c = lpnx_pushnew(L, t->ndim, t->size, 0);
-    lpnx_rng_fill_normal(g, lpnx_tensor_data(c), n, m, s);
-    lpnx_tensor_scatter(t, lpnx_tensor_data(c));
-    lua_settop(L, 1);
-    return 1;
+    return fill_random_(L, t, g, lpnx_rng_fill_normal, m, s);
 }
 
 /* ---- reductions ------------------------------------------------------ */
@@ -1089,6 +1087,22 @@ static int gemm_layout(const float *base, int64_t rows, int64_t cols, int64_t s0
     return 0;
 }
 
+/* Copies the (B, rows, cols) view of t's storage with strides s0, s1, s2
+ * into a new contiguous tensor pushed on the stack; returns its data. */
+static float *pushgathered(lua_State *L, const lpnx_Tensor *t, int64_t B, int64_t rows, int64_t cols,
+                           int64_t s0, int64_t s1, int64_t s2) {
+    int64_t size[3] = {B, rows, cols};
+    lpnx_Tensor view = *t;
+    view.ndim = 3;
+    for (int d = 0; d < 3; d++) view.size[d] = size[d];
+    view.stride[0] = s0;
+    view.stride[1] = s1;
+    view.stride[2] = s2;
+    lpnx_Tensor *c = lpnx_pushnew(L, 3, size, 0);
+    lpnx_tensor_gather(lpnx_tensor_data(c), &view);
+    return lpnx_tensor_data(c);
+}
+
 /* Batched gemm over views: a (B, M, K), b (B, K, N) (batch stride 0 for a
  * shared matrix), out contiguous (B, M, N). */
 static void batched_gemm(lua_State *L, lpnx_Tensor *out, const lpnx_Tensor *a, const lpnx_Tensor *b,
@@ -1106,27 +1120,13 @@ static void batched_gemm(lua_State *L, lpnx_Tensor *out, const lpnx_Tensor *a, c
     }
     /* operands gemm cannot take as they are get a contiguous copy */
     if (!oka) {
-        int64_t sz[3] = {B, M, K};
-        lpnx_Tensor tmp = *a;
-        tmp.ndim = 3;
-        tmp.size[0] = B; tmp.size[1] = M; tmp.size[2] = K;
-        tmp.stride[0] = as0; tmp.stride[1] = as1; tmp.stride[2] = as2;
-        lpnx_Tensor *c = lpnx_pushnew(L, 3, sz, 0);
-        lpnx_tensor_gather(lpnx_tensor_data(c), &tmp);
-        pa = lpnx_tensor_data(c);
+        pa = pushgathered(L, a, B, M, K, as0, as1, as2);
         as0 = M * K;
         ta = 0;
         lda = (int)K;
     }
     if (!okb) {
-        int64_t sz[3] = {B, K, N};
-        lpnx_Tensor tmp = *b;
-        tmp.ndim = 3;
-        tmp.size[0] = B; tmp.size[1] = K; tmp.size[2] = N;
-        tmp.stride[0] = bs0; tmp.stride[1] = bs1; tmp.stride[2] = bs2;
-        lpnx_Tensor *c = lpnx_pushnew(L, 3, sz, 0);
-        lpnx_tensor_gather(lpnx_tensor_data(c), &tmp);
-        pb = lpnx_tensor_data(c);
+        pb = pushgathered(L, b, B, K, N, bs0, bs1, bs2);
         bs0 = K * N;
         tb = 0;
         ldb = (int)N;

@@ -1,5 +1,5 @@
-/* CSV parser, the writer's quoting rule and whole-file helpers; see csv.h
- * for the accepted grammar and the contracts.
+/* CSV parser and the writer's quoting rule; see csv.h for the accepted
+ * grammar and the contracts.
  *
  * The parser makes one pass over the bytes. Every value is copied unescaped
  * into one text buffer of len + 1 bytes, allocated up front: a value and its
@@ -7,21 +7,12 @@
  * comma or line break after it, and the last value of the input (which may
  * have no terminator) uses the extra byte. The field and row index arrays
  * grow by doubling with overflow checks. */
-#ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L
-#endif
-
 #include "csv.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <unistd.h>
 
 /* ------------------------------------------------------------------ */
 /* parser                                                              */
@@ -311,193 +302,4 @@ int lpnx_csv_needs_quotes(const char *s, size_t n) {
         if (s[i] == ',' || s[i] == '"' || s[i] == '\r' || s[i] == '\n')
             return 1;
     return 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* whole files                                                         */
-/* ------------------------------------------------------------------ */
-
-static void set_err(char *err, size_t errlen, const char *path, const char *what, int e) {
-    if (err == NULL || errlen == 0)
-        return;
-    if (e)
-        snprintf(err, errlen, "%s: %s (%s)", path, what, strerror(e));
-    else
-        snprintf(err, errlen, "%s: %s", path, what);
-}
-
-int lpnx_file_read(const char *path, unsigned char **bytes, size_t *len, char *err, size_t errlen) {
-    FILE *fp;
-    struct stat st;
-    unsigned char *buf;
-    size_t cap = 65536, n = 0;
-
-    if (err != NULL && errlen > 0)
-        err[0] = '\0';
-    if (bytes == NULL || len == NULL || path == NULL) {
-        set_err(err, errlen, path ? path : "(no path)", "no path or output given", 0);
-        return -1;
-    }
-    *bytes = NULL;
-    *len = 0;
-    fp = fopen(path, "rb");
-    if (fp == NULL) {
-        set_err(err, errlen, path, "cannot open", errno);
-        return -1;
-    }
-    if (fstat(fileno(fp), &st) == 0) {
-        if (S_ISDIR(st.st_mode)) {
-            set_err(err, errlen, path, "is a directory", 0);
-            fclose(fp);
-            return -1;
-        }
-        /* +1 so that a regular file is read to its end without regrowing */
-        if (S_ISREG(st.st_mode) && st.st_size >= 0 && (uint64_t)st.st_size < (uint64_t)SIZE_MAX)
-            cap = (size_t)st.st_size + 1;
-    }
-    buf = (unsigned char *)malloc(cap);
-    if (buf == NULL) {
-        set_err(err, errlen, path, "out of memory", 0);
-        fclose(fp);
-        return -1;
-    }
-    for (;;) {
-        size_t got, want;
-        if (n == cap) {
-            unsigned char *nb;
-            if (cap > SIZE_MAX / 2) {
-                set_err(err, errlen, path, "file too large", 0);
-                goto fail;
-            }
-            nb = (unsigned char *)realloc(buf, cap * 2);
-            if (nb == NULL) {
-                set_err(err, errlen, path, "out of memory", 0);
-                goto fail;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        want = cap - n;
-        errno = 0;
-        got = fread(buf + n, 1, want, fp);
-        n += got;
-        if (got < want) {
-            if (ferror(fp)) {
-                set_err(err, errlen, path, "read failed", errno ? errno : EIO);
-                goto fail;
-            }
-            break; /* end of file */
-        }
-    }
-    fclose(fp);
-    *bytes = buf;
-    *len = n;
-    return 0;
-fail:
-    free(buf);
-    fclose(fp);
-    return -1;
-}
-
-int lpnx_file_write_atomic(const char *path, const void *bytes, size_t len, char *err, size_t errlen) {
-    char *tmp = NULL;
-    FILE *fp = NULL;
-    int fd = -1, rc = -1, e;
-    size_t plen;
-    mode_t mode = 0644;
-    struct stat st;
-
-    if (err != NULL && errlen > 0)
-        err[0] = '\0';
-    if (path == NULL || path[0] == '\0') {
-        set_err(err, errlen, "(no path)", "no path given", 0);
-        return -1;
-    }
-    if (bytes == NULL && len > 0) {
-        set_err(err, errlen, path, "no data given", 0);
-        return -1;
-    }
-    plen = strlen(path);
-    if (plen > SIZE_MAX - 16) {
-        set_err(err, errlen, path, "path too long", 0);
-        return -1;
-    }
-    tmp = (char *)malloc(plen + 16);
-    if (tmp == NULL) {
-        set_err(err, errlen, path, "out of memory", 0);
-        return -1;
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        set_err(err, errlen, path, "cannot create a temporary file next to it", errno);
-        free(tmp);
-        return -1;
-    }
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
-        mode = (mode_t)(st.st_mode & 0777);
-    if (fchmod(fd, mode) != 0) {
-        set_err(err, errlen, path, "cannot set the permissions of the temporary file", errno);
-        goto fail;
-    }
-    fp = fdopen(fd, "wb");
-    if (fp == NULL) {
-        set_err(err, errlen, path, "cannot open the temporary file for writing", errno);
-        goto fail;
-    }
-    fd = -1; /* owned by fp now */
-    errno = 0;
-    if ((len > 0 && fwrite(bytes, 1, len, fp) != len) || fflush(fp) != 0) {
-        e = errno;
-        set_err(err, errlen, path, e ? "write failed" : "write failed (short write)", e);
-        goto fail;
-    }
-    if (fsync(fileno(fp)) != 0) {
-        set_err(err, errlen, path, "fsync failed", errno);
-        goto fail;
-    }
-    e = fclose(fp);
-    fp = NULL;
-    if (e != 0) {
-        set_err(err, errlen, path, "close failed", errno);
-        goto fail;
-    }
-    if (rename(tmp, path) != 0) {
-        set_err(err, errlen, path, "cannot rename the temporary file over it", errno);
-        goto fail;
-    }
-    /* make the rename durable: fsync the containing folder */
-    {
-        const char *slash = strrchr(path, '/');
-        int dfd;
-        if (slash == NULL) {
-            dfd = open(".", O_RDONLY);
-        } else if (slash == path) {
-            dfd = open("/", O_RDONLY);
-        } else {
-            tmp[slash - path] = '\0'; /* tmp starts with a copy of path */
-            dfd = open(tmp, O_RDONLY);
-        }
-        rc = 0;
-        /* A folder that cannot be opened or does not support fsync (EINVAL)
-         * is not an error: the data itself is synced. */
-        if (dfd >= 0) {
-            if (fsync(dfd) != 0 && errno != EINVAL) {
-                set_err(err, errlen, path, "written, but syncing its folder failed", errno);
-                rc = -1;
-            }
-            close(dfd);
-        }
-    }
-    free(tmp);
-    return rc;
-fail:
-    if (fp != NULL)
-        fclose(fp);
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    free(tmp);
-    return -1;
 }

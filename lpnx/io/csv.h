@@ -1,6 +1,5 @@
-/* CSV (RFC 4180): a strict parser over a byte buffer, the quoting rule of
- * the writer, and the whole-file helpers the file formats share (read a
- * file into memory, write one atomically).
+/* CSV (RFC 4180): a strict parser over a byte buffer and the quoting rule
+ * of the writer (files are read and written whole with file.h).
  *
  * The parser accepts exactly RFC 4180 with two allowances: a line may end
  * in LF as well as CRLF, and a UTF-8 byte order mark at the very start is
@@ -55,19 +54,6 @@ void lpnx_csv_free(lpnx_csv *c);
  * double quote, CR or LF. (The writer also quotes a row's only field when it
  * is empty, so that the row is not read back as a blank line.) */
 int lpnx_csv_needs_quotes(const char *s, size_t n);
-
-/* Reads a whole file into a malloc'd buffer (free it with free()). On error
- * returns non-zero, sets *bytes = NULL, *len = 0, and writes "path: reason"
- * into err. An empty file gives a non-NULL buffer with *len == 0. */
-int lpnx_file_read(const char *path, unsigned char **bytes, size_t *len, char *err, size_t errlen);
-
-/* Writes len bytes to path atomically: a temporary file path + ".tmp.XXXXXX"
- * in the same folder is written, flushed, fsync'ed and renamed over path,
- * then the folder is fsync'ed. The new file keeps the permission bits of the
- * file it replaces, or gets 0644. On failure the temporary file is removed,
- * an existing file at path is left untouched, non-zero is returned and err
- * holds "path: reason". */
-int lpnx_file_write_atomic(const char *path, const void *bytes, size_t len, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,7 @@
  * larger (1230) than remaining bytes (530) in file"), everything below error
  * level is dropped. */
 #include "dicom.h"
+#include "file.h"
 
 #include <dcmtk/config/osconfig.h>
 
@@ -52,11 +53,8 @@
 #include <mutex>
 #include <new>
 #include <string>
-#include <vector>
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 namespace {
 
@@ -701,34 +699,11 @@ std::string format_ds(double v) {
     return buf;
 }
 
-/* Unlinks the file it names when it goes out of scope (name NULL: keeps it). */
-struct TempFile {
-    const char *name;
-    ~TempFile() {
-        if (name) unlink(name);
-    }
+/* Aborts an atomic write when it goes out of scope (a no-op once committed). */
+struct AtomicGuard {
+    lpnx_atomic_file *f;
+    ~AtomicGuard() { lpnx_atomic_abort(f); }
 };
-
-/* fsyncs the file at p (and sets its mode); false with errno on failure. */
-bool sync_file(const char *p) {
-    int fd = open(p, O_RDWR);
-    if (fd < 0) return false;
-    bool ok = fchmod(fd, 0644) == 0 && fsync(fd) == 0;
-    int e = errno;
-    close(fd);
-    errno = e;
-    return ok;
-}
-
-void sync_dir(const std::string &path) {
-    std::string dir = ".";
-    size_t slash = path.find_last_of('/');
-    if (slash != std::string::npos) dir = slash == 0 ? "/" : path.substr(0, slash);
-    int fd = open(dir.c_str(), O_RDONLY);
-    if (fd < 0) return;
-    (void)fsync(fd); /* best effort: the file is already in place */
-    close(fd);
-}
 
 int write_file(const char *path, const unsigned char *pixels_in, int rows, int columns,
                const lpnx_dicom_write_meta *meta, int jpeg, int quality, lpnx_dicom_uids *uids, char *err,
@@ -867,27 +842,23 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
         }
     }
 
-    std::string tmp = std::string(path) + ".tmp.XXXXXX";
-    std::vector<char> name(tmp.begin(), tmp.end());
-    name.push_back('\0');
-    int fd = mkstemp(name.data());
-    if (fd < 0) {
-        set_err(err, errlen, "cannot create a temp file beside it (%s)", strerror(errno));
+    lpnx_atomic_file out;
+    if (lpnx_atomic_begin(&out, path, nullptr, 0) != 0) {
+        set_err(err, errlen, "cannot create a temp file beside it (%s)", strerror(out.error));
         return -1;
     }
-    close(fd);
-    TempFile guard{name.data()}; /* removed on every way out but the rename */
-    c = file.saveFile(OFFilename(name.data()), xfer, EET_ExplicitLength, EGL_recalcGL, EPD_noChange);
+    AtomicGuard guard{&out}; /* the temp file is removed on every way out but the commit */
+    c = file.saveFile(OFFilename(out.temp_path), xfer, EET_ExplicitLength, EGL_recalcGL, EPD_noChange);
     if (c.bad()) {
         set_err(err, errlen, "cannot write: %s%s", c.text(), log.detail().c_str());
         return -1;
     }
-    if (!sync_file(name.data()) || rename(name.data(), path) != 0) {
-        set_err(err, errlen, "cannot write (%s)", strerror(errno));
+    /* 1 (in place, but the folder's fsync failed) is success here: the
+     * folder's sync is best effort */
+    if (lpnx_atomic_commit(&out, nullptr, 0) < 0) {
+        set_err(err, errlen, "cannot write (%s)", out.error ? strerror(out.error) : "short write");
         return -1;
     }
-    guard.name = nullptr;
-    sync_dir(path);
     if (uids) *uids = u;
     return 0;
 }

@@ -114,10 +114,11 @@ typedef struct {
  * JPEG baseline compressed with the given quality (1..100) when jpeg != 0,
  * else explicit VR little endian. Strings are checked against their VR
  * (CS, AS, DA, LO, PN, UI); any non-ASCII byte makes the file UTF-8
- * (SpecificCharacterSet ISO_IR 192). Atomic: a temp file in the same
- * folder is written, fsync'ed (mode 0644) and renamed over path; on failure
- * no temp file is left, a file already at path is untouched, and err holds
- * the reason (without the path). */
+ * (SpecificCharacterSet ISO_IR 192). Atomic (file.h): a temp file in the
+ * same folder is written, fsync'ed (with the permission bits of the file it
+ * replaces, or 0644) and renamed over path; on failure no temp file is
+ * left, a file already at path is untouched, and err holds the reason
+ * (without the path). */
 int lpnx_dicom_write(const char *path, const unsigned char *pixels, int rows, int columns,
                      const lpnx_dicom_write_meta *meta, int jpeg, int quality,
                      lpnx_dicom_uids *uids, char *err, size_t errlen);

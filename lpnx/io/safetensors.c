@@ -8,14 +8,10 @@
  * pointers). The one assumption is that the host uses IEEE-754 binary32 and
  * binary64 with the same byte order as its integers, which holds on every
  * platform lpnx targets (x86-64, aarch64, both little-endian). */
-#ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L
-#endif
-
 #include "safetensors.h"
 
-#include <errno.h>
-#include <fcntl.h>
+#include "file.h"
+
 #include <float.h>
 #include <limits.h>
 #include <math.h>
@@ -23,9 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <unistd.h>
 
 #define ST_MAX_DEPTH 64     /* JSON nesting limit (the schema itself needs 3) */
 #define ST_SHOW_CAP 256     /* buffer size for a name quoted in a message */
@@ -1469,7 +1462,7 @@ static int st_check_out(const char *path, const lpnx_st_out *tensors, size_t n, 
 }
 
 /* Writes count floats as little-endian binary32 through a bounce buffer. */
-static int st_write_f32(FILE *fp, const float *src, uint64_t count)
+static int st_write_f32(lpnx_atomic_file *out, const float *src, uint64_t count, char *err, size_t errlen)
 {
     unsigned char chunk[16384] = {0};
     const size_t per = sizeof chunk / 4;
@@ -1480,18 +1473,12 @@ static int st_write_f32(FILE *fp, const float *src, uint64_t count)
             memcpy(&bits, &src[i], sizeof bits);
             st_put_le32(chunk + 4 * i, bits);
         }
-        if (fwrite(chunk, 1, 4 * m, fp) != 4 * m)
+        if (lpnx_atomic_write(out, chunk, 4 * m, err, errlen))
             return -1;
         src += m;
         count -= m;
     }
     return 0;
-}
-
-/* Describes errno for a message; "short write" when a write stopped without one. */
-static const char *st_errno_str(int e)
-{
-    return e ? strerror(e) : "short write";
 }
 
 int lpnx_st_write(const char *path, const lpnx_st_out *tensors, size_t n,
@@ -1501,13 +1488,10 @@ int lpnx_st_write(const char *path, const lpnx_st_out *tensors, size_t n,
     const lpnx_st_out **order = NULL;
     uint64_t *nbytes = NULL;
     st_sbuf h = {NULL, 0, 0, 0};
-    char *tmp = NULL;
-    FILE *fp = NULL;
-    int fd = -1, rc = -1, e;
-    size_t plen, i;
+    lpnx_atomic_file out = {NULL, NULL, NULL, 0};
+    int rc = -1;
+    size_t i;
     unsigned char lenb[8];
-    mode_t mode = 0644;
-    struct stat st;
 
     if (err != NULL && errlen > 0)
         err[0] = '\0';
@@ -1534,195 +1518,20 @@ int lpnx_st_write(const char *path, const lpnx_st_out *tensors, size_t n,
     if (st_build_header(&h, path, order, nbytes, n, meta_keys, meta_values, n_meta, err, errlen))
         goto done;
 
-    plen = strlen(path);
-    if (plen > SIZE_MAX - 16) {
-        st_err(err, errlen, "%s: path too long", path);
-        goto done;
-    }
-    tmp = (char *)malloc(plen + 16);
-    if (tmp == NULL) {
-        st_err(err, errlen, "%s: out of memory", path);
-        goto done;
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        st_err(err, errlen, "%s: cannot create a temporary file next to it (%s)", path, strerror(errno));
-        goto done; /* nothing was created */
-    }
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
-        mode = (mode_t)(st.st_mode & 0777);
-    if (fchmod(fd, mode) != 0) {
-        e = errno;
-        st_err(err, errlen, "%s: cannot set permissions of the temporary file (%s)", path, strerror(e));
-        goto fail;
-    }
-    fp = fdopen(fd, "wb");
-    if (fp == NULL) {
-        e = errno;
-        st_err(err, errlen, "%s: cannot open the temporary file for writing (%s)", path, strerror(e));
-        goto fail;
-    }
-    fd = -1; /* owned by fp now */
-
     for (i = 0; i < 8; i++)
         lenb[i] = (unsigned char)(((uint64_t)h.len >> (8 * i)) & 0xFFu);
-    errno = 0;
-    if (fwrite(lenb, 1, 8, fp) != 8 || fwrite(h.p, 1, h.len, fp) != h.len) {
-        e = errno;
-        st_err(err, errlen, "%s: write failed (%s)", path, st_errno_str(e));
-        goto fail;
-    }
-    for (i = 0; i < n; i++) {
-        errno = 0;
-        if (st_write_f32(fp, order[i]->data, nbytes[i] / 4u)) {
-            e = errno;
-            st_err(err, errlen, "%s: write failed (%s)", path, st_errno_str(e));
-            goto fail;
-        }
-    }
-    errno = 0;
-    if (fflush(fp) != 0) {
-        e = errno;
-        st_err(err, errlen, "%s: write failed (%s)", path, st_errno_str(e));
-        goto fail;
-    }
-    if (fsync(fileno(fp)) != 0) {
-        e = errno;
-        st_err(err, errlen, "%s: fsync failed (%s)", path, strerror(e));
-        goto fail;
-    }
-    {
-        int cr = fclose(fp);
-        fp = NULL;
-        if (cr != 0) {
-            e = errno;
-            st_err(err, errlen, "%s: close failed (%s)", path, st_errno_str(e));
-            goto fail;
-        }
-    }
-    if (rename(tmp, path) != 0) {
-        e = errno;
-        st_err(err, errlen, "%s: cannot rename the temporary file over it (%s)", path, strerror(e));
-        goto fail;
-    }
+    if (lpnx_atomic_begin(&out, path, err, errlen) || lpnx_atomic_write(&out, lenb, 8, err, errlen)
+        || lpnx_atomic_write(&out, h.p, h.len, err, errlen))
+        goto done;
+    for (i = 0; i < n; i++)
+        if (st_write_f32(&out, order[i]->data, nbytes[i] / 4u, err, errlen))
+            goto done;
+    rc = lpnx_atomic_commit(&out, err, errlen);
 
-    /* make the rename durable: fsync the containing folder */
-    {
-        const char *slash = strrchr(path, '/');
-        int dfd;
-        if (slash == NULL) {
-            dfd = open(".", O_RDONLY);
-        } else if (slash == path) {
-            dfd = open("/", O_RDONLY);
-        } else {
-            tmp[slash - path] = '\0'; /* tmp starts with a copy of path */
-            dfd = open(tmp, O_RDONLY);
-        }
-        rc = 0;
-        /* A folder we cannot open (no read permission) or that does not
-         * support fsync (EINVAL) is not an error: the data itself is synced. */
-        if (dfd >= 0) {
-            if (fsync(dfd) != 0 && errno != EINVAL) {
-                e = errno;
-                st_err(err, errlen, "%s: written, but syncing its folder failed (%s)", path, strerror(e));
-                rc = -1;
-            }
-            close(dfd);
-        }
-    }
-    goto done;
-
-fail:
-    if (fp != NULL)
-        fclose(fp);
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
 done:
-    free(tmp);
+    lpnx_atomic_abort(&out); /* the temporary file, when a step failed */
     free(h.p);
     free((void *)order);
     free(nbytes);
     return rc;
-}
-
-/* ------------------------------------------------------------------ */
-/* whole-file read                                                     */
-/* ------------------------------------------------------------------ */
-
-int lpnx_st_read_file(const char *path, unsigned char **bytes, size_t *len, char *err, size_t errlen)
-{
-    FILE *fp;
-    struct stat st;
-    unsigned char *buf;
-    size_t cap = 65536, n = 0;
-    int e;
-
-    if (err != NULL && errlen > 0)
-        err[0] = '\0';
-    if (bytes == NULL || len == NULL) {
-        st_err(err, errlen, "%s: no output pointers given", path ? path : "(no path)");
-        return -1;
-    }
-    *bytes = NULL;
-    *len = 0;
-    if (path == NULL) {
-        st_err(err, errlen, "(no path): no path given");
-        return -1;
-    }
-    fp = fopen(path, "rb");
-    if (fp == NULL) {
-        st_err(err, errlen, "%s: cannot open (%s)", path, strerror(errno));
-        return -1;
-    }
-    if (fstat(fileno(fp), &st) == 0) {
-        if (S_ISDIR(st.st_mode)) {
-            st_err(err, errlen, "%s: is a directory", path);
-            fclose(fp);
-            return -1;
-        }
-        /* +1 so that a regular file is read to EOF without a regrow */
-        if (S_ISREG(st.st_mode) && st.st_size >= 0 && (uint64_t)st.st_size < (uint64_t)SIZE_MAX)
-            cap = (size_t)st.st_size + 1;
-    }
-    buf = (unsigned char *)malloc(cap);
-    if (buf == NULL) {
-        st_err(err, errlen, "%s: out of memory (%zu bytes)", path, cap);
-        fclose(fp);
-        return -1;
-    }
-    for (;;) {
-        size_t got, want;
-        if (n == cap) {
-            void *p = buf;
-            if (st_grow(&p, &cap, cap + 1, 1)) {
-                st_err(err, errlen, "%s: out of memory", path);
-                free(buf);
-                fclose(fp);
-                return -1;
-            }
-            buf = (unsigned char *)p;
-        }
-        want = cap - n;
-        errno = 0;
-        got = fread(buf + n, 1, want, fp);
-        n += got;
-        if (got < want) {
-            if (ferror(fp)) {
-                e = errno;
-                st_err(err, errlen, "%s: read failed (%s)", path, e ? strerror(e) : "I/O error");
-                free(buf);
-                fclose(fp);
-                return -1;
-            }
-            if (feof(fp))
-                break;
-        }
-    }
-    fclose(fp);
-    *bytes = buf;
-    *len = n;
-    return 0;
 }

@@ -100,15 +100,11 @@ typedef struct {
  * write on a full disk) the temp file is removed, an existing file at path
  * is left untouched, non-zero is returned and err holds
  * "path: reason (strerror)". The one exception: if only the final fsync of
- * the folder fails, the new file is already in place and the message says so. */
+ * the folder fails, the new file is already in place, 1 is returned and the
+ * message says so. */
 int lpnx_st_write(const char *path, const lpnx_st_out *tensors, size_t n,
                   const char *const *meta_keys, const char *const *meta_values, size_t n_meta,
                   char *err, size_t errlen);
-
-/* Reads a whole file into a malloc'd buffer (free it with free()). On error
- * returns non-zero, sets *bytes = NULL, *len = 0, and puts "path: reason" in
- * err. An empty file gives a non-NULL buffer with *len == 0. */
-int lpnx_st_read_file(const char *path, unsigned char **bytes, size_t *len, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -10,22 +10,18 @@
 -- an image whose prediction and truth are both empty scores 1, one empty
 -- and one not scores 0.
 local lpnx = require "lpnx"
+local util = require "lpnx.util"
 
 local metrics = {}
 
-local function shape(t)
-  local size = t:size()
-  return #size == 0 and "scalar" or table.concat(size, "x")
-end
+local shape = util.shape
 
 -- Foreground pixel counts per image: |P n T|, |P|, |T| as Lua arrays.
 local function counts(name, pred, truth)
   if not lpnx.is_tensor(pred) then error(("%s: expected pred as a tensor, got %s"):format(name, type(pred)), 4) end
   if not lpnx.is_tensor(truth) then error(("%s: expected truth as a tensor, got %s"):format(name, type(truth)), 4) end
-  local a, b = pred:size(), truth:size()
-  local same = #a == #b
-  for d = 1, #a do same = same and a[d] == b[d] end
-  if not same then
+  local a = pred:size()
+  if not util.same_shape(pred, truth) then
     error(("%s: expected truth of the prediction's shape %s, got %s"):format(name, shape(pred), shape(truth)), 4)
   end
   local images

@@ -18,6 +18,7 @@
 -- lpnx.load returns. The tensors are the live buffers, not copies.
 local lpnx = require "lpnx"
 local class = require "lpnx.class"
+local util = require "lpnx.util"
 
 local K = lpnx.kernels
 local optim = {}
@@ -25,19 +26,8 @@ local optim = {}
 ---------------------------------------------------------------------------
 -- Helpers
 
-local function shape(t)
-  local size = t:size()
-  return #size == 0 and "scalar" or table.concat(size, "x")
-end
-
-local function same_shape(a, b)
-  local x, y = a:size(), b:size()
-  if #x ~= #y then return false end
-  for d = 1, #x do
-    if x[d] ~= y[d] then return false end
-  end
-  return true
-end
+local shape, same_shape = util.shape, util.same_shape
+local check_options, check_number = util.check_options, util.check_number
 
 -- Shortest decimal text that reads back as the same double ("inf", "nan" too).
 local function number_text(v)
@@ -62,33 +52,6 @@ end
 -- Constructors raise at level 4: the caller of Class(...) (the class
 -- helper's __call sits between).
 local CTOR = 4
-
-local function check_opts(name, opts, known)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(("%s: expected an options table, got %s"):format(name, type(opts)), CTOR) end
-  for k in pairs(opts) do
-    if not known[k] then error(("%s: unknown option '%s'"):format(name, tostring(k)), CTOR) end
-  end
-  return opts
-end
-
--- A finite number in [lo, hi] (hi_open: [lo, hi)); level is error()'s.
-local function check_number(name, what, v, lo, hi, hi_open, level)
-  local ok = type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge and v >= lo
-  if ok and hi then ok = hi_open and v < hi or (not hi_open and v <= hi) end
-  if not ok then
-    local range
-    if hi then
-      range = ("in [%g, %g%s"):format(lo, hi, hi_open and ")" or "]")
-    elseif lo == -math.huge then
-      range = ""
-    else
-      range = (">= %g"):format(lo)
-    end
-    error(("%s: %s must be a finite number %s, got %s"):format(name, what, range, tostring(v)), level or CTOR)
-  end
-  return v
-end
 
 local function check_integer(name, what, v, lo, level)
   if math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v) and v == v
@@ -289,8 +252,7 @@ function SGD.needs_state(f)
 end
 
 function SGD:__init(params, grads, opts)
-  opts = check_opts("SGD", opts, {lr = true, momentum = true, dampening = true, weight_decay = true,
-                                  nesterov = true})
+  opts = check_options(opts, {"lr", "momentum", "dampening", "weight_decay", "nesterov"}, "SGD")
   if opts.lr == nil then error("SGD: lr is required", CTOR - 1) end
   local f = {lr = opts.lr, momentum = opts.momentum or 0, dampening = opts.dampening or 0,
              weight_decay = opts.weight_decay or 0, nesterov = opts.nesterov or false}
@@ -342,7 +304,7 @@ end
 
 function Adam:__init(params, grads, opts)
   local name = self.type
-  opts = check_opts(name, opts, {lr = true, betas = true, eps = true, weight_decay = true})
+  opts = check_options(opts, {"lr", "betas", "eps", "weight_decay"}, name)
   local betas = opts.betas or {0.9, 0.999}
   local f = {lr = opts.lr == nil and 1e-3 or opts.lr, eps = opts.eps == nil and 1e-8 or opts.eps,
              weight_decay = opts.weight_decay == nil and self.default_weight_decay or opts.weight_decay,
@@ -436,7 +398,7 @@ StepLR.fields = {{"step_size", "integer"}, {"gamma", "number"}, {"base_lr", "num
 
 function StepLR:__init(opt, opts)
   check_optimizer("StepLR", opt)
-  opts = check_opts("StepLR", opts, {step_size = true, gamma = true})
+  opts = check_options(opts, {"step_size", "gamma"}, "StepLR")
   self.step_size = check_integer("StepLR", "step_size", opts.step_size, 1)
   self.gamma = check_number("StepLR", "gamma", opts.gamma == nil and 0.1 or opts.gamma, 0)
   attach(self, opt)
@@ -461,7 +423,7 @@ CosineAnnealingLR.fields = {{"T_max", "integer"}, {"eta_min", "number"}, {"base_
 
 function CosineAnnealingLR:__init(opt, opts)
   check_optimizer("CosineAnnealingLR", opt)
-  opts = check_opts("CosineAnnealingLR", opts, {T_max = true, eta_min = true})
+  opts = check_options(opts, {"T_max", "eta_min"}, "CosineAnnealingLR")
   self.T_max = check_integer("CosineAnnealingLR", "T_max", opts.T_max, 1)
   self.eta_min = check_number("CosineAnnealingLR", "eta_min", opts.eta_min or 0, 0)
   attach(self, opt)
@@ -492,8 +454,8 @@ ReduceLROnPlateau.fields = {{"mode", "string"}, {"factor", "number"}, {"patience
 function ReduceLROnPlateau:__init(opt, opts)
   local name = "ReduceLROnPlateau"
   check_optimizer(name, opt)
-  opts = check_opts(name, opts, {mode = true, factor = true, patience = true, threshold = true,
-                                 threshold_mode = true, cooldown = true, min_lr = true, eps = true})
+  opts = check_options(opts, {"mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr",
+                              "eps"}, name)
   self.mode = opts.mode or "min"
   if self.mode ~= "min" and self.mode ~= "max" then
     error(("%s: mode must be \"min\" or \"max\", got %s"):format(name, tostring(self.mode)), CTOR - 1)

@@ -6,14 +6,12 @@
 -- the C kernels of lpnx.kernels.
 local lpnx = require "lpnx"
 local class = require "lpnx.class"
+local util = require "lpnx.util"
 
 local K = lpnx.kernels
 local loss = {}
 
-local function shape(t)
-  local size = t:size()
-  return #size == 0 and "scalar" or table.concat(size, "x")
-end
+local check_options, check_number = util.check_options, util.check_number
 
 -- Raises unless logits and target are tensors of one shape.
 local function check_pair(name, logits, target)
@@ -23,43 +21,22 @@ local function check_pair(name, logits, target)
   if not lpnx.is_tensor(target) then
     error(("%s: expected target as a tensor, got %s"):format(name, type(target)), 3)
   end
-  local a, b = logits:size(), target:size()
-  local same = #a == #b
-  for d = 1, #a do same = same and a[d] == b[d] end
-  if not same then
-    error(("%s: expected target of the logits' shape %s, got %s"):format(name, shape(logits), shape(target)), 3)
+  if not util.same_shape(logits, target) then
+    error(("%s: expected target of the logits' shape %s, got %s")
+      :format(name, util.shape(logits), util.shape(target)), 3)
   end
 end
 
--- The options table with unknown keys rejected (a misspelt option would
--- otherwise be silently ignored).
 -- The checks below run in constructors: they raise at level 4, the caller
 -- of Class(...) (the class helper's __call sits between).
 local CTOR = 4
-
-local function check_opts(name, opts, known)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(("%s: expected an options table, got %s"):format(name, type(opts)), CTOR) end
-  for k in pairs(opts) do
-    if not known[k] then error(("%s: unknown option '%s'"):format(name, tostring(k)), CTOR) end
-  end
-  return opts
-end
-
-local function check_number(name, what, v, lo, hi, level)
-  if type(v) ~= "number" or v ~= v or v < lo or (hi and v > hi) or v == math.huge then
-    local range = hi and ("in [%g, %g]"):format(lo, hi) or (">= %g"):format(lo)
-    error(("%s: %s must be a finite number %s, got %s"):format(name, what, range, tostring(v)), level or CTOR)
-  end
-  return v
-end
 
 local function check_pos_weight(name, w)
   if w == nil or lpnx.is_tensor(w) then return w end
   if type(w) ~= "number" then
     error(("%s: pos_weight must be a number or a tensor, got %s"):format(name, type(w)), CTOR)
   end
-  return check_number(name, "pos_weight", w, 0, nil, CTOR + 1)
+  return check_number(name, "pos_weight", w, 0, nil, nil, CTOR + 1)
 end
 
 ---------------------------------------------------------------------------
@@ -69,7 +46,7 @@ end
 loss.BCEWithLogitsLoss = class("nn.BCEWithLogitsLoss")
 
 function loss.BCEWithLogitsLoss:__init(opts)
-  opts = check_opts("BCEWithLogitsLoss", opts, {pos_weight = true})
+  opts = check_options(opts, {"pos_weight"}, "BCEWithLogitsLoss")
   self.pos_weight = check_pos_weight("BCEWithLogitsLoss", opts.pos_weight)
 end
 
@@ -89,7 +66,7 @@ end
 loss.DiceLoss = class("nn.DiceLoss")
 
 function loss.DiceLoss:__init(opts)
-  opts = check_opts("DiceLoss", opts, {eps = true})
+  opts = check_options(opts, {"eps"}, "DiceLoss")
   self.eps = check_number("DiceLoss", "eps", opts.eps == nil and 1 or opts.eps, 0)
 end
 
@@ -110,7 +87,7 @@ end
 loss.FocalLoss = class("nn.FocalLoss")
 
 function loss.FocalLoss:__init(opts)
-  opts = check_opts("FocalLoss", opts, {gamma = true, alpha = true})
+  opts = check_options(opts, {"gamma", "alpha"}, "FocalLoss")
   self.gamma = check_number("FocalLoss", "gamma", opts.gamma == nil and 2 or opts.gamma, 0)
   if opts.alpha ~= nil then self.alpha = check_number("FocalLoss", "alpha", opts.alpha, 0, 1) end
 end
@@ -133,12 +110,11 @@ loss.ComboLoss = class("nn.ComboLoss")
 
 function loss.ComboLoss:__init(opts)
   local name = "ComboLoss"
-  opts = check_opts(name, opts, {bce = true, dice = true, focal = true, eps = true, gamma = true,
-                                 alpha = true, pos_weight = true})
+  opts = check_options(opts, {"bce", "dice", "focal", "eps", "gamma", "alpha", "pos_weight"}, name)
   local function weight(key, default)
     local v = opts[key]
     if v == nil then v = default end
-    return check_number(name, key .. " weight", v, 0, nil, CTOR + 1)
+    return check_number(name, key .. " weight", v, 0, nil, nil, CTOR + 1)
   end
   self.weights = {bce = weight("bce", 1), dice = weight("dice", 1), focal = weight("focal", 0)}
   if self.weights.bce + self.weights.dice + self.weights.focal == 0 then
