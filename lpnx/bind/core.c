@@ -14,6 +14,7 @@ int luaopen_lpnx_core(lua_State *L) {
     lpnx_open_rle(L);
     lpnx_open_image(L);
     lpnx_open_draw(L);
+    lpnx_open_sys(L);
     lua_newtable(L); /* kernels */
     lua_newtable(L); /* ref */
     int module = lua_gettop(L) - 2, kernels = module + 1, ref = module + 2;

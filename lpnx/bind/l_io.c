@@ -117,6 +117,15 @@ static int l_save(lua_State *L) {
             i++;
         }
     }
+    /* metadata in key order, so equal inputs give byte-identical files */
+    for (size_t a = 1; a < n_meta; a++)
+        for (size_t b = a; b > 0 && strcmp(mk[b - 1], mk[b]) > 0; b--) {
+            const char *tk = mk[b], *tv = mv[b];
+            mk[b] = mk[b - 1];
+            mv[b] = mv[b - 1];
+            mk[b - 1] = tk;
+            mv[b - 1] = tv;
+        }
     if (lpnx_st_write(path, outs, n, mk, mv, n_meta, err, sizeof err) != 0)
         return luaL_error(L, "lpnx.save: %s", err);
     return 0;

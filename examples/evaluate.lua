@@ -1,0 +1,179 @@
+-- Scores a SIIM-ACR submission against the true masks, or picks the
+-- post-processing triplet on labelled images.
+--   lua5.4 examples/evaluate.lua --pred pred/submission.csv --truth data/test-rle.csv --size 1024
+--   lua5.4 examples/evaluate.lua --pred pred/submission.csv --truth data/test-rle.csv --sizes-from data
+--   lua5.4 examples/evaluate.lua --search --model m.safetensors --data data/dicom-images-train \
+--          --truth data/train-rle.csv
+-- The last line of a scoring run is
+--   dice=0.xxxx iou=0.xxxx dice_positive=0.xxxx iou_positive=0.xxxx images=N positives=K
+-- Exit codes: 0 done, 2 a bad flag or a missing file, 1 a failure while running.
+local argparse = require "argparse"
+local lpnx = require "lpnx"
+
+local PROGRAM = "evaluate.lua"
+
+-- argparse converters whose errors name the flag.
+local function integer(flag)
+  return function(s)
+    local v = math.tointeger(tonumber(s))
+    if v then return v end
+    return nil, ("%s expects an integer, got '%s'"):format(flag, s)
+  end
+end
+
+-- A progress callback fn(i, n, ...) for predict.run / predict.search:
+-- lpnx.progress's bar (redrawn on a terminal, plain lines elsewhere) where
+-- the build has it, else a count redrawn with \r on stderr.
+local function reporter(label)
+  local bar, plain
+  return function(i, n, _, positive)
+    if bar == nil and not plain then
+      local made, b = pcall(function() return lpnx.progress.new{total = n, label = label, unit = "img"} end)
+      if made then bar = b else plain = true end
+    end
+    if bar then
+      bar:update(i)
+      if i == n then bar:finish() end
+    else
+      io.stderr:write(("\r%s %d/%d%s   "):format(label, i, n,
+                                              positive == nil and "" or positive and " (pneumothorax)" or " (clear)"))
+      if i == n then io.stderr:write("\n") end
+    end
+  end
+end
+
+local function fail(code, msg)
+  io.stderr:write(("%s: %s\n"):format(PROGRAM, (tostring(msg):gsub("^[^:\n]*%.lua:%d+: ", ""))))
+  os.exit(code)
+end
+
+-- A converter of "0.5,0.6,0.7" to {0.5, 0.6, 0.7}.
+local function list_of_numbers(flag)
+  return function(s)
+    local list = {}
+    for item in s:gmatch("[^,%s]+") do
+      local v = tonumber(item)
+      if not v then return nil, ("%s expects numbers separated by commas, got '%s'"):format(flag, s) end
+      list[#list + 1] = v
+    end
+    if #list == 0 then return nil, ("%s expects numbers separated by commas, got '%s'"):format(flag, s) end
+    return list
+  end
+end
+
+local function join(list)
+  local parts = {}
+  for i, v in ipairs(list) do parts[i] = ("%g"):format(v) end
+  return table.concat(parts, ",")
+end
+
+local grid = lpnx.predict.search_grid
+local parser = argparse(PROGRAM, "Score a SIIM-ACR submission: mean Dice and IoU per image (an empty prediction "
+                                 .. "on an empty truth scores 1), over all images and over the positive ones.")
+  :epilog("With --search, runs the model on the labelled images under --data and prints the post-processing "
+          .. "triplet (--top, --min-area, --bottom) of the best mean Dice, as flags for examples/predict.lua.")
+parser:option("--pred", "The submission to score (ImageId,EncodedPixels)."):argname("<csv>")
+parser:option("--truth", "The true masks, in the same CSV form (e.g. train-rle.csv)."):argname("<csv>")
+parser:option("--size", "Height and width of every image, when all have one size.", "1024"):argname("<pixels>")
+  :convert(integer("--size"))
+parser:option("--sizes-from", "A folder with the images (DICOM or PNG): each image's size is read from its file.")
+  :argname("<dir>")
+parser:flag("--search", "Search the post-processing triplet on labelled images instead of scoring a submission.")
+parser:option("--model", "--search: the model file."):argname("<file>")
+parser:option("--data", "--search: the folder of the labelled images (DICOM files named by image id)."):argname("<dir>")
+parser:option("--tops", "--search: values of --top to try.", join(grid.tops)):argname("<list>")
+  :convert(list_of_numbers("--tops"))
+parser:option("--min-areas", "--search: values of --min-area to try (pixels of a 1024x1024 image).",
+              join(grid.min_areas)):argname("<list>"):convert(list_of_numbers("--min-areas"))
+parser:option("--bottoms", "--search: values of --bottom to try.", join(grid.bottoms)):argname("<list>")
+  :convert(list_of_numbers("--bottoms"))
+parser:option("--min-component", "--search: drop mask regions smaller than this (pixels), as predict.lua does.",
+              "0"):argname("<pixels>"):convert(integer("--min-component"))
+parser:flag("--tta", "--search: horizontal-flip test-time augmentation, as predict.lua --tta.")
+parser:option("--batch", "--search: images per forward pass.", "4"):argname("<n>"):convert(integer("--batch"))
+parser:option("--threads", "Threads for lpnx's kernels and OpenBLAS.", tostring(lpnx.get_num_threads())):argname("<n>")
+  :convert(integer("--threads"))
+
+local ok, args = parser:pparse()
+if not ok then fail(2, args .. " (see --help)") end
+
+local function need_file(flag, path)
+  local f = io.open(path, "rb")
+  if not f or lpnx.data.is_dir(path) then fail(2, ("%s %s: no such file"):format(flag, path)) end
+  f:close()
+end
+local function need_dir(flag, path)
+  if not lpnx.data.is_dir(path) then fail(2, ("%s %s: no such folder"):format(flag, path)) end
+end
+
+if not args.truth then fail(2, "--truth CSV is required: the true masks to score against (see --help)") end
+need_file("--truth", args.truth)
+if not args.threads or args.threads < 1 then fail(2, "--threads must be an integer >= 1") end
+lpnx.set_num_threads(args.threads)
+
+-- Runs fn(...) and turns an error into one line and exit code 1.
+local function attempt(fn, ...)
+  local done, result, a, b = xpcall(fn, debug.traceback, ...)
+  if not done then
+    if os.getenv("LPNX_TRACEBACK") then io.stderr:write(result, "\n") end
+    fail(1, (result:match("^[^\n]*")))
+  end
+  return result, a, b
+end
+
+if args.search then
+  for _, key in ipairs {"model", "data"} do
+    if not args[key] then fail(2, ("--search needs --%s (see --help)"):format(key)) end
+  end
+  need_file("--model", args.model)
+  need_dir("--data", args.data)
+  if not args.min_component or args.min_component < 0 then fail(2, "--min-component must be an integer >= 0") end
+  if not args.batch or args.batch < 1 then fail(2, "--batch must be an integer >= 1") end
+  local best, _, tried = attempt(lpnx.predict.search, {
+    model = args.model, data = args.data, csv = args.truth, tops = args.tops, min_areas = args.min_areas,
+    bottoms = args.bottoms, min_component = args.min_component, tta = args.tta, batch = args.batch,
+    progress = reporter("search"),
+  })
+  if best.missing > 0 then
+    print(("%d images of %s are not under %s and were left out"):format(best.missing, args.truth, args.data))
+  end
+  for i, t in ipairs(tried) do t.order = i end -- ties keep the order tried, as search's choice does
+  table.sort(tried, function(x, y) return x.dice > y.dice or (x.dice == y.dice and x.order < y.order) end)
+  print(("tried %d triplets on %d images; the best five:"):format(#tried, best.images))
+  for i = 1, math.min(5, #tried) do
+    local t = tried[i]
+    print(("  top %-5g min_area %-6g bottom %-5g dice=%.4f iou=%.4f")
+          :format(t.top, t.min_area, t.bottom, t.dice, t.iou))
+  end
+  print(("best: dice=%.4f iou=%.4f; for examples/predict.lua:"):format(best.dice, best.iou))
+  print(("--top %g --min-area %g --bottom %g%s%s"):format(best.top, best.min_area, best.bottom,
+    args.min_component > 0 and (" --min-component " .. args.min_component) or "", args.tta and " --tta" or ""))
+  os.exit(0)
+end
+
+if not args.pred then fail(2, "--pred CSV is required: the submission to score (see --help)") end
+need_file("--pred", args.pred)
+local sizes
+if args.sizes_from then
+  need_dir("--sizes-from", args.sizes_from)
+  local files = {}
+  for _, path in ipairs(lpnx.data.list_images(args.sizes_from)) do files[lpnx.data.image_id(path)] = path end
+  sizes = function(id)
+    local path = files[id]
+    if not path then error(("image %s has no .dcm or .png file under %s"):format(id, args.sizes_from), 0) end
+    local img = lpnx.data.read_image(path)
+    return img:size(2), img:size(3)
+  end
+elseif not args.size or args.size < 1 then
+  fail(2, "--size must be a positive integer")
+end
+
+local r = attempt(lpnx.predict.evaluate, {pred = args.pred, truth = args.truth, size = args.size, sizes = sizes})
+if r.missing > 0 then
+  print(("%d of the %d images of %s have no row in %s: scored as empty predictions"):format(
+    r.missing, r.images, args.truth, args.pred))
+end
+if r.extra > 0 then print(("%d images of %s are not in %s: not scored"):format(r.extra, args.pred, args.truth)) end
+local function fmt(v) return v ~= v and "nan" or ("%.4f"):format(v) end
+print(("dice=%s iou=%s dice_positive=%s iou_positive=%s images=%d positives=%d"):format(
+  fmt(r.dice), fmt(r.iou), fmt(r.dice_positive), fmt(r.iou_positive), r.images, r.positives))

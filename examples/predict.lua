@@ -1,0 +1,131 @@
+-- Segments pneumothorax on chest X-rays with a trained lpnx model: one
+-- SIIM-ACR submission row per image, a PNG mask and a review overlay.
+--   lua5.4 examples/predict.lua --model runs/best.safetensors --data data/dicom-images-test --out pred
+--   lua5.4 examples/predict.lua --model m.safetensors --data a.dcm b.dcm --out pred --threshold 0.5 --tta
+-- Exit codes: 0 done, 2 a bad flag or a missing file, 1 a failure while running.
+local argparse = require "argparse"
+local lpnx = require "lpnx"
+
+local PROGRAM = "predict.lua"
+local d = lpnx.predict.defaults
+
+-- argparse converters whose errors name the flag.
+local function number(flag)
+  return function(s)
+    local v = tonumber(s)
+    if v then return v end
+    return nil, ("%s expects a number, got '%s'"):format(flag, s)
+  end
+end
+local function integer(flag)
+  return function(s)
+    local v = math.tointeger(tonumber(s))
+    if v then return v end
+    return nil, ("%s expects an integer, got '%s'"):format(flag, s)
+  end
+end
+
+-- A progress callback fn(i, n, ...) for predict.run / predict.search:
+-- lpnx.progress's bar (redrawn on a terminal, plain lines elsewhere) where
+-- the build has it, else a count redrawn with \r on stderr.
+local function reporter(label)
+  local bar, plain
+  return function(i, n, _, positive)
+    if bar == nil and not plain then
+      local made, b = pcall(function() return lpnx.progress.new{total = n, label = label, unit = "img"} end)
+      if made then bar = b else plain = true end
+    end
+    if bar then
+      bar:update(i)
+      if i == n then bar:finish() end
+    else
+      io.stderr:write(("\r%s %d/%d%s   "):format(label, i, n,
+                                              positive == nil and "" or positive and " (pneumothorax)" or " (clear)"))
+      if i == n then io.stderr:write("\n") end
+    end
+  end
+end
+
+local function fail(code, msg)
+  io.stderr:write(("%s: %s\n"):format(PROGRAM, (tostring(msg):gsub("^[^:\n]*%.lua:%d+: ", ""))))
+  os.exit(code)
+end
+
+local parser = argparse(PROGRAM, "Predict pneumothorax masks with a trained lpnx U-Net and write a SIIM-ACR "
+                                 .. "submission, PNG masks and overlays.")
+  :epilog("Post-processing: by default the SIIM-ACR triplet: an image is positive only when at least --min-area "
+          .. "pixels (counted on a 1024x1024 image, scaled to each image's size) have a probability above --top; "
+          .. "its mask is then every pixel above --bottom. --threshold T instead keeps every pixel above T. "
+          .. "examples/evaluate.lua --search picks the triplet on labelled images.")
+parser:option("--model", "Model file written by lpnx.models.save or the trainer (safetensors)."):argname("<file>")
+parser:option("--data", "A folder (searched recursively for .dcm and .png files) or image files.")
+  :argname("<path>"):args("+")
+parser:option("--out", "Output folder: submission.csv, masks/ID.png, overlays/ID.png."):argname("<dir>")
+parser:flag("--tta", "Average the prediction with the one on the horizontally flipped image.")
+parser:option("--top", ("Triplet: the high threshold that decides whether an image is positive (default %g).")
+              :format(d.top)):argname("<p>"):convert(number("--top"))
+parser:option("--min-area", ("Triplet: pixels above --top needed for a positive, for a 1024x1024 image "
+                             .. "(default %d)."):format(d.min_area)):argname("<pixels>"):convert(number("--min-area"))
+parser:option("--bottom", ("Triplet: the threshold of the mask of a positive image (default %g)."):format(d.bottom))
+  :argname("<p>"):convert(number("--bottom"))
+parser:option("--threshold", "One plain threshold instead of the triplet."):argname("<p>")
+  :convert(number("--threshold"))
+parser:option("--min-component", "Drop mask regions smaller than this many pixels at the image's size.", "0")
+  :argname("<pixels>"):convert(integer("--min-component"))
+parser:option("--batch", "Images per forward pass.", tostring(d.batch)):argname("<n>"):convert(integer("--batch"))
+parser:option("--threads", "Threads for lpnx's kernels and OpenBLAS.", tostring(lpnx.get_num_threads())):argname("<n>")
+  :convert(integer("--threads"))
+parser:flag("--no-overlays", "Do not write overlays/.")
+parser:flag("--no-masks", "Do not write masks/.")
+parser:flag("--quiet", "No progress on stderr.")
+
+local ok, args = parser:pparse()
+if not ok then fail(2, args .. " (see --help)") end
+
+-- checks of values argparse cannot make
+for _, key in ipairs {"model", "data", "out"} do
+  if args[key] == nil then fail(2, ("--%s is required (see --help)"):format(key)) end
+end
+for _, key in ipairs {"top", "bottom", "threshold"} do
+  local v = args[key]
+  if v ~= nil and not (v >= 0 and v <= 1) then fail(2, ("--%s must be in [0, 1], got %s"):format(key, v)) end
+end
+if args.min_area ~= nil and (args.min_area ~= args.min_area or args.min_area < 0) then
+  fail(2, "--min-area must be at least 0")
+end
+if args.threshold ~= nil and (args.top or args.min_area or args.bottom) then
+  fail(2, "give either --threshold or --top/--min-area/--bottom, not both")
+end
+if not args.min_component or args.min_component < 0 then fail(2, "--min-component must be an integer >= 0") end
+if not args.batch or args.batch < 1 then fail(2, "--batch must be an integer >= 1") end
+if not args.threads or args.threads < 1 then fail(2, "--threads must be an integer >= 1") end
+local f = io.open(args.model, "rb")
+if not f then fail(2, ("--model %s: no such file"):format(args.model)) end
+f:close()
+if lpnx.data.is_dir(args.model) then fail(2, ("--model %s is a folder, expected a model file"):format(args.model)) end
+
+local paths = {}
+for _, item in ipairs(args.data) do
+  local found, list = pcall(lpnx.data.list_images, item)
+  if not found then fail(2, ("--data %s: no such file or folder"):format(item)) end
+  if #list == 0 then fail(2, ("--data %s: no .dcm or .png images in it"):format(item)) end
+  for _, p in ipairs(list) do paths[#paths + 1] = p end
+end
+
+local done, summary = xpcall(lpnx.predict.run, debug.traceback, {
+  model = args.model, inputs = paths, out = args.out, tta = args.tta, batch = args.batch, threads = args.threads,
+  top = args.top, min_area = args.min_area, bottom = args.bottom, threshold = args.threshold,
+  min_component = args.min_component, write_masks = not args.no_masks, write_overlays = not args.no_overlays,
+  progress = not args.quiet and reporter("predict") or nil,
+})
+if not done then
+  if os.getenv("LPNX_TRACEBACK") then io.stderr:write(summary, "\n") end
+  fail(1, (summary:match("^[^\n]*")))
+end
+
+local post = args.threshold and ("threshold %g"):format(args.threshold)
+  or ("triplet top %g, min_area %g, bottom %g"):format(args.top or d.top, args.min_area or d.min_area,
+                                                       args.bottom or d.bottom)
+print(("predicted %d images, %d with pneumothorax (%s%s%s) in %.1fs: %s"):format(
+  summary.images, summary.positive, post, args.min_component > 0 and (", min_component " .. args.min_component) or "",
+  args.tta and ", tta" or "", summary.seconds, summary.submission))
