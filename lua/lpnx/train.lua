@@ -83,6 +83,8 @@ end
 ---------------------------------------------------------------------------
 -- the log
 
+-- One row per step (the loss of that step's batch) and one more at each
+-- epoch end with the validation scores.
 local LOG_HEADER = "step,epoch,loss,lr,val_dice,val_iou,seconds"
 
 -- Keeps the rows up to step (a resumed run rewrites what came after its
@@ -120,13 +122,16 @@ function train.plot(run)
   local script = ([[
 set terminal pngcairo size 1000,420 font ",10"
 set output '%s/curves.png'
-set datafile separator ','
+set datafile separator ","
+set datafile missing ""
 set key autotitle columnhead
 set multiplot layout 1,2
 set title 'training loss'
 set xlabel 'step'
-plot '%s/log.csv' using 1:3 with lines lw 1 title 'loss'
+plot '%s/log.csv' using 1:3 with lines lw 1 lc rgb '#b0b0d0' title 'loss per step', \
+     '' using 1:3 smooth bezier lw 2 lc rgb '#3050a0' title 'smoothed'
 set title 'validation'
+set key bottom right
 set yrange [0:1]
 plot '%s/log.csv' using 1:($5 == $5 ? $5 : 1/0) with linespoints pt 7 ps 0.6 title 'Dice', \
      '' using 1:($6 == $6 ? $6 : 1/0) with linespoints pt 5 ps 0.6 title 'IoU'
@@ -356,7 +361,7 @@ function train.run(opts)
       ::continue::
       state.batch = b
       state.seconds = lpnx.sys.now() - t_start
-      log_row(log, state.step, epoch, run_stats.loss, opt.lr, nil, nil, state.seconds)
+      log_row(log, state.step, epoch, loss, opt.lr, nil, nil, state.seconds)
       if bar then bar:update(b, {loss = run_stats.loss, dice = run_stats.dice}) end
       if opts.save_every > 0 and state.step % opts.save_every == 0 then checkpoint() end
       if lpnx.sys.signal_pending("INT", true) or lpnx.sys.signal_pending("TERM", true) then
@@ -380,7 +385,7 @@ function train.run(opts)
       last_val_dice, last_val_iou = vd, vi
       say(opts, "epoch %d/%d: val dice %.4f iou %.4f (positives %s) on %d images", epoch, opts.epochs, vd, vi,
           vp and ("%.4f"):format(vp) or "-", n)
-      log_row(log, state.step, epoch, run_stats.loss, opt.lr, vd, vi, state.seconds)
+      log_row(log, state.step, epoch, nil, opt.lr, vd, vi, state.seconds)
       if not state.best_dice or vd > state.best_dice then
         state.best_dice = vd
         meta_extra.val_dice = ("%.6f"):format(vd)
