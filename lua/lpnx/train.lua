@@ -115,32 +115,37 @@ local function log_row(f, step, epoch, loss, lr, vd, vi, seconds)
   f:flush()
 end
 
--- curves.png from log.csv with gnuplot, when it is installed.
+-- curves.png from log.csv with gnuplot, when it is installed: the loss per
+-- step, and the validation Dice and IoU when the run has them.
 function train.plot(run)
   local has = io.popen("command -v gnuplot 2>/dev/null"):read("a")
   if has == "" then return false, "gnuplot is not installed: no curves.png (log.csv has the numbers)" end
-  local script = ([[
-set terminal pngcairo size 1000,420 font ",10"
-set output '%s/curves.png'
-set datafile separator ","
-set datafile missing ""
-set key autotitle columnhead
-set multiplot layout 1,2
-set title 'training loss'
-set xlabel 'step'
-plot '%s/log.csv' using 1:3 with lines lw 1 lc rgb '#b0b0d0' title 'loss per step', \
-     '' using 1:3 smooth bezier lw 2 lc rgb '#3050a0' title 'smoothed'
-set title 'validation'
-set key bottom right
-set yrange [0:1]
-plot '%s/log.csv' using 1:($5 == $5 ? $5 : 1/0) with linespoints pt 7 ps 0.6 title 'Dice', \
-     '' using 1:($6 == $6 ? $6 : 1/0) with linespoints pt 5 ps 0.6 title 'IoU'
-unset multiplot
-]]):format(run, run, run)
-  local p = io.popen("gnuplot 2>&1", "w")
-  p:write(script)
-  local ok = p:close()
-  if not ok then return false, "gnuplot failed to draw curves.png" end
+  local with_val = false
+  for line in io.lines(run .. "/log.csv") do
+    if line:match("^%d+,%d+,[^,]*,[^,]*,[%d.]+,") then with_val = true break end
+  end
+  local script = {
+    "set terminal pngcairo size " .. (with_val and "1000,420" or "560,420") .. " font ',10'",
+    ("set output '%s/curves.png'"):format(run),
+    "set datafile separator ','",
+    "set datafile missing ''",
+    with_val and "set multiplot layout 1,2" or "",
+    "set title 'training loss'",
+    "set xlabel 'step'",
+    ("plot '%s/log.csv' using 1:3 with lines lw 1 lc rgb '#b0b0d0' title 'loss per step', \\"):format(run),
+    "     '' using 1:3 smooth bezier lw 2 lc rgb '#3050a0' title 'smoothed'",
+  }
+  if with_val then
+    for _, line in ipairs {
+      "set title 'validation'", "set key bottom right", "set yrange [0:1]",
+      ("plot '%s/log.csv' using 1:($5 == $5 ? $5 : 1/0) with linespoints pt 7 ps 0.6 title 'Dice', \\"):format(run),
+      "     '' using 1:($6 == $6 ? $6 : 1/0) with linespoints pt 5 ps 0.6 title 'IoU'",
+      "unset multiplot",
+    } do script[#script + 1] = line end
+  end
+  local p = io.popen("gnuplot >/dev/null 2>&1", "w")
+  p:write(table.concat(script, "\n"), "\n")
+  if not p:close() then return false, "gnuplot could not draw curves.png (log.csv has the numbers)" end
   return true
 end
 

@@ -176,6 +176,10 @@ function Loader:start()
     if pid == 0 then
       sys.close(cmd_w)
       sys.close(out_r)
+      for _, other in ipairs(self.children) do -- the earlier workers' pipe ends are not ours
+        sys.close(other.cmd)
+        sys.close(other.out)
+      end
       local ok, err = pcall(worker_main, self, cmd_r, out_w, w)
       if not ok then pcall(sys.write_message, out_w, "error " .. tostring(err)) end
       sys.exit(ok and 0 or 1)
@@ -186,16 +190,28 @@ function Loader:start()
   end
 end
 
--- Stops the workers.
+-- Stops the workers: closing their pipes ends them (an idle worker reads
+-- end-of-file, a busy one fails its next write); one that does not exit
+-- within two seconds is killed.
 function Loader:close()
   if not self.children then return end
   for _, c in ipairs(self.children) do
-    pcall(sys.kill, c.pid, "TERM")
     pcall(sys.close, c.cmd)
     pcall(sys.close, c.out)
-    pcall(sys.waitpid, c.pid)
+  end
+  for _, c in ipairs(self.children) do
+    local deadline = sys.now() + 2
+    while sys.waitpid(c.pid, true) == "running" do
+      if sys.now() > deadline then
+        pcall(sys.kill, c.pid, "KILL")
+        pcall(sys.waitpid, c.pid)
+        break
+      end
+      sys.sleep(0.01)
+    end
   end
   self.children = nil
+  self.busy = false
 end
 
 local function receive(self, c, w, expect)
