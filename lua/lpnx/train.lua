@@ -334,7 +334,8 @@ function train.run(opts)
     state.epoch = epoch
     local start = state.batch + 1
     local bar = opts.progress ~= false and lpnx.progress.new{
-      total = per_epoch, label = ("epoch %d/%d"):format(epoch, opts.epochs), unit = "batch"} or nil
+      total = per_epoch, label = ("epoch %d/%d"):format(epoch, opts.epochs), unit = "batch",
+      initial = start - 1} or nil -- a resumed epoch's rate counts only the batches done now
     local run_stats = state.running
     if start == 1 then run_stats.loss, run_stats.dice, run_stats.seen = 0, 0, 0 end
     for b, batch in loader:iter(epoch, {start = start}) do
