@@ -55,7 +55,7 @@ ASAN_OPTS := detect_leaks=1:allocator_may_return_null=1:strict_string_checks=1
 UBSAN_OPTS := halt_on_error=1:print_stacktrace=1
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build deps test demo lint env repl install clean
+.PHONY: all build deps test demo lint env repl install clean bench
 
 all: deps build
 
@@ -122,6 +122,20 @@ lint: deps
 	cd $(TOP) && luacheck -q lua examples spec
 	cd $(TOP) && cppcheck -q --std=c99 --enable=warning,performance,portability --error-exitcode=1 \
 	  --inline-suppr -D_OPENMP -I lpnx lpnx
+
+# Times lpnx and, where Debian's python3-torch is installed, the same model in
+# PyTorch (shared/reference/torch_unet.py beside the project), side by side.
+BENCH_ARGS ?= --encoder resnet34 --size 256 --batch 4 --threads 2
+TORCH_REF ?= $(TOP)/../shared/reference/torch_unet.py
+bench: deps build
+	@cd $(TOP) && $(RUN_ENV) $(LUA) examples/bench.lua $(BENCH_ARGS) $(BENCH_EXTRA) | tee build/bench-lpnx.txt
+	@cd $(TOP) && if /usr/bin/python3 -c 'import torch' 2>/dev/null && [ -f $(TORCH_REF) ]; then \
+	  set -- $$(echo "$(BENCH_ARGS)" | sed -E 's/--(encoder|size|batch|threads) //g; s/resnet//'); \
+	  /usr/bin/time -f 'torch_peak_rss_mb=%M' /usr/bin/python3 $(TORCH_REF) $$2 $$3 $$4 $$1 \
+	    > build/bench-torch.txt 2> build/bench-torch-time.txt; \
+	  cat build/bench-torch.txt; \
+	  $(LUA) examples/bench_compare.lua build/bench-lpnx.txt build/bench-torch.txt build/bench-torch-time.txt; \
+	else echo "python3-torch is not installed: no PyTorch side (apt-get install python3-torch)"; fi
 
 env:
 	@echo "export LUA_PATH='$(LUA_PATH_IN)'"
