@@ -56,7 +56,7 @@ local function record(name, res, seconds, flops)
   end
   s.calls, s.seconds, s.flops = s.calls + 1, s.seconds + seconds, s.flops + (flops or 0)
 end
-local forward_flops = 0
+local forward_flops
 if args.layers then
   for name, fn in pairs(lpnx.kernels) do
     lpnx.kernels[name] = function(...)
