@@ -20,7 +20,8 @@ OPENBLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 
 # Debian packages the build, the specs and the examples need.
 DEPS_PKGS := gcc g++ make lua5.4 liblua5.4-dev libopenblas-openmp-dev libpng-dev \
-             libdcmtk-dev dcmtk lua-busted lua-argparse lua-cjson lua-check cppcheck gnuplot-nox
+             libdcmtk-dev dcmtk lua-busted lua-argparse lua-cjson lua-check cppcheck gnuplot-nox \
+             clang libclang-rt-14-dev
 
 ifeq ($(ASAN),1)
 BUILD := $(TOP)/build-asan
@@ -55,7 +56,7 @@ ASAN_OPTS := detect_leaks=1:allocator_may_return_null=1:strict_string_checks=1
 UBSAN_OPTS := halt_on_error=1:print_stacktrace=1
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build deps test demo lint env repl install clean bench
+.PHONY: all build deps test demo lint env repl install clean bench fuzz fuzz-run
 
 all: deps build
 
@@ -123,6 +124,44 @@ lint: deps
 	cd $(TOP) && cppcheck -q --std=c99 --enable=warning,performance,portability --error-exitcode=1 \
 	  --inline-suppr -D_OPENMP -I lpnx lpnx
 
+# libFuzzer targets, one per parser lpnx owns or wraps, with ASan + UBSan.
+# make fuzz builds them; make fuzz-run FUZZ_SECONDS=N runs each for N
+# seconds from its committed seed corpus (lpnx/fuzz/corpus/TARGET), keeping
+# what it learns in build-fuzz/corpus/ and crashing inputs as build-fuzz/crash-*.
+FUZZ_TARGETS := safetensors png rle csv dicom
+FUZZ_BUILD := $(TOP)/build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+              -D_POSIX_C_SOURCE=200809L -I$(TOP)/lpnx
+FUZZ_SRC_safetensors := lpnx/io/safetensors.c lpnx/io/file.c
+FUZZ_SRC_png := lpnx/io/png.c lpnx/io/file.c
+FUZZ_SRC_rle := lpnx/io/rle.c
+FUZZ_SRC_csv := lpnx/io/csv.c
+FUZZ_LIBS_png := -lpng16
+FUZZ_BINS := $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_TARGETS))
+fuzz: deps $(FUZZ_BINS)
+	@echo "fuzz targets in $(FUZZ_BUILD): $(notdir $(FUZZ_BINS))"
+define FUZZ_C_RULE
+$(FUZZ_BUILD)/fuzz_$(1): lpnx/fuzz/fuzz_$(1).c $(FUZZ_SRC_$(1)) | $(BUILD)/.deps-ok
+	@mkdir -p $(FUZZ_BUILD)
+	clang -std=c99 $(FUZZ_FLAGS) $$(filter %.c,$$^) $(FUZZ_LIBS_$(1)) -o $$@
+endef
+$(foreach t,safetensors png rle csv,$(eval $(call FUZZ_C_RULE,$(t))))
+$(FUZZ_BUILD)/fuzz_dicom: lpnx/fuzz/fuzz_dicom.cpp lpnx/io/dicom.cpp lpnx/io/file.c | $(BUILD)/.deps-ok
+	@mkdir -p $(FUZZ_BUILD)
+	clang -std=c99 $(FUZZ_FLAGS) -c lpnx/io/file.c -o $(FUZZ_BUILD)/file.o
+	clang++ -std=c++17 $(FUZZ_FLAGS) lpnx/fuzz/fuzz_dicom.cpp lpnx/io/dicom.cpp $(FUZZ_BUILD)/file.o \
+	  $(DCMTK_LIBS) -o $@
+fuzz-run: fuzz
+	@cd $(TOP) && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t && cp -n lpnx/fuzz/corpus/$$t/* $(FUZZ_BUILD)/corpus/$$t/ 2>/dev/null; \
+	  echo "== fuzz_$$t for $(FUZZ_SECONDS)s"; \
+	  $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_BUILD)/corpus/$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=20 \
+	    -artifact_prefix=$(FUZZ_BUILD)/crash-$$t- -print_final_stats=1 2>&1 | \
+	    grep -E "^(stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY|artifact_prefix|Test unit written)" ; \
+	  if ls $(FUZZ_BUILD)/crash-$$t-* >/dev/null 2>&1; then echo "fuzz_$$t found crashes: $(FUZZ_BUILD)/crash-$$t-*"; exit 1; fi; \
+	done
+
 # Times lpnx and, where Debian's python3-torch is installed, the same model in
 # PyTorch (shared/reference/torch_unet.py beside the project), side by side.
 BENCH_ARGS ?= --encoder resnet34 --size 256 --batch 4 --threads 2
@@ -157,4 +196,4 @@ install: build
 	cp -r lua/lpnx $(INST_LUADIR)/
 
 clean:
-	rm -rf $(TOP)/build $(TOP)/build-asan
+	rm -rf $(TOP)/build $(TOP)/build-asan $(TOP)/build-fuzz

@@ -26,6 +26,8 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmdata/dcvras.h>
@@ -285,6 +287,61 @@ bool sniff(const char *path, char *err, size_t errlen) {
  * segment", "... bad Huffman code", "Premature end of JPEG file". The
  * common and harmless "N extraneous bytes before marker" is let through.
  * Returns the first such warning, or "". */
+/* Walks a JPEG stream's markers from SOI to its frame header (SOF) with
+ * bounds checks. DCMTK 3.6.7 scans these markers itself to find the bit
+ * depth and can loop forever on some malformed streams, so a stream that is
+ * not well formed up to its frame header is refused before DCMTK sees it.
+ * Returns an empty string when well formed, else what is wrong. */
+std::string jpeg_header_problem(const Uint8 *p, size_t n) {
+    char buf[160];
+    if (n < 4 || p[0] != 0xFF || p[1] != 0xD8) return "the JPEG stream does not start with an SOI marker";
+    size_t i = 2;
+    for (;;) {
+        if (i >= n || p[i] != 0xFF) {
+            std::snprintf(buf, sizeof buf, "no JPEG marker at byte %zu of the stream, before its frame header", i);
+            return buf;
+        }
+        while (i < n && p[i] == 0xFF) i++; /* fill bytes */
+        if (i >= n) return "the JPEG stream ends before its frame header";
+        unsigned m = p[i++];
+        if (m == 0x00 || m == 0x01 || m == 0xD8 || m == 0xD9 || (m >= 0xD0 && m <= 0xD7)) {
+            std::snprintf(buf, sizeof buf, "unexpected JPEG marker 0xFF%02X before the frame header", m);
+            return buf;
+        }
+        if (i + 2 > n) return "the JPEG stream ends inside a marker segment";
+        size_t len = ((size_t)p[i] << 8) | p[i + 1];
+        if (len < 2 || i + len > n) {
+            std::snprintf(buf, sizeof buf, "JPEG marker 0xFF%02X's segment (%zu bytes) runs past the end of its data", m,
+                          len);
+            return buf;
+        }
+        bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
+        if (sof) return len >= 8 ? std::string() : std::string("the JPEG frame header is too short");
+        i += len;
+    }
+}
+
+/* Checks the frame-starting fragments of JPEG (not JPEG-LS) pixel data. */
+std::string jpeg_fragments_problem(DcmDataset *ds, E_TransferSyntax xfer) {
+    DcmElement *el = nullptr;
+    if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el) return "";
+    DcmPixelData *pd = OFstatic_cast(DcmPixelData *, el);
+    DcmPixelSequence *seq = nullptr;
+    if (pd->getEncapsulatedRepresentation(xfer, nullptr, seq).bad() || !seq) return "";
+    unsigned long count = seq->card();
+    for (unsigned long k = 1; k < count; k++) { /* item 0 is the offset table */
+        DcmPixelItem *item = nullptr;
+        Uint8 *data = nullptr;
+        if (seq->getItem(item, k).bad() || !item || item->getUint8Array(data).bad()) continue;
+        size_t n = item->getLength();
+        if (k == 1 || (data && n >= 2 && data[0] == 0xFF && data[1] == 0xD8)) {
+            std::string why = data ? jpeg_header_problem(data, n) : std::string("an empty JPEG fragment");
+            if (!why.empty()) return why;
+        }
+    }
+    return "";
+}
+
 std::string damage_reported(const std::string &warnings) {
     size_t start = 0;
     while (start < warnings.size()) {
@@ -453,6 +510,18 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
             set_err(err, errlen, "unsupported transfer syntax %s (%s): DCMTK has no decoder for it", d->ts_uid.c_str(),
                     d->ts_name.c_str());
             return -1;
+        }
+        /* JPEG processes 1-14 (UIDs .4.50 to .4.70), not JPEG-LS or JPEG 2000 */
+        const std::string &ts = d->ts_uid;
+        if (ts.rfind("1.2.840.10008.1.2.4.", 0) == 0) {
+            int process = std::atoi(ts.c_str() + 20);
+            if (process >= 50 && process <= 70) {
+                std::string why = jpeg_fragments_problem(ds, xfer);
+                if (!why.empty()) {
+                    set_err(err, errlen, "corrupt %s pixel data (%s)", d->ts_name.c_str(), why.c_str());
+                    return -1;
+                }
+            }
         }
         log.captured.warnings.clear();
         cond = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
