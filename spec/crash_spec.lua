@@ -111,6 +111,18 @@ describe("training survives being killed", function()
   local function running(job)
     return io.open(job.code) == nil
   end
+  -- The step of the run's checkpoint, or 0 when there is none yet.
+  local function checkpoint_step(out)
+    local ok, _, meta = pcall(lpnx.load, out .. "/checkpoint.safetensors")
+    return ok and tonumber(meta.step) or 0
+  end
+  -- Waits until the job's checkpoint is past step, or the job ended.
+  local function wait_for_step(job, out, step)
+    for _ = 1, 6000 do
+      if not running(job) or checkpoint_step(out) > step then return end
+      sys.sleep(0.01)
+    end
+  end
   local function same_model(a, b)
     local ta, tb = lpnx.load(a), lpnx.load(b)
     for k, v in pairs(ta) do
@@ -123,10 +135,12 @@ describe("training survives being killed", function()
     assert.matches("exit=0", train(dir .. "/whole"), 1, true)
     local out = dir .. "/killed"
     local kills = 0
+    local g = lpnx.Generator(3)
     for attempt = 1, 4 do
       local job = spawn(("lua5.4 examples/train.lua --data %s --out %s %s --resume"):format(data, out, args),
                         dir .. "/train" .. attempt .. ".log")
-      sys.sleep(0.3 + 0.15 * attempt)
+      wait_for_step(job, out, checkpoint_step(out)) -- at least one new step, then a random moment
+      sys.sleep(g:uniform(0, 0.15))
       if running(job) then
         sys.kill(job.pid, "KILL")
         kills = kills + 1
@@ -144,7 +158,7 @@ describe("training survives being killed", function()
     local out = dir .. "/interrupted"
     local log = dir .. "/int.log"
     local job = spawn(("lua5.4 examples/train.lua --data %s --out %s %s"):format(data, out, args), log)
-    sys.sleep(0.8)
+    wait_for_step(job, out, 0)
     assert.is_true(running(job), "the run ended before it could be interrupted")
     sys.kill(job.pid, "INT")
     assert.are.equal(0, finished(job))

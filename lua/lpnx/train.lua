@@ -253,6 +253,10 @@ function train.run(opts)
   end
   if opts.threads then lpnx.set_num_threads(opts.threads) end
   lpnx.sys.mkdir_p(opts.out)
+  -- Ctrl-C and TERM from here on end the run with a checkpoint at the next
+  -- step boundary, not mid-write
+  lpnx.sys.catch_signal("INT")
+  lpnx.sys.catch_signal("TERM")
   local run = opts.out
   local ckpt_path = run .. "/checkpoint.safetensors"
 
@@ -325,8 +329,6 @@ function train.run(opts)
     save_checkpoint(ckpt_path, state)
   end
 
-  lpnx.sys.catch_signal("INT")
-  lpnx.sys.catch_signal("TERM")
   local t_start = lpnx.sys.now() - state.seconds
   local last_val_dice, last_val_iou
   local interrupted = false
