@@ -1,5 +1,6 @@
 #include "tensor.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,158 @@ const char *lpnx_strerror(lpnx_status s) {
     return "unknown error";
 }
 
+/* ---- storage allocator ------------------------------------------------ */
+/* Data blocks of at least CACHE_MIN bytes are rounded up to a size class
+ * (four per power of two, so at most 25% larger) and, when their storage
+ * is released, kept in a free list of that class while the cache holds at
+ * most cache_limit bytes in all; the next request of the class takes a
+ * block back instead of asking the system. A training step makes the same
+ * sizes over and over, and fresh pages from the system fault in one by one
+ * on first touch, which costs more system time than the step's arithmetic
+ * on them. Smaller blocks go straight to malloc, which recycles them well.
+ *
+ * One mutex guards the lists and the counters. Storages are made and
+ * released by the thread running Lua (the OpenMP workers of the kernels
+ * never allocate storages; data-loader workers are separate processes,
+ * each with its own copy of this state after fork), but a storage handed
+ * to another thread may be released there, and the mutex keeps that safe. */
+#define CACHE_MIN_LOG 16 /* 64 KiB */
+#define CACHE_MIN ((size_t)1 << CACHE_MIN_LOG)
+#define CACHE_LIMIT_DEFAULT ((size_t)512 << 20)
+#define NCLASSES ((63 - CACHE_MIN_LOG + 1) * 4)
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+/* A cached block is poisoned past its list link, so a use after free of a
+ * tensor's data is still reported while the block waits for reuse. */
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+typedef struct free_block {
+    struct free_block *next; /* written over the first bytes of the freed data */
+} free_block;
+
+static struct {
+    pthread_mutex_t lock;
+    free_block *lists[NCLASSES]; /* cached blocks, one list per size class */
+    size_t allocated;            /* bytes of the blocks of live storages */
+    size_t cached;               /* bytes of the blocks in the lists */
+    size_t peak;                 /* the largest allocated has been */
+    size_t limit;                /* cached stays at most this */
+    uint64_t allocations;        /* blocks obtained from the system */
+    uint64_t reuses;             /* blocks taken from the lists */
+} pool = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, 0, 0, CACHE_LIMIT_DEFAULT, 0, 0};
+
+/* The bytes of the block that holds n floats: whole 64-byte lines, and
+ * from CACHE_MIN on, the size of its class (*cls; -1 below CACHE_MIN). */
+static size_t block_bytes(size_t n, int *cls) {
+    size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
+    *cls = -1;
+    if (bytes < CACHE_MIN) return bytes;
+    int k = 63 - __builtin_clzll((unsigned long long)bytes);
+    size_t step = (size_t)1 << (k - 2);
+    bytes = (bytes + step - 1) & ~(step - 1);
+    k = 63 - __builtin_clzll((unsigned long long)bytes);
+    *cls = (k - CACHE_MIN_LOG) * 4 + (int)(bytes >> (k - 2)) - 4;
+    return bytes;
+}
+
+/* Frees every cached block; the lock is held. Returns the bytes freed. */
+static size_t drop_cached(size_t keep) {
+    size_t freed = 0;
+    for (int c = NCLASSES - 1; c >= 0 && pool.cached > keep; c--) {
+        while (pool.lists[c] && pool.cached > keep) {
+            free_block *b = pool.lists[c];
+            pool.lists[c] = b->next;
+            size_t bytes = (size_t)1 << (c / 4 + CACHE_MIN_LOG - 2);
+            bytes *= (size_t)(c % 4 + 4);
+            pool.cached -= bytes;
+            freed += bytes;
+            UNPOISON(b, bytes);
+            free(b);
+        }
+    }
+    return freed;
+}
+
+/* A block for n floats (n > 0), or NULL when the system has none. */
+static float *block_alloc(size_t n) {
+    int cls;
+    size_t bytes = block_bytes(n, &cls);
+    void *p = NULL;
+    pthread_mutex_lock(&pool.lock);
+    if (cls >= 0 && pool.lists[cls]) {
+        free_block *b = pool.lists[cls];
+        UNPOISON(b, bytes);
+        pool.lists[cls] = b->next;
+        pool.cached -= bytes;
+        pool.reuses++;
+        p = b;
+    } else {
+        pthread_mutex_unlock(&pool.lock);
+        if (posix_memalign(&p, 64, bytes) != 0) {
+            /* Give the cached blocks back to the system and try once more. */
+            pthread_mutex_lock(&pool.lock);
+            drop_cached(0);
+            pthread_mutex_unlock(&pool.lock);
+            if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+        }
+        pthread_mutex_lock(&pool.lock);
+        pool.allocations++;
+    }
+    pool.allocated += bytes;
+    if (pool.allocated > pool.peak) pool.peak = pool.allocated;
+    pthread_mutex_unlock(&pool.lock);
+    return p;
+}
+
+/* Returns the block of n floats at p to the cache, or to the system. */
+static void block_free(float *p, size_t n) {
+    int cls;
+    size_t bytes = block_bytes(n, &cls);
+    pthread_mutex_lock(&pool.lock);
+    pool.allocated -= bytes;
+    if (cls >= 0 && pool.cached + bytes <= pool.limit) {
+        free_block *b = (free_block *)(void *)p;
+        b->next = pool.lists[cls];
+        pool.lists[cls] = b;
+        pool.cached += bytes;
+        POISON((char *)b + 64, bytes - 64);
+        p = NULL;
+    }
+    pthread_mutex_unlock(&pool.lock);
+    free(p);
+}
+
+void lpnx_memory_get_stats(lpnx_memory_stats *st) {
+    pthread_mutex_lock(&pool.lock);
+    st->allocated_bytes = pool.allocated;
+    st->cached_bytes = pool.cached;
+    st->peak_bytes = pool.peak;
+    st->cache_limit = pool.limit;
+    st->allocations = pool.allocations;
+    st->reuses = pool.reuses;
+    pthread_mutex_unlock(&pool.lock);
+}
+
+size_t lpnx_memory_empty_cache(void) {
+    pthread_mutex_lock(&pool.lock);
+    size_t freed = drop_cached(0);
+    pthread_mutex_unlock(&pool.lock);
+    return freed;
+}
+
+void lpnx_memory_set_cache_limit(size_t bytes) {
+    pthread_mutex_lock(&pool.lock);
+    pool.limit = bytes;
+    drop_cached(bytes);
+    pthread_mutex_unlock(&pool.lock);
+}
+
 lpnx_Storage *lpnx_storage_new(size_t n, int zero) {
     lpnx_Storage *s = malloc(sizeof *s);
     if (!s) return NULL;
@@ -21,11 +174,9 @@ lpnx_Storage *lpnx_storage_new(size_t n, int zero) {
     s->size = n;
     s->refcount = 1;
     if (n > 0) {
-        if (n > (SIZE_MAX - 63) / sizeof(float)) { free(s); return NULL; }
-        size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
-        void *p = NULL;
-        if (posix_memalign(&p, 64, bytes) != 0) { free(s); return NULL; }
-        s->data = p;
+        if (n > (SIZE_MAX / 2 - 63) / sizeof(float)) { free(s); return NULL; }
+        s->data = block_alloc(n);
+        if (!s->data) { free(s); return NULL; }
         if (zero) memset(s->data, 0, n * sizeof(float));
     }
     return s;
@@ -37,7 +188,7 @@ void lpnx_storage_retain(lpnx_Storage *s) {
 
 void lpnx_storage_release(lpnx_Storage *s) {
     if (s && __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
-        free(s->data);
+        if (s->data) block_free(s->data, s->size);
         free(s);
     }
 }

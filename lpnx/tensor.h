@@ -42,6 +42,24 @@ lpnx_Storage *lpnx_storage_new(size_t n, int zero);
 void lpnx_storage_retain(lpnx_Storage *s);
 void lpnx_storage_release(lpnx_Storage *s);
 
+/* The storage allocator (tensor.c) keeps freed blocks of 64 KiB and more
+ * for reuse by later storages of their size class, up to a bounded total,
+ * so that a training step that makes the same sizes each time stops
+ * asking the system for fresh (page-faulting) memory. Thread-safe. */
+typedef struct {
+    size_t allocated_bytes; /* blocks held by live storages (as allocated, rounded up) */
+    size_t cached_bytes;    /* freed blocks kept for reuse */
+    size_t peak_bytes;      /* the largest allocated_bytes has been */
+    size_t cache_limit;     /* cached_bytes stays at most this */
+    uint64_t allocations;   /* blocks obtained from the system */
+    uint64_t reuses;        /* blocks taken back from the cache */
+} lpnx_memory_stats;
+void lpnx_memory_get_stats(lpnx_memory_stats *st);
+/* Frees every cached block; returns the bytes freed. */
+size_t lpnx_memory_empty_cache(void);
+/* Bounds the cache (frees cached blocks above the new bound). */
+void lpnx_memory_set_cache_limit(size_t bytes);
+
 /* Product of sizes with overflow check; also rejects negative sizes. */
 lpnx_status lpnx_numel_of(int ndim, const int64_t *size, size_t *numel);
 

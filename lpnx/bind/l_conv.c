@@ -2,16 +2,27 @@
  * ops/conv2d.c as lpnx.kernels.conv2d_*, and the direct oracles of
  * ref/conv2d_ref.c with the same signatures as lpnx.ref.conv2d_*.
  *
- *   conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w [, workspace]) -> y
+ *   conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
+ *                  [, workspace [, y]]) -> y
  *   conv2d_backward(x, w, gy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
- *                   gw, gb, need_gx [, workspace]) -> gx or nil
+ *                   gw, gb, need_gx [, workspace [, gx]]) -> gx or nil
  *   conv2d_output_size(H, W, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w) -> Ho, Wo
+ *   conv2d_workspace_size(x, w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w) -> floats
+ *
+ * y and gx are optional output buffers: the caller's own contiguous
+ * tensors of exactly the output's (or the input's) shape, sharing no
+ * memory with any other argument. When given, the result is written there
+ * (gx is zeroed first: the kernels accumulate into it) and that same
+ * tensor is returned; when nil, a new tensor is made. gx must be nil when
+ * need_gx is false. The oracles take the same arguments and honour the
+ * buffers too; they ignore the workspace.
  *
  * Every argument is checked here; the kernels then cannot fail. Scratch
  * memory is a tensor on the Lua stack, so an error raised after it was
  * made leaks nothing. */
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "../ops/conv2d.h"
 #include "../ref/conv2d_ref.h"
@@ -155,6 +166,28 @@ static void check_disjoint(lua_State *L, int arg, const char *what, const lpnx_T
             luaL_argerror(L, arg, lua_pushfstring(L, "%s must not share memory with %s", what, names));
 }
 
+/* The output buffer at arg: NULL for nil (the caller makes a new
+ * tensor); otherwise the caller's own contiguous tensor of exactly the
+ * sizes of want, sharing no memory with the count tensors in others.
+ * what names it in messages, role says what it holds. */
+static lpnx_Tensor *opt_output(lua_State *L, int arg, const char *what, const char *role,
+                               const lpnx_Tensor *want, const lpnx_Tensor *const *others, int count,
+                               const char *names) {
+    char s1[SHAPE_LEN], s2[SHAPE_LEN];
+    if (lua_isnoneornil(L, arg)) return NULL;
+    lpnx_Tensor *t = lpnx_checktensor(L, arg);
+    if (!t->storage) luaL_argerror(L, arg, "tensor was closed");
+    int same = t->ndim == want->ndim;
+    for (int k = 0; same && k < t->ndim; k++) same = t->size[k] == want->size[k];
+    if (!same)
+        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s %s to hold the %s, got %s", what,
+                                              shape(s1, want), role, shape(s2, t)));
+    if (!lpnx_tensor_is_contiguous(t))
+        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s to be contiguous: it is written in place", what));
+    check_disjoint(L, arg, what, t, others, count, names);
+    return t;
+}
+
 /* The column buffer: the workspace tensor at arg when it is given and
  * holds enough floats, else a temporary tensor pushed on the stack. NULL
  * when the convolution needs none. */
@@ -173,19 +206,28 @@ static float *column_buffer(lua_State *L, int arg, const lpnx_conv2d_dims *d,
 }
 
 static int conv2d_forward(lua_State *L, int fast) {
-    lua_settop(L, 10); /* missing arguments become nil; copies go above them */
+    lua_settop(L, 11); /* missing arguments become nil; copies go above them */
     lpnx_Tensor *x, *w;
     lpnx_conv2d_dims d;
     check_input_weight(L, &x, &w, &d);
     lpnx_Tensor *b = opt_vector(L, 3, "bias", d.cout, 0);
     read_geometry(L, 4, 1, x, &d);
+    /* the caller's tensors, not the private copies */
+    const lpnx_Tensor *inputs[4] = {lpnx_checktensor(L, 1), lpnx_checktensor(L, 2), lpnx_testtensor(L, 3),
+                                    lpnx_testtensor(L, 10)};
+    lpnx_Tensor want = {0};
+    want.ndim = 4;
+    want.size[0] = d.n;
+    want.size[1] = d.cout;
+    want.size[2] = d.ho;
+    want.size[3] = d.wo;
+    lpnx_Tensor *y = opt_output(L, 11, "y", "output", &want, inputs, 4, "x, w, b or the workspace");
     float *col = NULL;
-    if (fast) { /* the caller's tensors, not the private copies */
-        const lpnx_Tensor *inputs[3] = {lpnx_checktensor(L, 1), lpnx_checktensor(L, 2), lpnx_testtensor(L, 3)};
-        col = column_buffer(L, 10, &d, inputs, 3, "x, w or b");
-    }
-    int64_t size[4] = {d.n, d.cout, d.ho, d.wo};
-    lpnx_Tensor *y = lpnx_pushnew(L, 4, size, 0);
+    if (fast) col = column_buffer(L, 10, &d, inputs, 3, "x, w or b");
+    if (y)
+        lua_pushvalue(L, 11);
+    else
+        y = lpnx_pushnew(L, 4, want.size, 0);
     const float *bias = b ? lpnx_tensor_data(b) : NULL;
     if (fast)
         lpnx_conv2d_forward(lpnx_tensor_data(y), lpnx_tensor_data(x), lpnx_tensor_data(w), bias, col, &d);
@@ -196,7 +238,7 @@ static int conv2d_forward(lua_State *L, int fast) {
 
 static int conv2d_backward(lua_State *L, int fast) {
     char s1[SHAPE_LEN], s2[SHAPE_LEN];
-    lua_settop(L, 13); /* missing arguments become nil; copies go above them */
+    lua_settop(L, 14); /* missing arguments become nil; copies go above them */
     lpnx_Tensor *x, *w;
     lpnx_conv2d_dims d;
     check_input_weight(L, &x, &w, &d);
@@ -220,15 +262,33 @@ static int conv2d_backward(lua_State *L, int fast) {
     luaL_checktype(L, 12, LUA_TBOOLEAN);
     int need_gx = lua_toboolean(L, 12);
     /* the caller's tensors, not the private copies */
-    const lpnx_Tensor *inputs[5] = {lpnx_checktensor(L, 1), lpnx_checktensor(L, 2), lpnx_checktensor(L, 3), gw, gb};
+    const lpnx_Tensor *inputs[6] = {lpnx_checktensor(L, 1), lpnx_checktensor(L, 2), lpnx_checktensor(L, 3),
+                                    gw, gb, lpnx_testtensor(L, 13)};
     check_disjoint(L, 10, "gw", gw, inputs, 3, "x, w or gy");
     check_disjoint(L, 11, "gb", gb, inputs, 4, "x, w, gy or gw");
+    lpnx_Tensor *gx = NULL;
+    if (!need_gx && !lua_isnil(L, 14))
+        luaL_argerror(L, 14, "gx is given but need_gx is false");
+    if (need_gx) {
+        lpnx_Tensor want = {0};
+        want.ndim = 4;
+        want.size[0] = d.n;
+        want.size[1] = d.cin;
+        want.size[2] = d.h;
+        want.size[3] = d.w;
+        gx = opt_output(L, 14, "gx", "input gradient", &want, inputs, 6,
+                        "x, w, gy, gw, gb or the workspace");
+    }
     float *col = NULL;
     if (fast) col = column_buffer(L, 13, &d, inputs, 5, "x, w, gy, gw or gb");
     float *dinp = NULL;
-    if (need_gx) {
+    if (gx) { /* the kernels accumulate into it */
+        lua_pushvalue(L, 14);
+        dinp = lpnx_tensor_data(gx);
+        if (dinp) memset(dinp, 0, lpnx_tensor_numel(gx) * sizeof(float));
+    } else if (need_gx) {
         int64_t size[4] = {d.n, d.cin, d.h, d.w};
-        dinp = lpnx_tensor_data(lpnx_pushnew(L, 4, size, 1)); /* the kernels accumulate into it */
+        dinp = lpnx_tensor_data(lpnx_pushnew(L, 4, size, 1));
     } else {
         lua_pushnil(L);
     }
@@ -260,6 +320,18 @@ static int l_conv2d_output_size(lua_State *L) {
     return 2;
 }
 
+/* Floats the fast kernels want in a workspace for this convolution (0
+ * when they need none), so that callers can share one buffer. */
+static int l_conv2d_workspace_size(lua_State *L) {
+    lua_settop(L, 8);
+    lpnx_Tensor *x, *w;
+    lpnx_conv2d_dims d;
+    check_input_weight(L, &x, &w, &d);
+    read_geometry(L, 3, 1, x, &d);
+    lua_pushinteger(L, (lua_Integer)lpnx_conv2d_col_size(&d));
+    return 1;
+}
+
 void lpnx_open_conv(lua_State *L, int kidx, int ridx) {
     lua_pushcfunction(L, l_conv2d_forward);
     lua_setfield(L, kidx, "conv2d_forward");
@@ -267,6 +339,8 @@ void lpnx_open_conv(lua_State *L, int kidx, int ridx) {
     lua_setfield(L, kidx, "conv2d_backward");
     lua_pushcfunction(L, l_conv2d_output_size);
     lua_setfield(L, kidx, "conv2d_output_size");
+    lua_pushcfunction(L, l_conv2d_workspace_size);
+    lua_setfield(L, kidx, "conv2d_workspace_size");
     lua_pushcfunction(L, l_ref_conv2d_forward);
     lua_setfield(L, ridx, "conv2d_forward");
     lua_pushcfunction(L, l_ref_conv2d_backward);

@@ -4,22 +4,32 @@
  * (ops/) or the oracle (ref/), so both tables share one signature:
  *
  *   batchnorm_train(x, weight, bias, running_mean, running_var, momentum, eps,
- *                   save_mean, save_invstd) -> y
- *   batchnorm_eval(x, weight, bias, running_mean, running_var, eps) -> y
- *   batchnorm_backward(x, gy, weight, save_mean, save_invstd, gweight, gbias) -> gx
+ *                   save_mean, save_invstd [, y]) -> y
+ *   batchnorm_eval(x, weight, bias, running_mean, running_var, eps [, y]) -> y
+ *   batchnorm_backward(x, gy, weight, save_mean, save_invstd, gweight, gbias [, gx]) -> gx
  *   batchnorm_backward_eval(x, gy, weight, running_mean, running_var, eps,
- *                           gweight, gbias) -> gx
- *   relu_backward(y, gy) -> gx        sigmoid_backward(y, gy) -> gx
- *   maxpool2d_forward(x, kh, kw, stride_h, stride_w, pad_h, pad_w) -> y, indices
- *   maxpool2d_backward(gy, indices, H, W) -> gx
- *   upsample_nearest(x, Ho, Wo) -> y   upsample_nearest_backward(gy, H, W) -> gx
- *   upsample_bilinear(x, Ho, Wo) -> y  upsample_bilinear_backward(gy, H, W) -> gx
+ *                           gweight, gbias [, gx]) -> gx
+ *   relu_backward(y, gy [, gx]) -> gx        sigmoid_backward(y, gy [, gx]) -> gx
+ *   maxpool2d_forward(x, kh, kw, stride_h, stride_w, pad_h, pad_w [, y, indices]) -> y, indices
+ *   maxpool2d_backward(gy, indices, H, W [, gx]) -> gx
+ *   upsample_nearest(x, Ho, Wo [, y]) -> y   upsample_nearest_backward(gy, H, W [, gx]) -> gx
+ *   upsample_bilinear(x, Ho, Wo [, y]) -> y  upsample_bilinear_backward(gy, H, W [, gx]) -> gx
  *
  * x is (N,C,H,W); per-channel tensors are (C). running_mean, running_var,
  * save_mean, save_invstd, gweight and gbias are written in place, so they
- * must be contiguous; gweight and gbias accumulate. */
+ * must be contiguous; gweight and gbias accumulate.
+ *
+ * The trailing y, indices and gx are optional output buffers: the caller's
+ * own contiguous tensors of exactly the result's shape, sharing no memory
+ * with any other argument, except that the backward passes of batchnorm,
+ * relu and sigmoid may write gx over gy itself (each kernel reads a part
+ * of gy before it writes that part of gx: a channel for batchnorm, an
+ * element for the others). When given, the result is written there
+ * (zeroed first where the kernel accumulates) and those same tensors are
+ * returned; when nil, new tensors are made. */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "../ops/layers.h"
 #include "../ref/layers_ref.h"
@@ -107,6 +117,74 @@ static void checkplane(lua_State *L, int arg, int64_t H, int64_t W, const char *
 
 static float *data(const lpnx_Tensor *t) { return lpnx_tensor_data(t); }
 
+/* ---- output buffers -------------------------------------------------- */
+
+/* Floats from t's offset to one past its last element (0 when empty). */
+static size_t extent(const lpnx_Tensor *t) {
+    size_t last = 0;
+    if (lpnx_tensor_numel(t) == 0) return 0;
+    for (int d = 0; d < t->ndim; d++) last += (size_t)(t->size[d] - 1) * (size_t)t->stride[d];
+    return last + 1;
+}
+
+/* 1 when the spans of a and b overlap in one storage (a strided tensor
+ * counts as its whole span). */
+static int overlaps(const lpnx_Tensor *a, const lpnx_Tensor *b) {
+    if (!a || !b || !a->storage || a->storage != b->storage) return 0;
+    size_t na = extent(a), nb = extent(b);
+    return na && nb && a->offset < b->offset + nb && b->offset < a->offset + na;
+}
+
+/* 1 when a and b are the same view: one storage, offset and shape. */
+static int same_view(const lpnx_Tensor *a, const lpnx_Tensor *b) {
+    if (!a || !b || a->storage != b->storage || a->offset != b->offset || a->ndim != b->ndim) return 0;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->size[d] != b->size[d] || a->stride[d] != b->stride[d]) return 0;
+    return 1;
+}
+
+/* The output buffer at arg: NULL for nil (the caller then makes a new
+ * tensor); otherwise the caller's own contiguous tensor with exactly the
+ * ndim sizes, sharing no memory with the tensors at the stack indices in
+ * args (0-terminated; non-tensors skipped), except that it may be the very
+ * tensor at index same (0 for none). what names the buffer, role what it
+ * holds and names the arguments, in messages. */
+static lpnx_Tensor *opt_output(lua_State *L, int arg, const char *what, const char *role, int ndim,
+                               const int64_t *size, const int *args, int same, const char *names) {
+    char s1[160], s2[160];
+    if (lua_isnoneornil(L, arg)) return NULL;
+    lpnx_Tensor *t = checklive(L, arg);
+    int match = t->ndim == ndim;
+    for (int d = 0; match && d < ndim; d++) match = t->size[d] == size[d];
+    if (!match) {
+        lpnx_Tensor want = {0};
+        want.ndim = ndim;
+        for (int d = 0; d < ndim; d++) want.size[d] = size[d];
+        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s %s to hold the %s, got %s", what,
+                                              shape_of(s1, sizeof s1, &want), role, shape_of(s2, sizeof s2, t)));
+    }
+    if (!lpnx_tensor_is_contiguous(t))
+        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s to be contiguous: it is written in place", what));
+    for (const int *a = args; *a; a++) {
+        const lpnx_Tensor *other = lpnx_testtensor(L, *a);
+        if (*a == same && same_view(t, other)) continue;
+        if (overlaps(t, other))
+            luaL_argerror(L, arg, lua_pushfstring(L, "%s must not share memory with %s", what, names));
+    }
+    return t;
+}
+
+/* The tensor for a result: out when given (pushed again, so it is what the
+ * function returns), else a new one of the given sizes; zero: the kernel
+ * accumulates into it, so it starts at zero either way. */
+static lpnx_Tensor *result(lua_State *L, lpnx_Tensor *out, int arg, int ndim, const int64_t *size, int zero) {
+    if (!out) return lpnx_pushnew(L, ndim, size, zero);
+    lua_pushvalue(L, arg);
+    size_t n = lpnx_tensor_numel(out);
+    if (zero && n > 0) memset(data(out), 0, n * sizeof(float));
+    return out;
+}
+
 /* a * b for sizes >= 0, saturating: an empty tensor may have other sizes
  * whose product does not fit, and such products are never used to index. */
 static int64_t mul(int64_t a, int64_t b) {
@@ -121,7 +199,9 @@ static void check_status(lua_State *L, lpnx_status st, const char *what) {
 /* ---- batch normalisation --------------------------------------------- */
 
 static int batchnorm_train(lua_State *L, int ref) {
+    static const int args[] = {1, 2, 3, 4, 5, 8, 9, 0};
     char s[160];
+    lua_settop(L, 10); /* missing arguments become nil; copies go above them */
     lpnx_Tensor *x = lpnx_checknchw(L, 1);
     const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
     const float *weight = checkchannel(L, 2, "weight", C, 0);
@@ -137,7 +217,9 @@ static int batchnorm_train(lua_State *L, int ref) {
     if (mul(N, HW) <= 1)
         luaL_argerror(L, 1, lua_pushfstring(L, "expected more than 1 value per channel when training, "
                                                "got input %s", shape_of(s, sizeof s, x)));
-    lpnx_Tensor *y = lpnx_pushnew(L, 4, x->size, 0);
+    lpnx_Tensor *out = opt_output(L, 10, "y", "output", 4, x->size, args, 0,
+                                  "x, the per-channel tensors or the saved statistics");
+    lpnx_Tensor *y = result(L, out, 10, 4, x->size, 0);
     if (C == 0) return 1;
     (ref ? lpnx_ref_batchnorm_train_forward : lpnx_batchnorm_train_forward)(
         data(y), save_mean, save_invstd, running_mean, running_var, data(x), weight, bias,
@@ -146,6 +228,8 @@ static int batchnorm_train(lua_State *L, int ref) {
 }
 
 static int batchnorm_eval(lua_State *L, int ref) {
+    static const int args[] = {1, 2, 3, 4, 5, 0};
+    lua_settop(L, 7);
     lpnx_Tensor *x = lpnx_checknchw(L, 1);
     const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
     const float *weight = checkchannel(L, 2, "weight", C, 0);
@@ -153,7 +237,8 @@ static int batchnorm_eval(lua_State *L, int ref) {
     const float *running_mean = checkchannel(L, 4, "running_mean", C, 0);
     const float *running_var = checkchannel(L, 5, "running_var", C, 0);
     double eps = checkeps(L, 6);
-    lpnx_Tensor *y = lpnx_pushnew(L, 4, x->size, 0);
+    lpnx_Tensor *out = opt_output(L, 7, "y", "output", 4, x->size, args, 0, "x or the per-channel tensors");
+    lpnx_Tensor *y = result(L, out, 7, 4, x->size, 0);
     if (lpnx_tensor_numel(y) == 0) return 1;
     (ref ? lpnx_ref_batchnorm_eval_forward : lpnx_batchnorm_eval_forward)(
         data(y), data(x), weight, bias, running_mean, running_var, N, C, HW, eps);
@@ -161,6 +246,8 @@ static int batchnorm_eval(lua_State *L, int ref) {
 }
 
 static int batchnorm_backward(lua_State *L, int ref) {
+    static const int args[] = {1, 2, 3, 4, 5, 6, 7, 0};
+    lua_settop(L, 8);
     lpnx_Tensor *x = lpnx_checknchw(L, 1);
     const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
     lpnx_Tensor *gy = checklike(L, 2, "gy", x, "x");
@@ -169,7 +256,9 @@ static int batchnorm_backward(lua_State *L, int ref) {
     const float *save_invstd = checkchannel(L, 5, "save_invstd", C, 0);
     float *gweight = checkchannel(L, 6, "gweight", C, 1);
     float *gbias = checkchannel(L, 7, "gbias", C, 1);
-    lpnx_Tensor *gx = lpnx_pushnew(L, 4, x->size, 0);
+    lpnx_Tensor *out = opt_output(L, 8, "gx", "input gradient", 4, x->size, args, 2,
+                                  "x, the per-channel tensors or, partly, gy");
+    lpnx_Tensor *gx = result(L, out, 8, 4, x->size, 0);
     if (lpnx_tensor_numel(gx) == 0) return 1;
     (ref ? lpnx_ref_batchnorm_train_backward : lpnx_batchnorm_train_backward)(
         data(gx), gweight, gbias, data(gy), data(x), weight, save_mean, save_invstd, N, C, HW);
@@ -177,6 +266,8 @@ static int batchnorm_backward(lua_State *L, int ref) {
 }
 
 static int batchnorm_backward_eval(lua_State *L, int ref) {
+    static const int args[] = {1, 2, 3, 4, 5, 7, 8, 0};
+    lua_settop(L, 9);
     lpnx_Tensor *x = lpnx_checknchw(L, 1);
     const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
     lpnx_Tensor *gy = checklike(L, 2, "gy", x, "x");
@@ -186,7 +277,9 @@ static int batchnorm_backward_eval(lua_State *L, int ref) {
     double eps = checkeps(L, 6);
     float *gweight = checkchannel(L, 7, "gweight", C, 1);
     float *gbias = checkchannel(L, 8, "gbias", C, 1);
-    lpnx_Tensor *gx = lpnx_pushnew(L, 4, x->size, 0);
+    lpnx_Tensor *out = opt_output(L, 9, "gx", "input gradient", 4, x->size, args, 2,
+                                  "x, the per-channel tensors or, partly, gy");
+    lpnx_Tensor *gx = result(L, out, 9, 4, x->size, 0);
     if (lpnx_tensor_numel(gx) == 0) return 1;
     (ref ? lpnx_ref_batchnorm_eval_backward : lpnx_batchnorm_eval_backward)(
         data(gx), gweight, gbias, data(gy), data(x), weight, running_mean, running_var, N, C, HW, eps);
@@ -197,10 +290,14 @@ static int batchnorm_backward_eval(lua_State *L, int ref) {
 
 typedef void (*activation_backward)(float *gx, const float *y, const float *gy, size_t n);
 
+/* gx may be gy itself: each element is read before it is written. */
 static int act_backward(lua_State *L, activation_backward f) {
+    static const int args[] = {1, 2, 0};
+    lua_settop(L, 3);
     lpnx_Tensor *y = lpnx_checkcontiguous(L, 1);
     lpnx_Tensor *gy = checklike(L, 2, "gy", y, "y");
-    lpnx_Tensor *gx = lpnx_pushnew(L, y->ndim, y->size, 0);
+    lpnx_Tensor *out = opt_output(L, 3, "gx", "input gradient", y->ndim, y->size, args, 2, "y or, partly, gy");
+    lpnx_Tensor *gx = result(L, out, 3, y->ndim, y->size, 0);
     size_t n = lpnx_tensor_numel(gx);
     if (n > 0) f(data(gx), data(y), data(gy), n);
     return 1;
@@ -209,7 +306,9 @@ static int act_backward(lua_State *L, activation_backward f) {
 /* ---- max pooling ----------------------------------------------------- */
 
 static int maxpool2d_forward(lua_State *L, int ref) {
+    static const int args_y[] = {1, 0}, args_indices[] = {1, 8, 0};
     char s[160];
+    lua_settop(L, 9);
     lpnx_Tensor *x = lpnx_checknchw(L, 1);
     lpnx_pool2d_dims d;
     d.kh = checkrange(L, 2, "kernel_h", 1);
@@ -240,8 +339,12 @@ static int maxpool2d_forward(lua_State *L, int ref) {
                                             shape_of(s, sizeof s, x), (int)d.kh, (int)d.kw, (int)d.sh,
                                             (int)d.sw, (int)d.ph, (int)d.pw, (int)d.Ho, (int)d.Wo));
     int64_t size[4] = {x->size[0], x->size[1], d.Ho, d.Wo};
-    lpnx_Tensor *y = lpnx_pushnew(L, 4, size, 0);
-    lpnx_Tensor *indices = lpnx_pushnew(L, 4, size, 0);
+    lpnx_Tensor *out_y = opt_output(L, 8, "y", "output", 4, size, args_y, 0, "x");
+    lpnx_Tensor *out_indices = opt_output(L, 9, "indices", "argmax positions", 4, size, args_indices, 0, "x or y");
+    if ((out_y == NULL) != (out_indices == NULL))
+        luaL_argerror(L, out_y ? 9 : 8, "expected y and indices buffers together, or neither");
+    lpnx_Tensor *y = result(L, out_y, 8, 4, size, 0);
+    lpnx_Tensor *indices = result(L, out_indices, 9, 4, size, 0);
     if (d.planes == 0) return 2;
     if (ref)
         lpnx_ref_maxpool2d_forward(data(y), data(indices), data(x), d.planes, d.H, d.W, d.Ho, d.Wo,
@@ -275,6 +378,8 @@ static void check_indices(lua_State *L, const lpnx_Tensor *indices, int64_t H, i
 }
 
 static int maxpool2d_backward(lua_State *L, int ref) {
+    static const int args[] = {1, 2, 0};
+    lua_settop(L, 5);
     lpnx_Tensor *gy = lpnx_checknchw(L, 1);
     lpnx_Tensor *indices = checklike(L, 2, "indices", gy, "gy");
     lpnx_pool2d_dims d = {0};
@@ -285,7 +390,8 @@ static int maxpool2d_backward(lua_State *L, int ref) {
     d.Ho = gy->size[2];
     d.Wo = gy->size[3];
     int64_t size[4] = {gy->size[0], gy->size[1], d.H, d.W};
-    lpnx_Tensor *gx = lpnx_pushnew(L, 4, size, 1);
+    lpnx_Tensor *out = opt_output(L, 5, "gx", "input gradient", 4, size, args, 0, "gy or indices");
+    lpnx_Tensor *gx = result(L, out, 5, 4, size, 1);
     if (lpnx_tensor_numel(gy) == 0) return 1;
     if (ref) {
         check_indices(L, indices, d.H, d.W);
@@ -305,7 +411,9 @@ typedef void (*resample_ref_fn)(float *out, const float *inp, int64_t planes,
 
 /* (x, Ho, Wo) -> y */
 static int resample_forward(lua_State *L, resample_fn fast, resample_ref_fn ref, const char *what) {
+    static const int args[] = {1, 0};
     char s[160];
+    lua_settop(L, 4);
     lpnx_Tensor *x = lpnx_checknchw(L, 1);
     int64_t Ho = checkrange(L, 2, "output height", 1);
     int64_t Wo = checkrange(L, 3, "output width", 1);
@@ -313,7 +421,8 @@ static int resample_forward(lua_State *L, resample_fn fast, resample_ref_fn ref,
         luaL_argerror(L, 1, lua_pushfstring(L, "expected a non-empty input plane, got %s",
                                             shape_of(s, sizeof s, x)));
     int64_t size[4] = {x->size[0], x->size[1], Ho, Wo};
-    lpnx_Tensor *y = lpnx_pushnew(L, 4, size, 0);
+    lpnx_Tensor *out = opt_output(L, 4, "y", "output", 4, size, args, 0, "x");
+    lpnx_Tensor *y = result(L, out, 4, 4, size, 0);
     if (lpnx_tensor_numel(y) == 0) return 1;
     const int64_t planes = mul(x->size[0], x->size[1]);
     if (ref) ref(data(y), data(x), planes, x->size[2], x->size[3], Ho, Wo);
@@ -323,7 +432,9 @@ static int resample_forward(lua_State *L, resample_fn fast, resample_ref_fn ref,
 
 /* (gy, H, W) -> gx */
 static int resample_backward(lua_State *L, resample_fn fast, resample_ref_fn ref, const char *what) {
+    static const int args[] = {1, 0};
     char s[160];
+    lua_settop(L, 4);
     lpnx_Tensor *gy = lpnx_checknchw(L, 1);
     int64_t H = checkrange(L, 2, "input height", 1);
     int64_t W = checkrange(L, 3, "input width", 1);
@@ -331,7 +442,8 @@ static int resample_backward(lua_State *L, resample_fn fast, resample_ref_fn ref
         luaL_argerror(L, 1, lua_pushfstring(L, "expected a non-empty gy plane, got %s",
                                             shape_of(s, sizeof s, gy)));
     int64_t size[4] = {gy->size[0], gy->size[1], H, W};
-    lpnx_Tensor *gx = lpnx_pushnew(L, 4, size, 1);
+    lpnx_Tensor *out = opt_output(L, 4, "gx", "input gradient", 4, size, args, 0, "gy");
+    lpnx_Tensor *gx = result(L, out, 4, 4, size, 1);
     if (lpnx_tensor_numel(gx) == 0) return 1;
     const int64_t planes = mul(gy->size[0], gy->size[1]);
     if (ref) ref(data(gx), data(gy), planes, H, W, gy->size[2], gy->size[3]);

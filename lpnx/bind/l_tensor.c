@@ -1179,8 +1179,28 @@ static int l_matmul(lua_State *L) {
 
 /* ---- cat ------------------------------------------------------------- */
 
+/* Floats from t's offset to one past its last element (0 when empty). */
+static size_t extent(const lpnx_Tensor *t) {
+    size_t last = 0;
+    if (lpnx_tensor_numel(t) == 0) return 0;
+    for (int d = 0; d < t->ndim; d++) last += (size_t)(t->size[d] - 1) * (size_t)t->stride[d];
+    return last + 1;
+}
+
+/* 1 when the spans of a and b overlap in one storage. */
+static int shares_memory(const lpnx_Tensor *a, const lpnx_Tensor *b) {
+    if (!a->storage || a->storage != b->storage) return 0;
+    size_t na = extent(a), nb = extent(b);
+    return na && nb && a->offset < b->offset + nb && b->offset < a->offset + na;
+}
+
+/* lpnx.cat(list [, dim [, out]]): the tensors of list joined along dim
+ * (default 1), into out when it is given (a tensor of exactly the joined
+ * shape, any layout, sharing no memory with the inputs; it is returned),
+ * else into a new tensor. */
 static int l_cat(lua_State *L) {
     char s1[160], s2[160];
+    lua_settop(L, 3);
     luaL_checktype(L, 1, LUA_TTABLE);
     int n = (int)luaL_len(L, 1);
     if (n == 0) return luaL_argerror(L, 1, "expected a non-empty list of tensors");
@@ -1208,7 +1228,29 @@ static int l_cat(lua_State *L) {
         size[d] += t->size[d];
         lua_pop(L, 1);
     }
-    lpnx_Tensor *out = lpnx_pushnew(L, first->ndim, size, 0);
+    lpnx_Tensor *out;
+    if (lua_isnil(L, 3)) {
+        out = lpnx_pushnew(L, first->ndim, size, 0);
+    } else {
+        out = checkt(L, 3);
+        int same = out->ndim == first->ndim;
+        for (int k = 0; same && k < out->ndim; k++) same = out->size[k] == size[k];
+        if (!same) {
+            lpnx_shape_str(s1, sizeof s1, first->ndim, size);
+            return luaL_argerror(L, 3, lua_pushfstring(L, "expected out %s to hold the joined tensors, got %s", s1,
+                                                       shapestr(out, s2, sizeof s2)));
+        }
+        if (has_overlap(out))
+            return luaL_argerror(L, 3, "out is an expanded tensor: several elements share memory");
+        for (int i = 1; i <= n; i++) {
+            lua_geti(L, 1, i);
+            int clash = shares_memory(out, lpnx_testtensor(L, -1));
+            lua_pop(L, 1);
+            if (clash)
+                return luaL_argerror(L, 3, lua_pushfstring(L, "out must not share memory with tensor %d of the list", i));
+        }
+        lua_pushvalue(L, 3);
+    }
     int64_t at = 0;
     for (int i = 1; i <= n; i++) {
         lua_geti(L, 1, i);
@@ -1240,6 +1282,45 @@ static int l_set_num_threads(lua_State *L) {
 static int l_get_num_threads(lua_State *L) {
     lua_pushinteger(L, lpnx_get_num_threads());
     return 1;
+}
+
+/* lpnx.memory_stats() -> {allocated_bytes, cached_bytes, peak_bytes,
+ * cache_limit, allocations, reuses}: the storage allocator's counters
+ * (tensor.h). allocations counts blocks obtained from the system, reuses
+ * the blocks taken back from the cache of freed ones. */
+static int l_memory_stats(lua_State *L) {
+    lpnx_memory_stats st;
+    lpnx_memory_get_stats(&st);
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, (lua_Integer)st.allocated_bytes);
+    lua_setfield(L, -2, "allocated_bytes");
+    lua_pushinteger(L, (lua_Integer)st.cached_bytes);
+    lua_setfield(L, -2, "cached_bytes");
+    lua_pushinteger(L, (lua_Integer)st.peak_bytes);
+    lua_setfield(L, -2, "peak_bytes");
+    lua_pushinteger(L, (lua_Integer)st.cache_limit);
+    lua_setfield(L, -2, "cache_limit");
+    lua_pushinteger(L, (lua_Integer)st.allocations);
+    lua_setfield(L, -2, "allocations");
+    lua_pushinteger(L, (lua_Integer)st.reuses);
+    lua_setfield(L, -2, "reuses");
+    return 1;
+}
+
+/* lpnx.empty_cache() -> bytes: gives every cached block back to the system. */
+static int l_empty_cache(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)lpnx_memory_empty_cache());
+    return 1;
+}
+
+/* lpnx.set_cache_limit(bytes): bounds the cache of freed blocks (0 turns
+ * it off); blocks above the new bound are freed now. */
+static int l_set_cache_limit(lua_State *L) {
+    int64_t bytes = checkint(L, 1, "cache limit");
+    if (bytes < 0) return luaL_argerror(L, 1, lua_pushfstring(L, "cache limit must be >= 0 bytes, got %I",
+                                                               (lua_Integer)bytes));
+    lpnx_memory_set_cache_limit((size_t)bytes);
+    return 0;
 }
 
 static int t_tostring(lua_State *L) {
@@ -1285,6 +1366,8 @@ static const luaL_Reg functions[] = {
     {"tensor", l_tensor}, {"zeros", l_zeros}, {"ones", l_ones}, {"empty", l_empty},
     {"full", l_full}, {"rand", l_rand}, {"randn", l_randn}, {"arange", l_arange},
     {"matmul", l_matmul}, {"cat", l_cat}, {"is_tensor", l_is_tensor},
+    {"memory_stats", l_memory_stats}, {"empty_cache", l_empty_cache},
+    {"set_cache_limit", l_set_cache_limit},
     {"set_num_threads", l_set_num_threads}, {"get_num_threads", l_get_num_threads},
     {NULL, NULL}};
 

@@ -38,6 +38,7 @@ function Encoder:__init(opts)
   self.name = opts.name
   self:add_module("conv1", layers.Conv2d(cin, w, 7, {stride = 2, padding = 3, bias = false}))
   self:add_module("bn1", layers.BatchNorm2d(w))
+  self.bn1.inplace_backward = true -- its gy is maxpool's input gradient, spent then
   self:add_module("maxpool", layers.MaxPool2d(3, 2, 1))
   local expansion = cfg.block.expansion
   local c = w
@@ -46,7 +47,11 @@ function Encoder:__init(opts)
     local layer = layers.Sequential()
     for j = 1, n do
       local stride = (j == 1 and i > 1) and 2 or 1
-      layer:add(cfg.block(c, planes, stride))
+      local block = cfg.block(c, planes, stride)
+      -- a block's gy is the next block's input gradient, or one that
+      -- backward below (or the decoder) is done with once it is passed on
+      block.inplace_backward = true
+      layer:add(block)
       c = planes * expansion
     end
     self:add_module("layer" .. i, layer)
@@ -62,17 +67,22 @@ function Encoder:__init(opts)
   end)
 end
 
+-- The features are the buffers of the layers that make them (f1 is bn1's,
+-- rectified in place), overwritten by the next forward.
 function Encoder:forward(x)
-  local f1 = self.bn1:forward(self.conv1:forward(x)):relu()
-  local f2 = self.layer1:forward(self.maxpool:forward(f1))
-  local f3 = self.layer2:forward(f2)
-  local f4 = self.layer3:forward(f3)
-  local f5 = self.layer4:forward(f4)
-  self.output = {f1, f2, f3, f4, f5}
-  return self.output
+  local f = self.output or {}
+  f[1] = self.bn1:forward(self.conv1:forward(x)):relu_()
+  f[2] = self.layer1:forward(self.maxpool:forward(f[1]))
+  f[3] = self.layer2:forward(f[2])
+  f[4] = self.layer3:forward(f[3])
+  f[5] = self.layer4:forward(f[4])
+  self.output = f
+  return f
 end
 
--- gfeats: gradients wrt f1..f5 (nil where a feature got none).
+-- gfeats: gradients wrt f1..f5 (nil where a feature got none). Each is
+-- added into the gradient the layers pass down, which is theirs to change;
+-- gfeats[5] itself is written over (layer4's last block works in place).
 function Encoder:backward(x, gfeats)
   local f = self.output
   local function plus(a, b)
@@ -86,7 +96,7 @@ function Encoder:backward(x, gfeats)
   g = plus(self.layer2:backward(f[2], g), gfeats[2])
   g = self.layer1:backward(self.maxpool.output, g)
   g = plus(self.maxpool:backward(f[1], g), gfeats[1])
-  g = K.relu_backward(f[1], g)
+  g = K.relu_backward(f[1], g, g) -- maxpool's input gradient, in place
   self.grad_input = self.conv1:backward(x, self.bn1:backward(self.conv1.output, g))
   return self.grad_input
 end

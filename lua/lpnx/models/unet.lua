@@ -12,11 +12,17 @@ local layers = require "lpnx.nn.layers"
 local resnet = require "lpnx.models.resnet"
 
 local K = lpnx.kernels
+local same_size, fits = layers.same_size, layers.fits
 local unet = {}
 
+-- smp's Conv2dReLU; the ReLU works in place, as there (BN's backward needs
+-- its input, not its output), and so does the backward of both ReLU and
+-- BN: the gradient they get is the next block's (or the head's) input
+-- gradient, or conv2's, spent once they have it.
 local function conv_bn_relu(cin, cout)
-  return layers.Sequential(layers.Conv2d(cin, cout, 3, {padding = 1, bias = false}),
-                           layers.BatchNorm2d(cout), layers.ReLU())
+  local bn = layers.BatchNorm2d(cout)
+  bn.inplace_backward = true
+  return layers.Sequential(layers.Conv2d(cin, cout, 3, {padding = 1, bias = false}), bn, layers.ReLU(true))
 end
 
 ---------------------------------------------------------------------------
@@ -30,27 +36,49 @@ function DecoderBlock:__init(cin, cskip, cout)
   self:add_module("conv2", conv_bn_relu(cout, cout))
 end
 
+-- With a skip, x is upsampled image by image straight into the first cin
+-- channels of the block's input buffer and the skip copied after them
+-- (one image of an (N,C,H,W) tensor, cut to some channels, is contiguous),
+-- so the upsampled x is never a tensor of its own.
 function DecoderBlock:forward(x, skip)
-  local up = K.upsample_nearest(x, 2 * x:size(3), 2 * x:size(4))
+  local n, h, w = x:size(1), 2 * x:size(3), 2 * x:size(4)
+  local input
   if self.cskip > 0 then
     if not skip then error("DecoderBlock: this block expects a skip feature", 2) end
-    up = lpnx.cat({up, skip}, 2)
+    if not (skip:dim() == 4 and skip:size(1) == n and skip:size(2) == self.cskip and skip:size(3) == h
+            and skip:size(4) == w) then
+      error(("DecoderBlock: expected a skip feature (%d,%d,%d,%d), got (%s)")
+            :format(n, self.cskip, h, w, table.concat(skip:size(), ",")), 2)
+    end
+    input = fits(self.input, n, self.cin + self.cskip, h, w) or lpnx.empty(n, self.cin + self.cskip, h, w)
+    for i = 1, n do
+      K.upsample_nearest(x:narrow(1, i, 1), h, w, input:narrow(1, i, 1):narrow(2, 1, self.cin))
+    end
+    input:narrow(2, self.cin + 1, self.cskip):copy_(skip)
+  else
+    input = K.upsample_nearest(x, h, w, fits(self.input, n, self.cin, h, w))
   end
-  self.input = up
-  self.output = self.conv2:forward(self.conv1:forward(up))
+  self.input = input
+  self.output = self.conv2:forward(self.conv1:forward(input))
   return self.output
 end
 
--- Returns the gradients wrt x and wrt skip (nil without a skip).
+-- Returns the gradients wrt x and wrt skip (nil without a skip); the skip's
+-- is a view of conv1's input gradient.
 function DecoderBlock:backward(x, gy)
   local g = self.conv1:backward(self.input, self.conv2:backward(self.conv1.output, gy))
-  local gskip
-  if self.cskip > 0 then
-    gskip = g:narrow(2, self.cin + 1, self.cskip)
-    g = g:narrow(2, 1, self.cin)
+  local h, w = x:size(3), x:size(4)
+  local gx = same_size(self.grad_input, x)
+  if self.cskip == 0 then
+    self.grad_input = K.upsample_nearest_backward(g, h, w, gx)
+    return self.grad_input
   end
-  self.grad_input = K.upsample_nearest_backward(g, x:size(3), x:size(4))
-  return self.grad_input, gskip
+  gx = gx or lpnx.empty(x:size())
+  for i = 1, x:size(1) do
+    K.upsample_nearest_backward(g:narrow(1, i, 1):narrow(2, 1, self.cin), h, w, gx:narrow(1, i, 1))
+  end
+  self.grad_input = gx
+  return gx, g:narrow(2, self.cin + 1, self.cskip)
 end
 
 ---------------------------------------------------------------------------
@@ -69,7 +97,7 @@ end
 
 function Decoder:forward(feats)
   local x = feats[5]
-  self.inputs = {}
+  self.inputs = self.inputs or {}
   for i = 1, 5 do
     self.inputs[i] = x
     x = self.blocks:get(i):forward(x, feats[5 - i])
@@ -80,7 +108,7 @@ end
 
 -- Returns the gradients wrt f1..f5.
 function Decoder:backward(_, gy)
-  local gfeats = {}
+  local gfeats = self.grad_input or {}
   local g = gy
   for i = 5, 1, -1 do
     local gskip

@@ -1,12 +1,58 @@
 -- The layers of a ResNet U-Net. Each keeps what its backward needs from
 -- the last forward (Torch7's self.output), and calls the C kernels of
 -- lpnx.kernels; the arithmetic lives there.
+--
+-- Buffers (Torch7's rule): a module's output and grad_input are tensors it
+-- owns and writes over on its next forward (output) or backward
+-- (grad_input) while the input keeps its shape; a new shape gets new
+-- buffers. So a training step allocates nothing once the first step has
+-- made them. Whoever needs an output beyond the next forward of the same
+-- module must clone it (y = m:forward(x):clone()). In-place layers
+-- (ReLU(true)) write over their input and, in backward, over gy.
 local lpnx = require "lpnx"
 local class = require "lpnx.class"
 local Module = require "lpnx.nn.module"
 
 local K = lpnx.kernels
 local nn = {}
+
+-- t when it is a tensor of exactly the sizes of x (a tensor), else nil:
+-- given nil, a kernel makes a new buffer, which the module then keeps.
+local function same_size(t, x)
+  if t == nil or not lpnx.is_tensor(x) then return nil end
+  local d = x:dim()
+  if t:dim() ~= d then return nil end
+  for i = 1, d do
+    if t:size(i) ~= x:size(i) then return nil end
+  end
+  return t
+end
+
+-- t when it is an (n, c, h, w) tensor, else nil.
+local function fits(t, n, c, h, w)
+  if t ~= nil and t:dim() == 4 and t:size(1) == n and t:size(2) == c and t:size(3) == h and t:size(4) == w then
+    return t
+  end
+  return nil
+end
+
+-- n, c, h, w of x when it is an (N,C,H,W) tensor, else nil.
+local function nchw(x)
+  if lpnx.is_tensor(x) and x:dim() == 4 then return x:size(1), x:size(2), x:size(3), x:size(4) end
+  return nil
+end
+
+nn.same_size, nn.fits = same_size, fits
+
+-- The column buffer of the convolutions: one tensor shared by every
+-- Conv2d (convolutions run one at a time), grown to the largest size
+-- asked for. nil when a convolution needs none.
+local workspace
+local function column_workspace(floats)
+  if not floats or floats == 0 then return nil end
+  if not workspace or workspace:numel() < floats then workspace = lpnx.empty(floats) end
+  return workspace
+end
 
 local function pair(v, what)
   if type(v) == "table" then
@@ -43,16 +89,32 @@ function nn.Conv2d:__init(cin, cout, k, opts)
   self.need_input_grad = true
 end
 
+-- PyTorch's output size along one dim (<= 0 when the input is too small).
+local function conv_size(size, k, stride, pad, dil)
+  return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+end
+
 function nn.Conv2d:forward(x)
+  local out, ws
+  local n, c, h, w = nchw(x)
+  local ho = n and conv_size(h, self.kh, self.sh, self.ph, self.dh)
+  local wo = n and conv_size(w, self.kw, self.sw, self.pw, self.dw)
+  if n and c == self.cin and ho >= 1 and wo >= 1 then -- else the kernel says what is wrong
+    out = fits(self.output, n, self.cout, ho, wo)
+    self.workspace_floats = K.conv2d_workspace_size(x, self.weight, self.sh, self.sw, self.ph, self.pw,
+                                                    self.dh, self.dw)
+    ws = column_workspace(self.workspace_floats)
+  end
   self.output = K.conv2d_forward(x, self.weight, self.bias, self.sh, self.sw, self.ph, self.pw,
-                                 self.dh, self.dw)
+                                 self.dh, self.dw, ws, out)
   return self.output
 end
 
 function nn.Conv2d:backward(x, gy)
+  local gx = self.need_input_grad and same_size(self.grad_input, x) or nil
   self.grad_input = K.conv2d_backward(x, self.weight, gy, self.sh, self.sw, self.ph, self.pw,
                                       self.dh, self.dw, self.grad_weight, self.grad_bias,
-                                      self.need_input_grad)
+                                      self.need_input_grad, column_workspace(self.workspace_floats), gx)
   return self.grad_input
 end
 
@@ -84,28 +146,38 @@ function nn.BatchNorm2d:__init(c, opts)
   self:register_buffer("num_batches_tracked", lpnx.tensor(0))
   self.save_mean = lpnx.zeros(c)   -- batch mean of the last train forward
   self.save_invstd = lpnx.zeros(c) -- 1/sqrt(batch var + eps) of the same
+  -- true where the caller is done with gy once backward returns: backward
+  -- then writes the input gradient over gy instead of a buffer of its own.
+  self.inplace_backward = false
 end
 
 function nn.BatchNorm2d:forward(x)
+  local out = same_size(self.output, x)
   if self.training then
     self.output = K.batchnorm_train(x, self.weight, self.bias, self.running_mean, self.running_var,
-                                    self.momentum, self.eps, self.save_mean, self.save_invstd)
+                                    self.momentum, self.eps, self.save_mean, self.save_invstd, out)
     self.num_batches_tracked:add_(1)
     self.forward_trained = true
   else
-    self.output = K.batchnorm_eval(x, self.weight, self.bias, self.running_mean, self.running_var, self.eps)
+    self.output = K.batchnorm_eval(x, self.weight, self.bias, self.running_mean, self.running_var, self.eps, out)
     self.forward_trained = false
   end
   return self.output
 end
 
 function nn.BatchNorm2d:backward(x, gy)
+  local gx
+  if self.inplace_backward then
+    gx = lpnx.is_tensor(gy) and gy:is_contiguous() and same_size(gy, x) or nil
+  else
+    gx = same_size(self.grad_input, x)
+  end
   if self.forward_trained then
     self.grad_input = K.batchnorm_backward(x, gy, self.weight, self.save_mean, self.save_invstd,
-                                           self.grad_weight, self.grad_bias)
+                                           self.grad_weight, self.grad_bias, gx)
   else
     self.grad_input = K.batchnorm_backward_eval(x, gy, self.weight, self.running_mean, self.running_var,
-                                                self.eps, self.grad_weight, self.grad_bias)
+                                                self.eps, self.grad_weight, self.grad_bias, gx)
   end
   return self.grad_input
 end
@@ -115,27 +187,51 @@ function nn.BatchNorm2d:extra_repr()
 end
 
 ---------------------------------------------------------------------------
+-- ReLU([inplace]): with inplace true (Torch7's nn.ReLU(true), PyTorch's
+-- inplace=True), forward rectifies x itself and backward writes the input
+-- gradient over gy; use it where nothing else needs x or gy afterwards.
 nn.ReLU = class("nn.ReLU", Module)
 
+function nn.ReLU:__init(inplace)
+  Module.__init(self)
+  self.inplace = inplace == true
+end
+
 function nn.ReLU:forward(x)
-  self.output = x:relu()
+  if self.inplace then
+    self.output = x:relu_()
+  else
+    local out = same_size(self.output, x)
+    self.output = out and out:copy_(x):relu_() or x:relu()
+  end
   return self.output
 end
 
 function nn.ReLU:backward(_, gy)
-  self.grad_input = K.relu_backward(self.output, gy)
+  local gx
+  if self.inplace then
+    gx = lpnx.is_tensor(gy) and gy:is_contiguous() and gy or nil
+  else
+    gx = same_size(self.grad_input, gy)
+  end
+  self.grad_input = K.relu_backward(self.output, gy, gx)
   return self.grad_input
+end
+
+function nn.ReLU:extra_repr()
+  return self.inplace and "inplace" or ""
 end
 
 nn.Sigmoid = class("nn.Sigmoid", Module)
 
 function nn.Sigmoid:forward(x)
-  self.output = x:sigmoid()
+  local out = same_size(self.output, x)
+  self.output = out and out:copy_(x):sigmoid_() or x:sigmoid()
   return self.output
 end
 
 function nn.Sigmoid:backward(_, gy)
-  self.grad_input = K.sigmoid_backward(self.output, gy)
+  self.grad_input = K.sigmoid_backward(self.output, gy, same_size(self.grad_input, gy))
   return self.grad_input
 end
 
@@ -155,12 +251,20 @@ function nn.MaxPool2d:__init(k, stride, padding)
 end
 
 function nn.MaxPool2d:forward(x)
-  self.output, self.indices = K.maxpool2d_forward(x, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
+  local out, indices
+  local n, c, h, w = nchw(x)
+  if n then
+    local ho, wo = (h + 2 * self.ph - self.kh) // self.sh + 1, (w + 2 * self.pw - self.kw) // self.sw + 1
+    out, indices = fits(self.output, n, c, ho, wo), fits(self.indices, n, c, ho, wo)
+    if not (out and indices) then out, indices = nil, nil end
+  end
+  self.output, self.indices = K.maxpool2d_forward(x, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw,
+                                                  out, indices)
   return self.output
 end
 
 function nn.MaxPool2d:backward(x, gy)
-  self.grad_input = K.maxpool2d_backward(gy, self.indices, x:size(3), x:size(4))
+  self.grad_input = K.maxpool2d_backward(gy, self.indices, x:size(3), x:size(4), same_size(self.grad_input, x))
   return self.grad_input
 end
 
@@ -194,19 +298,21 @@ end
 
 function nn.Upsample:forward(x)
   local oh, ow = self:output_size(x)
+  local out = fits(self.output, x:size(1), x:size(2), oh, ow)
   if self.mode == "nearest" then
-    self.output = K.upsample_nearest(x, oh, ow)
+    self.output = K.upsample_nearest(x, oh, ow, out)
   else
-    self.output = K.upsample_bilinear(x, oh, ow)
+    self.output = K.upsample_bilinear(x, oh, ow, out)
   end
   return self.output
 end
 
 function nn.Upsample:backward(x, gy)
+  local gx = same_size(self.grad_input, x)
   if self.mode == "nearest" then
-    self.grad_input = K.upsample_nearest_backward(gy, x:size(3), x:size(4))
+    self.grad_input = K.upsample_nearest_backward(gy, x:size(3), x:size(4), gx)
   else
-    self.grad_input = K.upsample_bilinear_backward(gy, x:size(3), x:size(4))
+    self.grad_input = K.upsample_bilinear_backward(gy, x:size(3), x:size(4), gx)
   end
   return self.grad_input
 end
@@ -234,7 +340,7 @@ function nn.Sequential:get(i)
 end
 
 function nn.Sequential:forward(x)
-  self.inputs = {}
+  self.inputs = self.inputs or {}
   for i, c in ipairs(self._children) do
     self.inputs[i] = x
     x = c.module:forward(x)
