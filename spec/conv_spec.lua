@@ -43,15 +43,46 @@ local function tol(c)
   return 2e-6 * c.cin * c.kh * c.kw * math.max(1, c.n) + 1e-5
 end
 
+-- Asserts a agrees with the oracle's r to tol(c) (times scale), or to 2e-5
+-- of r's largest magnitude when that is looser: Winograd F(4x4, 3x3) errs
+-- by a few 1e-6 of the output's scale.
+local function near(a, r, c, scale)
+  h.assert_near(a, r, math.max(tol(c) * (scale or 1), 2e-5 * r:abs():max()))
+end
+
+-- The kernels pick their method by shape (see lpnx/ops/conv2d.c): 3x3
+-- stride-1 convolutions go to Winograd F(4x4, 3x3) with at least 16 input
+-- channels and 64 tiles of 4x4 in the batch, else to F(2x2, 3x3) with at
+-- least 64 tiles of 2x2, else to im2col; im2col cuts an image into tiles
+-- of about 64K floats of columns or groups small images. The cases name
+-- the path their sizes take.
 local cases = {
-  {name = "3x3 stride 1 pad 1", n = 3, cin = 3, h = 7, w = 6, cout = 4, kh = 3, kw = 3,
+  {name = "3x3 stride 1 pad 1, few tiles: im2col", n = 3, cin = 3, h = 7, w = 6, cout = 4, kh = 3, kw = 3,
    s = {1, 1}, p = {1, 1}, d = {1, 1}},
+  {name = "3x3 stride 1 pad 1 on odd sizes: Winograd F(4x4)", n = 2, cin = 16, h = 30, w = 29, cout = 4,
+   kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}},
+  {name = "3x3 stride 1 pad 1 on odd sizes, 3 input channels: Winograd F(2x2)", n = 2, cin = 3, h = 30, w = 29,
+   cout = 4, kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}},
+  {name = "3x3 stride 1 pad 0, one image: Winograd F(2x2)", n = 1, cin = 5, h = 17, w = 18, cout = 3,
+   kh = 3, kw = 3, s = {1, 1}, p = {0, 0}, d = {1, 1}, bias = false},
+  {name = "3x3 stride 1 pad 2, output larger than the input: Winograd F(4x4)", n = 3, cin = 16, h = 20, w = 19,
+   cout = 3, kh = 3, kw = 3, s = {1, 1}, p = {2, 2}, d = {1, 1}},
+  {name = "3x3 stride 1 pad 2: Winograd F(2x2)", n = 3, cin = 2, h = 13, w = 11, cout = 2, kh = 3, kw = 3,
+   s = {1, 1}, p = {2, 2}, d = {1, 1}},
+  {name = "3x3 stride 1, 1x1 outputs only: im2col", n = 1, cin = 3, h = 3, w = 3, cout = 2, kh = 3, kw = 3,
+   s = {1, 1}, p = {0, 0}, d = {1, 1}},
   {name = "7x7 stride 2 pad 3 (the ResNet stem)", n = 1, cin = 3, h = 11, w = 13, cout = 4, kh = 7, kw = 7,
    s = {2, 2}, p = {3, 3}, d = {1, 1}},
+  {name = "7x7 stride 2 pad 3, two column tiles per image", n = 3, cin = 1, h = 80, w = 79, cout = 2, kh = 7,
+   kw = 7, s = {2, 2}, p = {3, 3}, d = {1, 1}},
+  {name = "3x3 stride 2 with 576 rows of columns: images grouped 2 to a tile", n = 5, cin = 64, h = 16, w = 15,
+   cout = 3, kh = 3, kw = 3, s = {2, 2}, p = {1, 1}, d = {1, 1}},
   {name = "1x1 stride 1 (straight to gemm)", n = 3, cin = 5, h = 5, w = 7, cout = 3, kh = 1, kw = 1,
    s = {1, 1}, p = {0, 0}, d = {1, 1}},
   {name = "1x1 stride 2 (the ResNet downsample)", n = 3, cin = 4, h = 7, w = 9, cout = 6, kh = 1, kw = 1,
    s = {2, 2}, p = {0, 0}, d = {1, 1}, bias = false},
+  {name = "1x1 stride 2, the whole batch gathered into one tile", n = 5, cin = 24, h = 12, w = 11, cout = 4,
+   kh = 1, kw = 1, s = {2, 2}, p = {0, 0}, d = {1, 1}},
   {name = "3x3 stride 2 pad 1 on odd sizes", n = 3, cin = 2, h = 9, w = 7, cout = 5, kh = 3, kw = 3,
    s = {2, 2}, p = {1, 1}, d = {1, 1}},
   {name = "3x3 dilation 2 pad 2", n = 2, cin = 3, h = 8, w = 9, cout = 2, kh = 3, kw = 3,
@@ -72,7 +103,24 @@ local cases = {
    kh = 3, kw = 3, s = {2, 2}, p = {4, 4}, d = {3, 3}},
 }
 
-describe("conv2d: im2col + gemm kernels agree with the direct oracle", function()
+-- Shapes large enough (a million multiply-adds and more) that the threads
+-- split the work: Winograd blocks of tile rows shared out in two phases,
+-- blocks of whole images, products shared out within one block; im2col
+-- tiles shared out.
+local threaded = {
+  {name = "Winograd F(4x4), five blocks of tile rows per image", n = 1, cin = 16, h = 120, w = 120, cout = 2,
+   kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}},
+  {name = "Winograd F(2x2), three blocks of tile rows per image", n = 2, cin = 2, h = 130, w = 131, cout = 3,
+   kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}},
+  {name = "Winograd F(4x4), one block per image", n = 4, cin = 16, h = 40, w = 36, cout = 6,
+   kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}},
+  {name = "Winograd F(2x2), blocks in sequence, each shared by the threads", n = 1, cin = 48, h = 28, w = 28,
+   cout = 16, kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}, bias = false},
+  {name = "im2col, column tiles shared out", n = 4, cin = 1, h = 80, w = 79, cout = 4, kh = 7, kw = 7,
+   s = {2, 2}, p = {3, 3}, d = {1, 1}},
+}
+
+describe("conv2d: the kernels agree with the direct oracle", function()
   for i, c in ipairs(cases) do
     it(c.name .. (" (batch %d)"):format(c.n), function()
       local x, w, b, gy = inputs(c, 100 + i)
@@ -84,17 +132,18 @@ describe("conv2d: im2col + gemm kernels agree with the direct oracle", function(
       assert.are.same({c.n, c.cout, ho, wo}, y:size())
       assert.are.same({c.n, c.cin, c.h, c.w}, gx:size())
       assert(ry:abs():max() > 0.1, "the oracle output is not trivially zero")
-      h.assert_near(y, ry, tol(c))
-      h.assert_near(gx, rgx, tol(c))
-      h.assert_near(gw, rgw, tol(c) * ho * wo)
+      near(y, ry, c)
+      near(gx, rgx, c)
+      near(gw, rgw, c, ho * wo)
       if b then
-        h.assert_near(gb, rgb, 1e-4)
+        h.assert_near(gb, rgb, 1e-4 * math.max(1, c.n * ho * wo / 100))
       end
     end)
   end
 
   it("accepts non-contiguous x and gy (copied first)", function()
-    local c = cases[5]
+    local c = cases[14]
+    assert.are.equal("3x3 stride 2 pad 1 on odd sizes", c.name)
     local x, w, b, gy = inputs(c, 7)
     local xt = x:transpose(3, 4):contiguous():transpose(3, 4) -- same values, strided
     local gyt = gy:transpose(1, 2):contiguous():transpose(1, 2)
@@ -109,19 +158,55 @@ describe("conv2d: im2col + gemm kernels agree with the direct oracle", function(
     assert.is_true(gb:equal(gb2))
   end)
 
-  it("gives the same answers on one thread as on two", function()
-    local c = {n = 2, cin = 8, h = 40, w = 40, cout = 4, kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}}
-    local x, w, b, gy = inputs(c, 8) -- 8*9*1600 column entries: the parallel branch
-    local threads = lpnx.get_num_threads()
-    local gw0 = lpnx.zeros(c.cout, c.cin, 3, 3)
-    lpnx.set_num_threads(1)
-    local y1, gx1, gw1 = run(K, c, x, w, b, gy, gw0, nil)
-    lpnx.set_num_threads(2)
-    local y2, gx2, gw2 = run(K, c, x, w, b, gy, gw0, nil)
-    lpnx.set_num_threads(threads)
-    h.assert_near(y1, y2, 1e-5)
-    h.assert_near(gx1, gx2, 1e-5)
-    h.assert_near(gw1, gw2, 1e-3)
+  for i, c in ipairs(threaded) do
+    it("on one thread and on two: " .. c.name, function()
+      local x, w, b, gy = inputs(c, 150 + i)
+      local threads = lpnx.get_num_threads()
+      local gw0, gb0 = lpnx.zeros(c.cout, c.cin, c.kh, c.kw), b and lpnx.zeros(c.cout) or nil
+      lpnx.set_num_threads(1)
+      local y1, gx1, gw1, gb1 = run(K, c, x, w, b, gy, gw0, gb0)
+      lpnx.set_num_threads(2)
+      local ok, y2, gx2, gw2, gb2 = pcall(run, K, c, x, w, b, gy, gw0, gb0)
+      local ok3, y3, gx3, gw3 = pcall(run, K, c, x, w, b, gy, gw0, gb0)
+      lpnx.set_num_threads(threads)
+      assert(ok, y2)
+      assert(ok3, y3)
+      -- the same bits from run to run, weight gradient included
+      assert.is_true(y2:equal(y3))
+      assert.is_true(gx2:equal(gx3))
+      assert.is_true(gw2:equal(gw3))
+      -- Each output and input gradient is computed the same way on any
+      -- number of threads; the weight gradient is summed per thread first.
+      assert.is_true(y1:equal(y2))
+      assert.is_true(gx1:equal(gx2))
+      h.assert_near(gw1, gw2, 1e-5 * gw1:abs():max())
+      if b then h.assert_near(gb1, gb2, 0) end
+      local ry, rgx, rgw = run(R, c, x, w, b, gy, gw0, gb0)
+      local ho, wo = K.conv2d_output_size(c.h, c.w, c.kh, c.kw, geo(c))
+      near(y2, ry, c)
+      near(gx2, rgx, c)
+      near(gw2, rgw, c, ho * wo)
+    end)
+  end
+
+  it("Winograd stays within 1e-5 of the oracle's scale at the network's magnitudes", function()
+    -- He-initialised weights on unit inputs, as in the U-Net's decoder; the
+    -- error is the largest difference over the largest magnitude.
+    for _, c in ipairs {
+      {n = 4, cin = 64, h = 16, w = 16, cout = 16, kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}}, -- F(4x4)
+      {n = 1, cin = 64, h = 16, w = 16, cout = 16, kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}}, -- F(2x2)
+    } do
+      local x, w, _, gy = inputs(c, 170)
+      w = w * math.sqrt(2 / (c.cin * 9))
+      local gw0 = lpnx.zeros(c.cout, c.cin, 3, 3)
+      local y, gx, gw = run(K, c, x, w, nil, gy, gw0, nil)
+      local ry, rgx, rgw = run(R, c, x, w, nil, gy, gw0, nil)
+      local function rel(a, r) return (a - r):abs():max() / r:abs():max() end
+      local errors = {forward = rel(y, ry), ["input gradient"] = rel(gx, rgx), ["weight gradient"] = rel(gw, rgw)}
+      for name, e in pairs(errors) do
+        assert(e < 1e-5, ("%s: relative error %g"):format(name, e))
+      end
+    end
   end)
 end)
 
@@ -133,6 +218,12 @@ describe("conv2d gradients match finite differences", function()
      s = {2, 2}, p = {3, 3}, d = {1, 1}},
     {name = "1x1 stride 1", n = 3, cin = 3, h = 4, w = 5, cout = 2, kh = 1, kw = 1,
      s = {1, 1}, p = {0, 0}, d = {1, 1}},
+    {name = "3x3 stride 1 pad 1 through Winograd F(4x4)", n = 4, cin = 16, h = 15, w = 16, cout = 2, kh = 3,
+     kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}},
+    {name = "3x3 stride 1 pad 0 through Winograd F(2x2)", n = 2, cin = 2, h = 13, w = 14, cout = 3, kh = 3, kw = 3,
+     s = {1, 1}, p = {0, 0}, d = {1, 1}},
+    {name = "7x7 stride 2 pad 3 in two column tiles per image", n = 2, cin = 1, h = 80, w = 76, cout = 2, kh = 7,
+     kw = 7, s = {2, 2}, p = {3, 3}, d = {1, 1}},
   }
   for i, c in ipairs(checked) do
     it(c.name, function()
@@ -233,7 +324,105 @@ describe("conv2d exact values", function()
       }:view(3, 2, 3, 2), 1e-5)
       h.assert_near(gb, {-1, -0.5, 0}, 1e-6)
     end)
+
+    it(name .. ": matches PyTorch on a 3x3 padded convolution of 16x16 images (Winograd F(2x2))", function()
+      -- Expected values from torch 1.13 (float64 on these float32 inputs):
+      --   F.conv2d(x, w, b, padding=1); y.backward(gy)
+      -- with x[i] = ((7i) % 13 - 6)/4, w[i] = ((i % 5) - 2)/3, gy[i] = ((i % 9) - 4)/8 (i from 0).
+      local function filled(n, fn, ...)
+        local t = {}
+        for i = 0, n - 1 do t[i + 1] = fn(i) end
+        return lpnx.tensor(t):view(...)
+      end
+      local x = filled(4 * 2 * 16 * 16, function(i) return ((7 * i) % 13 - 6) / 4 end, 4, 2, 16, 16)
+      local w = filled(36, function(i) return (i % 5 - 2) / 3 end, 2, 2, 3, 3)
+      local b = lpnx.tensor{0.5, -0.25}
+      local gy = filled(4 * 2 * 16 * 16, function(i) return (i % 9 - 4) / 8 end, 4, 2, 16, 16)
+      local y = f.conv2d_forward(x, w, b, 1, 1, 1, 1, 1, 1)
+      local gw, gb = lpnx.zeros(2, 2, 3, 3), lpnx.zeros(2)
+      local gx = f.conv2d_backward(x, w, gy, 1, 1, 1, 1, 1, 1, gw, gb, true)
+      local at = {{1, 1, 1, 1}, {1, 2, 1, 16}, {2, 1, 8, 9}, {3, 2, 16, 16}, {4, 1, 16, 1}, {4, 2, 5, 12}}
+      local want_y = {-0.750000037, -2.16666672, -0.250000022, 0.750000030, -0.500000030, 0.583333358}
+      local want_gx = {-1.16666670, 0.750000022, -0.375000011, -0.375000011, -0.250000007, 0.125000004}
+      for k, p in ipairs(at) do
+        assert.is_near(want_y[k], y:get(table.unpack(p)), 1e-5)
+        assert.is_near(want_gx[k], gx:get(table.unpack(p)), 1e-5)
+      end
+      h.assert_near(gw, lpnx.tensor{
+        -1.15625, -0.4375, -1.5625, -0.09375, 0.6875, 1.125, -1.21875, -0.78125, -1.5625,
+        -3.1875, -0.8125, -1.0625, 0.8125, -0.3125, -0.5, 0.875, -0.0625, 2.0,
+        -0.34375, -0.6875, -0.3125, 0.3125, -0.15625, -1.125, 0.6875, 0.5, -0.28125,
+        1.03125, 1.0625, 0.5625, 0.375, -0.96875, -0.78125, -1.0, 0.375, -0.84375,
+      }:view(2, 2, 3, 3), 1e-4)
+      h.assert_near(gb, {-1.25, 0}, 1e-5)
+    end)
+
+    it(name .. ": matches PyTorch on 16 channels of 16x16 images (Winograd F(4x4))", function()
+      -- Expected values from torch 1.13 (float64 on these float32 inputs):
+      --   F.conv2d(x, w, b, padding=1); y.backward(gy)
+      -- with x[i] = ((7i) % 13 - 6)/4, w[i] = ((i % 5) - 2)/8, gy[i] = ((i % 9) - 4)/8 (i from 0);
+      -- every value is a multiple of 1/32, so these are exact.
+      local function filled(n, fn, ...)
+        local t = {}
+        for i = 0, n - 1 do t[i + 1] = fn(i) end
+        return lpnx.tensor(t):view(...)
+      end
+      local x = filled(4 * 16 * 16 * 16, function(i) return ((7 * i) % 13 - 6) / 4 end, 4, 16, 16, 16)
+      local w = filled(2 * 16 * 9, function(i) return (i % 5 - 2) / 8 end, 2, 16, 3, 3)
+      local b = lpnx.tensor{0.5, -0.25}
+      local gy = filled(4 * 2 * 16 * 16, function(i) return (i % 9 - 4) / 8 end, 4, 2, 16, 16)
+      local y = f.conv2d_forward(x, w, b, 1, 1, 1, 1, 1, 1)
+      local gw, gb = lpnx.zeros(2, 16, 3, 3), lpnx.zeros(2)
+      local gx = f.conv2d_backward(x, w, gy, 1, 1, 1, 1, 1, 1, gw, gb, true)
+      local checks = {
+        {y, {{1, 1, 1, 1}, {1, 2, 1, 16}, {2, 1, 8, 9}, {3, 2, 16, 16}, {4, 1, 16, 1}, {4, 2, 5, 12}},
+         {-0.875, -0.65625, 0.5, 0.90625, -0.125, -0.21875}},
+        {gx, {{1, 1, 1, 1}, {1, 16, 1, 16}, {2, 5, 8, 9}, {3, 9, 16, 16}, {4, 12, 16, 1}, {4, 2, 5, 12}},
+         {-0.3125, -0.3125, 0.3125, 0.15625, -0.125, 0.125}},
+        {gw, {{1, 1, 1, 1}, {1, 16, 3, 3}, {2, 5, 2, 2}, {2, 9, 1, 3}, {1, 12, 3, 1}, {2, 2, 2, 1}},
+         {-0.40625, -3.21875, 2.71875, 0.71875, 4.40625, 2.34375}},
+      }
+      for _, c in ipairs(checks) do
+        for k, p in ipairs(c[2]) do assert.is_near(c[3][k], c[1]:get(table.unpack(p)), 1e-4) end
+      end
+      h.assert_near(gb, {-1.25, 0}, 1e-5)
+    end)
   end
+
+  it("3x3 box sums over 16 channels of 32x32 images through Winograd F(4x4) match a sum in Lua", function()
+    local x = lpnx.empty(2, 16, 32, 32)
+    local plane = {} -- the channel sum of each image, [n][i][j]
+    for n = 1, 2 do
+      plane[n] = {}
+      for i = 1, 32 do
+        plane[n][i] = {}
+        for j = 1, 32 do
+          local s = 0
+          for c = 1, 16 do
+            local v = (n * 5 + c * 2 + i * 3 + j * 7) % 11 - 5
+            x:set(v, n, c, i, j)
+            s = s + v
+          end
+          plane[n][i][j] = s
+        end
+      end
+    end
+    local y = K.conv2d_forward(x, lpnx.ones(1, 16, 3, 3), nil, 1, 1, 1, 1, 1, 1)
+    local worst = 0
+    for n = 1, 2 do
+      for i = 1, 32 do
+        for j = 1, 32 do
+          local s = 0
+          for a = math.max(1, i - 1), math.min(32, i + 1) do
+            for b = math.max(1, j - 1), math.min(32, j + 1) do s = s + plane[n][a][b] end
+          end
+          worst = math.max(worst, math.abs(y:get(n, 1, i, j) - s))
+        end
+      end
+    end
+    -- sums reach a few hundred; F(4x4) rounds to a few 1e-6 of that
+    assert(worst < 5e-3, ("largest difference %g"):format(worst))
+  end)
 
   it("conv2d_output_size follows PyTorch's formula", function()
     assert.are.same({128, 128}, {K.conv2d_output_size(256, 256, 7, 7, 2, 2, 3, 3, 1, 1)})
@@ -289,30 +478,37 @@ describe("conv2d backward semantics", function()
 end)
 
 describe("conv2d workspace", function()
-  local c = {n = 2, cin = 3, h = 6, w = 5, cout = 4, kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}}
-  local need = 3 * 3 * 3 * 6 * 5 -- cin*kh*kw * ho*wo floats, one image at a time
+  -- Its size depends on the method and the thread count; these are larger
+  -- than any of them needs here, or smaller than all of them.
+  local large, small = 200000, 4
+  local im2col = {n = 2, cin = 3, h = 6, w = 5, cout = 4, kh = 3, kw = 3, s = {2, 1}, p = {1, 1}, d = {1, 1}}
+  local winograd = {n = 4, cin = 3, h = 16, w = 16, cout = 4, kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}}
 
-  it("is used as the column buffer when large enough", function()
-    local x, w, b, gy = inputs(c, 400)
-    local ws = lpnx.full({need}, 0 / 0)
-    local y = K.conv2d_forward(x, w, b, 1, 1, 1, 1, 1, 1, ws)
-    assert.is_true(y:equal(K.conv2d_forward(x, w, b, 1, 1, 1, 1, 1, 1)))
-    assert(ws:ne(ws):sum() < need, "the workspace was written")
-    local gw1, gw2 = lpnx.zeros(4, 3, 3, 3), lpnx.zeros(4, 3, 3, 3)
-    ws:fill_(0 / 0)
-    local gx1 = K.conv2d_backward(x, w, gy, 1, 1, 1, 1, 1, 1, gw1, nil, true, ws)
-    local gx2 = K.conv2d_backward(x, w, gy, 1, 1, 1, 1, 1, 1, gw2, nil, true)
-    assert.is_true(gx1:equal(gx2))
-    assert.is_true(gw1:equal(gw2))
-    assert(ws:ne(ws):sum() < need, "the workspace was written")
-  end)
+  for _, c in ipairs {im2col, winograd} do
+    it("is used as scratch when large enough (" .. (c == winograd and "Winograd" or "im2col") .. ")", function()
+      local x, w, b, gy = inputs(c, 400)
+      local ws = lpnx.full({large}, 0 / 0)
+      local y = K.conv2d_forward(x, w, b, c.s[1], c.s[2], 1, 1, 1, 1, ws)
+      assert.is_true(y:equal(K.conv2d_forward(x, w, b, c.s[1], c.s[2], 1, 1, 1, 1)))
+      assert(ws:ne(ws):sum() < large, "the workspace was written")
+      local gw1, gw2 = lpnx.zeros(4, 3, 3, 3), lpnx.zeros(4, 3, 3, 3)
+      ws:fill_(0 / 0)
+      local gx1 = K.conv2d_backward(x, w, gy, c.s[1], c.s[2], 1, 1, 1, 1, gw1, nil, true, ws)
+      local gx2 = K.conv2d_backward(x, w, gy, c.s[1], c.s[2], 1, 1, 1, 1, gw2, nil, true)
+      assert.is_true(gx1:equal(gx2))
+      assert.is_true(gw1:equal(gw2))
+      assert(ws:ne(ws):sum() < large, "the workspace was written")
+    end)
+  end
 
   it("is left alone when too small, and ignored by the oracle", function()
-    local x, w, b = inputs(c, 401)
-    local ws = lpnx.full({2, need // 2 - 1}, 0 / 0)
-    local y = K.conv2d_forward(x, w, b, 1, 1, 1, 1, 1, 1, ws)
-    h.assert_near(y, R.conv2d_forward(x, w, b, 1, 1, 1, 1, 1, 1, ws), tol(c))
-    assert.are.equal(ws:numel(), ws:ne(ws):sum())
+    for _, c in ipairs {im2col, winograd} do
+      local x, w, b = inputs(c, 401)
+      local ws = lpnx.full({2, small // 2}, 0 / 0)
+      local y = K.conv2d_forward(x, w, b, c.s[1], c.s[2], 1, 1, 1, 1, ws)
+      near(y, R.conv2d_forward(x, w, b, c.s[1], c.s[2], 1, 1, 1, 1, ws), c)
+      assert.are.equal(ws:numel(), ws:ne(ws):sum())
+    end
   end)
 
   it("is not needed by a 1x1 stride-1 convolution", function()

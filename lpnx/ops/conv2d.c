@@ -1,21 +1,48 @@
-/* 2-D convolution as darknet and Caffe do it: each image is unrolled into a
- * column matrix (im2col), so the convolution becomes one gemm with the
- * weight seen as a (cout, cin*kh*kw) matrix. A 1x1 convolution with stride
- * 1 and no padding is already a matrix product and skips im2col.
+/* 2-D convolution as darknet and Caffe do it, cache-blocked: the output
+ * pixels are cut into tiles of a few hundred, each tile's input windows are
+ * unrolled into a column matrix that stays in cache (im2col), and the
+ * convolution of the tile is one gemm with the weight seen as a
+ * (cout, cin*kh*kw) matrix. A 1x1 convolution with stride 1 and no padding
+ * is already a matrix product and skips im2col.
  *
- * Backward per image, with col = im2col(inp):
- *   dweight (cout, K) += dout (cout, P) * col^T (P, K)
- *   dcol    (K, P)     = weight^T (K, cout) * dout (cout, P), then col2im
- *                        adds each column entry back onto the input pixel
- *                        it was copied from.
- * where K = cin*kh*kw and P = ho*wo.
+ * With K = cin*kh*kw and a tile of T output pixels, col = im2col(tile):
+ *   forward   y (cout, T)     = weight (cout, K) * col (K, T)
+ *   weight    dweight (cout, K) += dout (cout, T) * col^T (T, K)
+ *   input     dcol (K, T)     = weight^T (K, cout) * dout (cout, T), then
+ *             col2im adds each column entry back onto the input pixel it
+ *             was copied from.
+ * Small images are grouped, several whole images to a tile, so the gemms
+ * stay wide; their outputs then go through a (cout, T) scratch matrix.
  *
- * The gemms are called from serial code only, so OpenBLAS may use every
- * thread; im2col and col2im are OpenMP loops between them. */
+ * 3x3 kernels with stride 1 go to Winograd's algorithm instead
+ * (winograd.c) when the batch has tiles enough for it to pay.
+ *
+ * Threads: when there are tiles enough, each thread takes whole tiles with
+ * its own buffers and calls single-threaded gemms (OpenBLAS runs a gemm
+ * called inside a parallel region on one thread); otherwise the tiles go
+ * one after another, OpenBLAS threads each gemm and im2col / col2im are
+ * OpenMP loops between the gemms. Convolutions too small to pay for a
+ * parallel region run on one thread. */
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "conv2d.h"
 #include "ops.h"
+
+/* Column tiles aim at this many bytes, so one tile and the gemm's packed
+ * copy of it fit in a core's L2 cache. */
+#define COL_TILE_BYTES (256 * 1024)
+/* ... but hold at least this many pixels, or the gemms get too narrow. */
+#define COL_TILE_MIN 128
+/* Winograd needs this many tiles in the batch to beat im2col. */
+#define WINOGRAD_MIN_TILES 64
+/* Winograd F(4x4, 3x3) needs this many input channels (see use_winograd). */
+#define WINOGRAD4_MIN_CIN 16
+/* Convolutions of fewer multiply-adds than this run on one thread: a
+ * parallel region costs more than they do. */
+#define PARALLEL_WORK (1 << 20)
 
 int64_t lpnx_conv2d_output_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
     int64_t span = in + 2 * pad - dil * (k - 1) - 1; /* room left after the first window */
@@ -28,9 +55,85 @@ int lpnx_conv2d_is_pointwise(const lpnx_conv2d_dims *d) {
            d->pad_w == 0;
 }
 
+/* How the im2col path cuts the work. A tile is either a run of pixels of
+ * one image (group == 1) or `group` whole images. */
+typedef struct {
+    int64_t K, P;      /* cin*kh*kw, ho*wo */
+    int64_t tile;      /* pixels per tile (the last tile of an image may be shorter) */
+    int64_t group;     /* images per tile */
+    int64_t per_image; /* tiles per image when group == 1 */
+    int64_t count;     /* tiles in the batch */
+    int par;           /* 0: one thread does everything */
+    int threads;       /* forward: threads taking whole tiles (1: tiles in sequence) */
+    int64_t units;     /* backward: runs of tiles whose input pixels no other run touches */
+    int threads_back;  /* backward: threads taking whole runs (1: in sequence) */
+    size_t col_floats; /* per thread: col (K, tile) */
+    size_t y_floats;   /* per thread: y scratch (cout, tile) when group > 1, else 0 */
+    size_t dw_floats;  /* per extra thread: private dweight (cout, K) when threads > 1 */
+} col_plan;
+
+static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+
+static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static col_plan make_col_plan(const lpnx_conv2d_dims *d) {
+    col_plan p;
+    p.K = d->cin * d->kh * d->kw;
+    p.P = d->ho * d->wo;
+    const int64_t want = imax(COL_TILE_MIN, (int64_t)(COL_TILE_BYTES / sizeof(float)) / imax(p.K, 1));
+    if (p.P >= want) {
+        p.group = 1;
+        p.per_image = (p.P + want - 1) / want;
+        p.tile = (p.P + p.per_image - 1) / p.per_image; /* even tiles */
+        p.count = d->n * p.per_image;
+    } else {
+        p.group = imax(1, imin(d->n, want / imax(p.P, 1)));
+        p.tile = p.group * p.P;
+        p.per_image = 1;
+        p.count = (d->n + p.group - 1) / p.group;
+    }
+    p.par = (double)d->n * (double)d->cout * (double)p.P * (double)p.K >= PARALLEL_WORK;
+    p.threads = p.threads_back = p.par ? max_threads() : 1;
+    if (p.count < 2 * p.threads) p.threads = 1;
+    /* Tiles of one image write overlapping input gradients: the backward
+     * shares out whole images (or groups). */
+    p.units = p.group == 1 ? d->n : p.count;
+    if (p.units < p.threads_back) p.threads_back = 1;
+    p.col_floats = (size_t)p.K * (size_t)p.tile;
+    p.y_floats = p.group > 1 ? (size_t)d->cout * (size_t)p.tile : 0;
+    p.dw_floats = (size_t)d->cout * (size_t)p.K;
+    return p;
+}
+
+/* The Winograd tile size lpnx_conv2d_* use for d (4 or 2), or 0 for
+ * im2col: the larger tile while the batch has tiles enough for wide
+ * products, which pays on every 3x3 layer of a ResNet U-Net but the 8x8
+ * ones at batches below 4. F(4x4) only from WINOGRAD4_MIN_CIN input
+ * channels: below, the convolution is cheap anyway and F(2x2) keeps
+ * rounding as small as the direct sum's (finite-difference checks of
+ * small networks see F(4x4)'s few 1e-6). */
+static int use_winograd(const lpnx_conv2d_dims *d) {
+    if (!lpnx_winograd_applies(d) || d->cin == 0) return 0;
+    if (d->cin >= WINOGRAD4_MIN_CIN && d->n * ((d->ho + 3) / 4) * ((d->wo + 3) / 4) >= WINOGRAD_MIN_TILES)
+        return 4;
+    if (d->n * ((d->ho + 1) / 2) * ((d->wo + 1) / 2) >= WINOGRAD_MIN_TILES) return 2;
+    return 0;
+}
+
 size_t lpnx_conv2d_col_size(const lpnx_conv2d_dims *d) {
     if (lpnx_conv2d_is_pointwise(d)) return 0;
-    return (size_t)(d->cin * d->kh * d->kw) * (size_t)(d->ho * d->wo);
+    if (use_winograd(d)) return lpnx_winograd_work_size(d, use_winograd(d));
+    col_plan p = make_col_plan(d);
+    size_t fwd = (size_t)p.threads * (p.col_floats + p.y_floats);
+    size_t back = (size_t)p.threads_back * (p.col_floats + p.y_floats) + (size_t)(p.threads_back - 1) * p.dw_floats;
+    return fwd > back ? fwd : back;
 }
 
 /* lpnx_gemm that also accepts empty products: with K == 0 the product is
@@ -61,92 +164,210 @@ static void valid_range(int64_t off, int64_t stride, int64_t w, int64_t wo, int6
     *hi = h;
 }
 
-/* col (cin*kh*kw, ho*wo): row (c, ki, kj), column (oh, ow) holds
+/* Columns [p0, p0 + np) of one image's column matrix, into col (K, np)
+ * with leading dimension ld: row (c, ki, kj), column p = oh*wo + ow holds
  * x[c][oh*sh - ph + ki*dh][ow*sw - pw + kj*dw], or 0 in the padding.
- * x (cin, h, w) is one image. Rows are independent: parallel over them. */
-static void im2col(float *col, const float *x, const lpnx_conv2d_dims *d) {
-    const int64_t kk = d->kh * d->kw, rows = d->cin * kk, ho = d->ho, wo = d->wo;
+ * x (cin, h, w) is the image. par: rows split over the OpenMP threads. */
+static void im2col(float *col, int64_t ld, const float *x, int64_t p0, int64_t np,
+                   const lpnx_conv2d_dims *d, int par) {
+    const int64_t kk = d->kh * d->kw, rows = d->cin * kk, wo = d->wo;
     const int64_t h = d->h, w = d->w, sh = d->stride_h, sw = d->stride_w;
-#pragma omp parallel for schedule(static) if (rows * ho * wo >= LPNX_PARALLEL_MIN)
+    const int64_t oh0 = p0 / wo, ow00 = p0 % wo;
+#pragma omp parallel for schedule(static) if (par && rows * np >= LPNX_PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const int64_t c = r / kk, ki = (r / d->kw) % d->kh, kj = r % d->kw;
         const int64_t off_h = ki * d->dil_h - d->pad_h, off_w = kj * d->dil_w - d->pad_w;
         const float *xc = x + c * h * w; /* (h, w) */
-        float *dst = col + r * ho * wo;  /* (ho, wo) */
         int64_t lo, hi;
         valid_range(off_w, sw, w, wo, &lo, &hi);
-        for (int64_t oh = 0; oh < ho; oh++) {
+        float *dst = col + r * ld; /* (np) */
+        /* output rows oh from oh0, each over columns [ow0, ow1) */
+        for (int64_t q = 0, oh = oh0, ow0 = ow00; q < np; oh++, ow0 = 0) {
+            const int64_t ow1 = imin(wo, ow0 + np - q);
             const int64_t ih = oh * sh + off_h;
-            float *row = dst + oh * wo; /* (wo) */
+            float *row = dst + q; /* row[ow - ow0] for ow in [ow0, ow1) */
+            q += ow1 - ow0;
             if (ih < 0 || ih >= h) {
-                memset(row, 0, (size_t)wo * sizeof(float));
+                memset(row, 0, (size_t)(ow1 - ow0) * sizeof(float));
                 continue;
             }
-            const int64_t base = ih * w + off_w; /* xc[base + ow*sw] for ow in [lo, hi) */
-            for (int64_t ow = 0; ow < lo; ow++) row[ow] = 0;
+            const int64_t a = imax(ow0, imin(lo, ow1)), b = imax(a, imin(hi, ow1));
+            const int64_t base = ih * w + off_w; /* xc[base + ow*sw] for ow in [a, b) */
+            for (int64_t ow = ow0; ow < a; ow++) row[ow - ow0] = 0;
             if (sw == 1) {
-                if (hi > lo) memcpy(row + lo, xc + base + lo, (size_t)(hi - lo) * sizeof(float));
+                if (b > a) memcpy(row + (a - ow0), xc + base + a, (size_t)(b - a) * sizeof(float));
             } else {
-                for (int64_t ow = lo; ow < hi; ow++) row[ow] = xc[base + ow * sw];
+#pragma omp simd
+                for (int64_t ow = a; ow < b; ow++) row[ow - ow0] = xc[base + ow * sw];
             }
-            for (int64_t ow = hi; ow < wo; ow++) row[ow] = 0;
+            for (int64_t ow = b; ow < ow1; ow++) row[ow - ow0] = 0;
         }
     }
 }
 
-/* The adjoint of im2col: x (cin, h, w) += each entry of col (cin*kh*kw,
- * ho*wo) at the pixel it came from. Rows of one channel add onto the same
- * pixels, so the parallel loop runs over channels. */
-static void col2im(float *x, const float *col, const lpnx_conv2d_dims *d) {
-    const int64_t kk = d->kh * d->kw, ho = d->ho, wo = d->wo;
-    const int64_t h = d->h, w = d->w, sh = d->stride_h, sw = d->stride_w;
-#pragma omp parallel for schedule(static) if (d->cin * kk * ho * wo >= LPNX_PARALLEL_MIN)
+/* The adjoint of im2col: x (cin, h, w) += each entry of col (K, np), the
+ * columns [p0, p0 + np) of one image, at the pixel it came from. Rows of
+ * one channel add onto the same pixels, so the parallel loop runs over
+ * channels. */
+static void col2im(float *x, const float *col, int64_t ld, int64_t p0, int64_t np,
+                   const lpnx_conv2d_dims *d, int par) {
+    const int64_t wo = d->wo, h = d->h, w = d->w, sh = d->stride_h, sw = d->stride_w;
+    const int64_t oh0 = p0 / wo, ow00 = p0 % wo;
+#pragma omp parallel for schedule(static) if (par && d->cin * d->kh * d->kw * np >= LPNX_PARALLEL_MIN)
     for (int64_t c = 0; c < d->cin; c++) {
         float *xc = x + c * h * w; /* (h, w) */
         for (int64_t ki = 0; ki < d->kh; ki++)
             for (int64_t kj = 0; kj < d->kw; kj++) {
                 const int64_t off_h = ki * d->dil_h - d->pad_h, off_w = kj * d->dil_w - d->pad_w;
-                const float *src = col + ((c * d->kh + ki) * d->kw + kj) * ho * wo; /* (ho, wo) */
+                const float *src = col + ((c * d->kh + ki) * d->kw + kj) * ld; /* (np) */
                 int64_t lo, hi;
                 valid_range(off_w, sw, w, wo, &lo, &hi);
-                for (int64_t oh = 0; oh < ho; oh++) {
+                for (int64_t q = 0, oh = oh0, ow0 = ow00; q < np; oh++, ow0 = 0) {
+                    const int64_t ow1 = imin(wo, ow0 + np - q);
                     const int64_t ih = oh * sh + off_h;
+                    const float *row = src + q; /* row[ow - ow0] for ow in [ow0, ow1) */
+                    q += ow1 - ow0;
                     if (ih < 0 || ih >= h) continue;
-                    const int64_t base = ih * w + off_w; /* xc[base + ow*sw] for ow in [lo, hi) */
-                    const float *row = src + oh * wo;
-                    for (int64_t ow = lo; ow < hi; ow++) xc[base + ow * sw] += row[ow];
+                    const int64_t a = imax(ow0, imin(lo, ow1)), b = imax(a, imin(hi, ow1));
+                    const int64_t base = ih * w + off_w; /* xc[base + ow*sw] for ow in [a, b) */
+                    if (sw == 1) {
+#pragma omp simd
+                        for (int64_t ow = a; ow < b; ow++) xc[base + ow] += row[ow - ow0];
+                    } else {
+                        for (int64_t ow = a; ow < b; ow++) xc[base + ow * sw] += row[ow - ow0];
+                    }
                 }
             }
     }
 }
 
+/* The pixels of tile t: images [*n0, *n0 + *nn) and, when one image,
+ * its columns [*p0, *p0 + *np). */
+static void tile_span(const col_plan *p, const lpnx_conv2d_dims *d, int64_t t, int64_t *n0,
+                      int64_t *nn, int64_t *p0, int64_t *np) {
+    if (p->group == 1) {
+        *n0 = t / p->per_image;
+        *nn = 1;
+        *p0 = (t % p->per_image) * p->tile;
+        *np = imin(p->tile, p->P - *p0);
+    } else {
+        *n0 = t * p->group;
+        *nn = imin(p->group, d->n - *n0);
+        *p0 = 0;
+        *np = *nn * p->P;
+    }
+}
+
+/* The column matrix of tile t into col (K, np). */
+static void tile_columns(float *col, const float *inp, const col_plan *p, const lpnx_conv2d_dims *d,
+                         int64_t t, int par) {
+    int64_t n0, nn, p0, np;
+    tile_span(p, d, t, &n0, &nn, &p0, &np);
+    const int64_t in_image = d->cin * d->h * d->w;
+    if (p->group == 1) {
+        im2col(col, np, inp + n0 * in_image, p0, np, d, par);
+        return;
+    }
+    for (int64_t i = 0; i < nn; i++)
+        im2col(col + i * p->P, np, inp + (n0 + i) * in_image, 0, p->P, d, par);
+}
+
+/* Forward of tile t. col (K, tile) and y (cout, tile) are scratch. */
+static void tile_forward(float *out, const float *inp, const float *weight, const float *bias,
+                         float *col, float *y, const col_plan *p, const lpnx_conv2d_dims *d,
+                         int64_t t, int par) {
+    int64_t n0, nn, p0, np;
+    tile_span(p, d, t, &n0, &nn, &p0, &np);
+    const int64_t P = p->P, cout = d->cout;
+    tile_columns(col, inp, p, d, t, par);
+    float *dst = out + n0 * cout * P + p0; /* (cout, np) with leading dimension P */
+    int64_t ld = P;
+    if (nn > 1) {
+        dst = y;
+        ld = np;
+    }
+    if (bias)
+        for (int64_t co = 0; co < cout; co++)
+            for (int64_t i = 0; i < np; i++) dst[co * ld + i] = bias[co];
+    gemm(0, 0, cout, np, p->K, weight, p->K, col, np, bias ? 1.0f : 0.0f, dst, ld);
+    if (nn > 1)
+        for (int64_t i = 0; i < nn; i++)
+            for (int64_t co = 0; co < cout; co++)
+                memcpy(out + ((n0 + i) * cout + co) * P, y + co * np + i * P, (size_t)P * sizeof(float));
+}
+
+/* Backward of tile t: dweight += dout col^T, and dinp += col2im(weight^T dout)
+ * when dinp is given. col (K, tile) and y (cout, tile) are scratch. */
+static void tile_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                          const float *weight, float *col, float *y, const col_plan *p,
+                          const lpnx_conv2d_dims *d, int64_t t, int par) {
+    int64_t n0, nn, p0, np;
+    tile_span(p, d, t, &n0, &nn, &p0, &np);
+    const int64_t P = p->P, cout = d->cout, K = p->K, in_image = d->cin * d->h * d->w;
+    tile_columns(col, inp, p, d, t, par);
+    const float *g = dout + n0 * cout * P + p0; /* (cout, np) with leading dimension P */
+    int64_t ld = P;
+    if (nn > 1) { /* gather the group's gradients into one matrix */
+        for (int64_t i = 0; i < nn; i++)
+            for (int64_t co = 0; co < cout; co++)
+                memcpy(y + co * np + i * P, dout + ((n0 + i) * cout + co) * P, (size_t)P * sizeof(float));
+        g = y;
+        ld = np;
+    }
+    gemm(0, 1, cout, K, np, g, ld, col, np, 1.0f, dweight, K);
+    if (!dinp) return;
+    gemm(1, 0, K, np, cout, weight, K, g, ld, 0.0f, col, np);
+    if (nn == 1) {
+        col2im(dinp + n0 * in_image, col, np, p0, np, d, par);
+        return;
+    }
+    for (int64_t i = 0; i < nn; i++) col2im(dinp + (n0 + i) * in_image, col + i * P, np, 0, P, d, par);
+}
+
 void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                          float *col, const lpnx_conv2d_dims *d) {
-    const int64_t K = d->cin * d->kh * d->kw, P = d->ho * d->wo;
+    const int64_t P = d->ho * d->wo;
     const int64_t in_image = d->cin * d->h * d->w, out_image = d->cout * P;
-    const int pointwise = lpnx_conv2d_is_pointwise(d);
-    const float beta = bias ? 1.0f : 0.0f;
     if (d->n == 0 || out_image == 0) return;
-    /* An empty input contributes nothing: every column entry is padding. */
-    const int empty_input = in_image == 0;
-    for (int64_t n = 0; n < d->n; n++) {
-        float *y = out + n * out_image; /* (cout, ho*wo) */
-        if (bias) {
+    if (in_image == 0) { /* every column entry is padding: out is the bias */
+#pragma omp parallel for schedule(static) if (d->n * out_image >= LPNX_PARALLEL_MIN)
+        for (int64_t i = 0; i < d->n * d->cout; i++)
+            for (int64_t q = 0; q < P; q++) out[i * P + q] = bias ? bias[i % d->cout] : 0.0f;
+        return;
+    }
+    if (lpnx_conv2d_is_pointwise(d)) { /* the image is its own column matrix */
+        for (int64_t n = 0; n < d->n; n++) {
+            float *y = out + n * out_image; /* (cout, ho*wo) */
+            if (bias) {
 #pragma omp parallel for schedule(static) if (out_image >= LPNX_PARALLEL_MIN)
-            for (int64_t co = 0; co < d->cout; co++)
-                for (int64_t p = 0; p < P; p++) y[co * P + p] = bias[co];
+                for (int64_t co = 0; co < d->cout; co++)
+                    for (int64_t q = 0; q < P; q++) y[co * P + q] = bias[co];
+            }
+            gemm(0, 0, d->cout, P, d->cin, weight, d->cin, inp + n * in_image, P, bias ? 1.0f : 0.0f, y, P);
         }
-        if (empty_input) {
-            if (!bias) memset(y, 0, (size_t)out_image * sizeof(float));
-            continue;
-        }
-        const float *x = inp + n * in_image; /* (cin, h*w) */
-        const float *columns = x;            /* (K, P): the image itself when pointwise */
-        if (!pointwise) {
-            im2col(col, x, d);
-            columns = col;
-        }
-        gemm(0, 0, d->cout, P, K, weight, K, columns, P, beta, y, P);
+        return;
+    }
+    if (use_winograd(d)) {
+        lpnx_winograd_forward(out, inp, weight, bias, col, d, use_winograd(d));
+        return;
+    }
+    const col_plan p = make_col_plan(d);
+    if (p.threads == 1) {
+        for (int64_t t = 0; t < p.count; t++)
+            tile_forward(out, inp, weight, bias, col, col + p.col_floats, &p, d, t, p.par);
+        return;
+    }
+#pragma omp parallel num_threads(p.threads)
+    {
+#ifdef _OPENMP
+        const int me = omp_get_thread_num();
+#else
+        const int me = 0;
+#endif
+        float *mycol = col + (size_t)me * (p.col_floats + p.y_floats); /* (K, tile) */
+        float *myy = mycol + p.col_floats;                               /* (cout, tile) */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < p.count; t++) tile_forward(out, inp, weight, bias, mycol, myy, &p, d, t, 0);
     }
 }
 
@@ -155,7 +376,6 @@ void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
                           const lpnx_conv2d_dims *d) {
     const int64_t K = d->cin * d->kh * d->kw, P = d->ho * d->wo;
     const int64_t in_image = d->cin * d->h * d->w, out_image = d->cout * P;
-    const int pointwise = lpnx_conv2d_is_pointwise(d);
     if (d->n == 0 || out_image == 0) return; /* no gradient flows */
     if (dbias) {
 #pragma omp parallel for schedule(static) if (d->n * out_image >= LPNX_PARALLEL_MIN)
@@ -163,28 +383,56 @@ void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
             double s = 0;
             for (int64_t n = 0; n < d->n; n++) {
                 const float *g = dout + n * out_image + co * P; /* (ho*wo) */
-                for (int64_t p = 0; p < P; p++) s += g[p];
+                for (int64_t q = 0; q < P; q++) s += g[q];
             }
             dbias[co] += (float)s;
         }
     }
     if (in_image == 0) return; /* nothing reaches the weight or an empty input */
-    for (int64_t n = 0; n < d->n; n++) {
-        const float *x = inp + n * in_image;   /* (cin, h*w) */
-        const float *g = dout + n * out_image; /* (cout, ho*wo) */
-        const float *columns = x;              /* (K, P): the image itself when pointwise */
-        if (!pointwise) {
-            im2col(col, x, d);
-            columns = col;
+    if (lpnx_conv2d_is_pointwise(d)) {
+        for (int64_t n = 0; n < d->n; n++) {
+            const float *x = inp + n * in_image;   /* (cin, h*w) */
+            const float *g = dout + n * out_image; /* (cout, ho*wo) */
+            gemm(0, 1, d->cout, K, P, g, P, x, P, 1.0f, dweight, K);
+            if (dinp) gemm(1, 0, K, P, d->cout, weight, K, g, P, 1.0f, dinp + n * in_image, P);
         }
-        gemm(0, 1, d->cout, K, P, g, P, columns, P, 1.0f, dweight, K);
-        if (!dinp) continue;
-        float *gx = dinp + n * in_image; /* (cin, h*w) */
-        if (pointwise) {
-            gemm(1, 0, K, P, d->cout, weight, K, g, P, 1.0f, gx, P);
-        } else {
-            gemm(1, 0, K, P, d->cout, weight, K, g, P, 0.0f, col, P);
-            col2im(gx, col, d);
-        }
+        return;
     }
+    if (use_winograd(d)) {
+        lpnx_winograd_backward(dinp, dweight, dout, inp, weight, col, d, use_winograd(d));
+        return;
+    }
+    const col_plan p = make_col_plan(d);
+    const int64_t run = p.count / p.units; /* tiles per unit */
+    if (p.threads_back == 1) {
+        for (int64_t t = 0; t < p.count; t++)
+            tile_backward(dinp, dweight, dout, inp, weight, col, col + p.col_floats, &p, d, t, p.par);
+        return;
+    }
+    /* Each thread accumulates its tiles' weight gradient privately (the
+     * first thread straight into dweight); the sums are added at the end.
+     * The units are dealt out statically, so that each thread's sum, and so
+     * dweight, is the same from run to run. */
+    const int threads = p.threads_back;
+    float *extra = col + (size_t)threads * (p.col_floats + p.y_floats); /* (threads-1, cout, K) */
+    memset(extra, 0, (size_t)(threads - 1) * p.dw_floats * sizeof(float));
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int me = omp_get_thread_num();
+#else
+        const int me = 0;
+#endif
+        float *mycol = col + (size_t)me * (p.col_floats + p.y_floats); /* (K, tile) */
+        float *myy = mycol + p.col_floats;                               /* (cout, tile) */
+        float *mydw = me == 0 ? dweight : extra + (size_t)(me - 1) * p.dw_floats; /* (cout, K) */
+#pragma omp for schedule(static)
+        for (int64_t u = 0; u < p.units; u++)
+            for (int64_t t = u * run; t < (u + 1) * run; t++)
+                tile_backward(dinp, mydw, dout, inp, weight, mycol, myy, &p, d, t, 0);
+    }
+    const int64_t total = d->cout * K;
+#pragma omp parallel for schedule(static) if (total >= LPNX_PARALLEL_MIN)
+    for (int64_t i = 0; i < total; i++)
+        for (int th = 1; th < threads; th++) dweight[i] += extra[(size_t)(th - 1) * p.dw_floats + (size_t)i];
 }

@@ -1,7 +1,9 @@
 /* 2-D convolution (cross-correlation, as in PyTorch) on NCHW float32:
- * im2col + gemm forward, and its backward as gemms plus col2im.
+ * Winograd F(4x4, 3x3) or F(2x2, 3x3) for 3x3 kernels with stride 1 when
+ * the batch has tiles enough, else cache-blocked im2col + gemm (1x1
+ * stride-1 kernels straight to gemm), and the backward of each.
  * Plain C on float*: no Lua, no allocation, no failure paths. The caller
- * checks every size and provides the column buffer. */
+ * checks every size and provides the scratch buffer. */
 #ifndef LPNX_CONV2D_H
 #define LPNX_CONV2D_H
 
@@ -31,8 +33,12 @@ int64_t lpnx_conv2d_output_size(int64_t in, int64_t k, int64_t stride, int64_t p
  * stride 1, no padding): no column buffer is needed. */
 int lpnx_conv2d_is_pointwise(const lpnx_conv2d_dims *d);
 
-/* Floats the column buffer must hold for forward and backward:
- * cin*kh*kw * ho*wo (one image), or 0 for a pointwise convolution. */
+/* Floats the scratch buffer `col` must hold for forward and backward of
+ * d: im2col tiles of a few hundred pixels, or Winograd's transformed
+ * weights and blocks of tiles, one set per thread when the threads take
+ * whole tiles; 0 for a pointwise convolution. It depends on the thread
+ * count (lpnx_get_num_threads) as well as on d: ask again after
+ * lpnx_set_num_threads. */
 size_t lpnx_conv2d_col_size(const lpnx_conv2d_dims *d);
 
 /* out = conv(inp, weight) + bias.
@@ -40,8 +46,9 @@ size_t lpnx_conv2d_col_size(const lpnx_conv2d_dims *d);
  * inp    (n, cin, h, w)
  * weight (cout, cin, kh, kw)
  * bias   (cout), or NULL for none
- * col    (cin*kh*kw, ho*wo) scratch, lpnx_conv2d_col_size floats (NULL when 0)
- * Forward keeps nothing for backward: backward rebuilds the columns from inp. */
+ * col    scratch of lpnx_conv2d_col_size floats (NULL when 0)
+ * Forward keeps nothing for backward: backward rebuilds the columns (or
+ * the transformed input) from inp. */
 void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                          float *col, const lpnx_conv2d_dims *d);
 
@@ -53,10 +60,33 @@ void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, cons
  * dout    (n, cout, ho, wo)
  * inp     (n, cin, h, w)
  * weight  (cout, cin, kh, kw)
- * col     (cin*kh*kw, ho*wo) scratch as in forward
- * None of the outputs may overlap an input or col. */
+ * col     scratch as in forward
+ * None of the outputs may overlap an input or col. With several threads
+ * dweight is summed per thread first, so its rounding depends on the
+ * thread count. */
 void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                           const float *inp, const float *weight, float *col,
                           const lpnx_conv2d_dims *d);
+
+/* ---- Winograd F(m x m, 3x3), m = 2 or 4 (winograd.c) -----------------
+ * 3x3 kernels with stride 1 and dilation 1, any padding. lpnx_conv2d_*
+ * choose it, and m, themselves; these are its parts, with the same
+ * buffers. */
+
+/* 1 when the Winograd kernels can compute the convolution d. */
+int lpnx_winograd_applies(const lpnx_conv2d_dims *d);
+
+/* Floats of work the Winograd forward and backward need with tiles m x m. */
+size_t lpnx_winograd_work_size(const lpnx_conv2d_dims *d, int m);
+
+/* As lpnx_conv2d_forward, with m x m output tiles and work of
+ * lpnx_winograd_work_size(d, m) floats. */
+void lpnx_winograd_forward(float *out, const float *inp, const float *weight, const float *bias,
+                           float *work, const lpnx_conv2d_dims *d, int m);
+
+/* As lpnx_conv2d_backward without the bias gradient: dinp (or NULL) and
+ * dweight accumulate; m and work as in lpnx_winograd_forward. */
+void lpnx_winograd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                            const float *weight, float *work, const lpnx_conv2d_dims *d, int m);
 
 #endif
