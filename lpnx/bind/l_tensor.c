@@ -24,6 +24,17 @@ lpnx_Tensor *lpnx_pushempty(lua_State *L) {
     return t;
 }
 
+/* Bytes of tensors made since the collector last ran in full. Lua paces
+ * its collector by its own heap, where a tensor weighs a few dozen bytes
+ * whatever its storage, so dead tensors would pile up; a full collection
+ * every GC_BUDGET bytes of new tensors bounds them, and their storages go
+ * back to the allocator's cache (tensor.c) for the next ones. Incremental
+ * steps, even large ones, were seen to leave dead tensors unfinalized for
+ * many cycles when several ran between two allocations. A full collection
+ * of a Lua heap of a few megabytes takes about a millisecond. */
+#define GC_BUDGET ((size_t)32 << 20)
+static size_t made_since_gc; /* atomic: Lua states may live in several threads */
+
 lpnx_Tensor *lpnx_pushnew(lua_State *L, int ndim, const int64_t *size, int zero) {
     char shape[160];
     lpnx_Tensor *t = lpnx_pushempty(L);
@@ -33,9 +44,11 @@ lpnx_Tensor *lpnx_pushnew(lua_State *L, int ndim, const int64_t *size, int zero)
         if (st == LPNX_ENOMEM) luaL_error(L, "not enough memory for a %s tensor", shape);
         luaL_error(L, "cannot make a %s tensor: %s", shape, lpnx_strerror(st));
     }
-    /* Let the collector know about large buffers it cannot see. */
     size_t bytes = lpnx_tensor_numel(t) * sizeof(float);
-    if (bytes >= (1u << 20)) lua_gc(L, LUA_GCSTEP, (int)(bytes >> 10 > 1 << 20 ? 1 << 20 : bytes >> 10));
+    if (__atomic_add_fetch(&made_since_gc, bytes, __ATOMIC_RELAXED) >= GC_BUDGET) {
+        __atomic_store_n(&made_since_gc, 0, __ATOMIC_RELAXED);
+        lua_gc(L, LUA_GCCOLLECT, 0);
+    }
     return t;
 }
 
