@@ -47,6 +47,18 @@ LIB := $(BUILD)/lpnx/core.so
 LINK := $(if $(CXX_SRC),$(CXX),$(CC))
 LINK_LIBS := $(LIBS) $(if $(CXX_SRC),$(DCMTK_LIBS))
 
+# lpnx.mpi (lpnx/dist/): data-parallel collectives, built where Open MPI is
+# installed (make deps installs it), as a module of its own so that
+# lpnx.core never needs MPI.
+MPICC := $(shell command -v mpicc 2>/dev/null)
+ifneq ($(MPICC),)
+MPI_CFLAGS := $(shell $(MPICC) --showme:compile)
+MPI_LIBS := $(shell $(MPICC) --showme:link)
+MPI_SRC := $(wildcard lpnx/dist/*.c)
+MPI_OBJ := $(MPI_SRC:%.c=$(BUILD)/obj/%.o)
+MPI_MOD := $(BUILD)/lpnx/mpi.so
+endif
+
 LUA_PATH_IN := $(TOP)/lua/?.lua;$(TOP)/lua/?/init.lua;;
 LUA_CPATH_IN := $(BUILD)/?.so;;
 ASAN_RT = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CXX) -print-file-name=libstdc++.so)
@@ -60,11 +72,19 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 all: deps build
 
-build: $(LIB)
+build: $(LIB) $(MPI_MOD)
 
 $(LIB): $(OBJ)
 	@mkdir -p $(dir $@)
 	$(LINK) -shared -Wl,-z,nodelete -o $@ $(OBJ) $(SAN_LDFLAGS) -fopenmp $(LINK_LIBS)
+
+$(MPI_MOD): $(MPI_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,-z,nodelete -o $@ $(MPI_OBJ) $(SAN_LDFLAGS) $(MPI_LIBS)
+
+$(BUILD)/obj/lpnx/dist/%.o: lpnx/dist/%.c | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(MPI_CFLAGS) $(CFLAGS_ALL) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
@@ -79,8 +99,8 @@ $(BUILD)/.deps-ok:
 	@$(MAKE) --no-print-directory deps
 	@mkdir -p $(BUILD) && touch $@
 
--include $(OBJ:.o=.d)
-$(OBJ): $(TOP)/Makefile
+-include $(OBJ:.o=.d) $(MPI_OBJ:.o=.d)
+$(OBJ) $(MPI_OBJ): $(TOP)/Makefile
 
 # Installs the Debian packages that are missing; does nothing when all are there.
 deps:
@@ -193,6 +213,7 @@ INST_LUADIR ?= /usr/local/share/lua/5.4
 install: build
 	mkdir -p $(INST_LIBDIR)/lpnx $(INST_LUADIR)
 	cp $(LIB) $(INST_LIBDIR)/lpnx/core.so
+	$(if $(MPI_MOD),cp $(MPI_MOD) $(INST_LIBDIR)/lpnx/mpi.so)
 	cp -r lua/lpnx $(INST_LUADIR)/
 
 clean:

@@ -1,5 +1,7 @@
 -- Trains the ResNet U-Net on a SIIM-ACR folder (or a synthetic one).
 --   lua5.4 examples/train.lua --data demo/data --out demo/run --epochs 10
+-- Data-parallel over N processes (one machine or several, with Open MPI):
+--   mpirun -np 2 lua5.4 examples/train.lua --dist --sync-bn --data demo/data --out demo/run
 local argparse = require "argparse"
 local lpnx = require "lpnx"
 
@@ -35,31 +37,42 @@ parser:flag("--resume", "Continue from OUT/checkpoint.safetensors (starts fresh,
 parser:option("--save-every", "Also write the checkpoint every N steps (0: only at epoch ends).",
               tostring(d.save_every)):convert(math.tointeger)
 parser:option("--seed", "Seed for weights, sampling and augmentation.", tostring(d.seed)):convert(math.tointeger)
-parser:option("--threads", "Threads for the kernels.", tostring(lpnx.get_num_threads())):convert(math.tointeger)
+parser:option("--threads", "Threads for the kernels (default: every core; under --dist the cores of each machine "
+              .. "shared among its processes)."):convert(math.tointeger)
 parser:option("--workers", "Data worker processes (0: load in the training process).", tostring(d.workers))
   :convert(math.tointeger)
 parser:option("--clip", "Clip the global gradient norm to this value."):convert(tonumber)
 parser:flag("--skip-nonfinite", "Skip a batch whose loss is NaN or infinite instead of stopping.")
 parser:option("--max-steps", "Stop (with a checkpoint) after this many steps in all."):convert(math.tointeger)
+parser:flag("--dist", "One process of a data-parallel run started by mpirun: each process trains on its share of "
+            .. "every global batch of --batch images; gradients are summed over the processes; rank 0 writes.")
+parser:flag("--sync-bn", "With --dist: BatchNorm statistics over the whole global batch, so that N processes "
+            .. "train exactly as one process would.")
 
+-- Under mpirun every process checks the flags; one of them speaks.
+local quiet = (os.getenv("OMPI_COMM_WORLD_RANK") or "0") ~= "0"
 local ok_parse, args = parser:pparse()
 if not ok_parse then
-  io.stderr:write("train.lua: ", args, "\n(see --help)\n")
+  if not quiet then io.stderr:write("train.lua: ", args, "\n(see --help)\n") end
   os.exit(2)
 end
 local function fail(msg)
-  io.stderr:write("train.lua: ", msg, "\n")
+  if not quiet then io.stderr:write("train.lua: ", msg, "\n") end
   os.exit(2)
 end
-for _, k in ipairs {"size", "encoder_width", "epochs", "batch", "seed", "threads", "workers", "save_every"} do
+for _, k in ipairs {"size", "encoder_width", "epochs", "batch", "seed", "workers", "save_every"} do
   if not args[k] then fail(("--%s must be an integer"):format(k:gsub("_", "-"))) end
+end
+if args.sync_bn and not args.dist then fail("--sync-bn needs --dist") end
+if args.dist and not lpnx.dist.available then
+  fail("--dist needs lpnx built with MPI (apt-get install openmpi-bin libopenmpi-dev, then make)")
 end
 for _, k in ipairs {"lr", "weight_decay", "val_fraction"} do
   if not args[k] then fail(("--%s must be a number"):format(k:gsub("_", "-"))) end
 end
 if args.size < 32 or args.size % 32 ~= 0 then fail("--size must be a positive multiple of 32") end
 if args.epochs < 1 or args.batch < 1 then fail("--epochs and --batch must be at least 1") end
-if args.threads < 1 or args.workers < 0 then fail("--threads must be at least 1 and --workers at least 0") end
+if (args.threads and args.threads < 1) or args.workers < 0 then fail("--threads must be at least 1 and --workers at least 0") end
 if lpnx.sys.stat(args.data) ~= "dir" then fail(("--data %s is not a folder"):format(args.data)) end
 local csv = args.csv or (args.data .. "/train-rle.csv")
 if lpnx.sys.stat(csv) ~= "file" and lpnx.sys.stat(args.data .. "/images") ~= "dir" then
@@ -77,9 +90,21 @@ local ok, result = pcall(lpnx.train.run, {
   val_fraction = args.val_fraction, no_val = args.no_val, augment = not args.no_augment,
   pretrained = args.pretrained, resume = args.resume, save_every = args.save_every, seed = args.seed,
   threads = args.threads, workers = args.workers, clip = args.clip, skip_nonfinite = args.skip_nonfinite,
-  max_steps = args.max_steps,
+  max_steps = args.max_steps, dist = args.dist, sync_bn = args.sync_bn,
 })
-if not ok then fail(tostring(result)) end
+if not ok then
+  if args.dist and lpnx.dist.active() then
+    -- one process's error ends the whole job at once instead of leaving the others waiting in a collective
+    io.stderr:write(("train.lua: rank %d: %s\n"):format(lpnx.dist.rank(), tostring(result)))
+    io.stderr:flush()
+    lpnx.dist.abort(2)
+  end
+  fail(tostring(result))
+end
+if args.dist then
+  lpnx.dist.finalize()
+  if result.rank ~= 0 then os.exit(0) end
+end
 if result.interrupted then
   print(("stopped after step %d; the checkpoint in %s resumes it (--resume)"):format(result.steps, args.out))
   os.exit(0)

@@ -10,6 +10,19 @@
  *   batchnorm_backward_eval(x, gy, weight, running_mean, running_var, eps,
  *                           gweight, gbias [, gx]) -> gx
  *   relu_backward(y, gy [, gx]) -> gx        sigmoid_backward(y, gy [, gx]) -> gx
+ *
+ * Train-mode batch normalisation split where per-channel sums may be added
+ * up over several processes (synchronised batch normalisation); sums are
+ * Lua tables of C numbers (doubles), count the values per channel over
+ * every process:
+ *   batchnorm_sum(x) -> sum, count           batchnorm_sqdev(x, mean) -> ss
+ *   batchnorm_train_apply(x, weight, bias, running_mean, running_var, momentum, eps,
+ *                         save_mean, save_invstd, mean, ss, count [, y]) -> y
+ *   batchnorm_backward_reduce(x, gy, save_mean) -> sum_gy, dot
+ *   batchnorm_backward_input(x, gy, weight, save_mean, save_invstd, gweight, gbias,
+ *                            sum_gy, dot, count, part [, gx]) -> gx
+ *     (gweight += dot * invstd * part, gbias += sum_gy * part: part is this
+ *     process's share of the parameter gradients, 1/processes)
  *   maxpool2d_forward(x, kh, kw, stride_h, stride_w, pad_h, pad_w [, y, indices]) -> y, indices
  *   maxpool2d_backward(gy, indices, H, W [, gx]) -> gx
  *   upsample_nearest(x, Ho, Wo [, y]) -> y   upsample_nearest_backward(gy, H, W [, gx]) -> gx
@@ -286,6 +299,146 @@ static int batchnorm_backward_eval(lua_State *L, int ref) {
     return 1;
 }
 
+/* ---- batch normalisation, split for summed statistics ----------------- */
+
+/* C doubles from the table of numbers at arg, in a Lua-owned buffer pushed
+ * on the stack (freed by the collector, even if a later check raises). */
+static double *checknumbers(lua_State *L, int arg, const char *name, int64_t C) {
+    luaL_checktype(L, arg, LUA_TTABLE);
+    lua_Integer len = (lua_Integer)lua_rawlen(L, arg);
+    if (len != C)
+        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s as %I numbers (one per channel), got %I",
+                                              name, (lua_Integer)C, len));
+    double *v = lua_newuserdatauv(L, (size_t)(C > 0 ? C : 1) * sizeof(double), 0);
+    for (int64_t c = 0; c < C; c++) {
+        int isnum;
+        lua_rawgeti(L, arg, (lua_Integer)c + 1);
+        v[c] = lua_tonumberx(L, -1, &isnum);
+        lua_pop(L, 1);
+        if (!isnum || !isfinite(v[c]))
+            luaL_argerror(L, arg, lua_pushfstring(L, "expected %s[%I] to be a finite number",
+                                                  name, (lua_Integer)c + 1));
+    }
+    return v;
+}
+
+/* A scratch buffer of C doubles, Lua-owned. */
+static double *newnumbers(lua_State *L, int64_t C) {
+    return lua_newuserdatauv(L, (size_t)(C > 0 ? C : 1) * sizeof(double), 0);
+}
+
+/* Pushes v[0..C) as a table. */
+static void pushnumbers(lua_State *L, const double *v, int64_t C) {
+    lua_createtable(L, (int)C, 0);
+    for (int64_t c = 0; c < C; c++) {
+        lua_pushnumber(L, v[c]);
+        lua_rawseti(L, -2, (lua_Integer)c + 1);
+    }
+}
+
+/* count: the values per channel over every process, at least this
+ * process's n and more than 1. */
+static double checkcount(lua_State *L, int arg, int64_t n) {
+    double count = luaL_checknumber(L, arg);
+    if (!(count >= (double)n && count > 1 && count < HUGE_VAL))
+        luaL_argerror(L, arg, lua_pushfstring(L, "count must be more than 1 and at least the %I values per "
+                                                 "channel of x, got %f", (lua_Integer)n, count));
+    return count;
+}
+
+static int batchnorm_sum(lua_State *L, int ref) {
+    lua_settop(L, 1);
+    lpnx_Tensor *x = lpnx_checknchw(L, 1);
+    const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
+    double *sum = newnumbers(L, C);
+    (ref ? lpnx_ref_batchnorm_sum : lpnx_batchnorm_sum)(sum, data(x), N, C, HW);
+    pushnumbers(L, sum, C);
+    lua_pushinteger(L, (lua_Integer)mul(N, HW));
+    return 2;
+}
+
+static int batchnorm_sqdev(lua_State *L, int ref) {
+    lua_settop(L, 2);
+    lpnx_Tensor *x = lpnx_checknchw(L, 1);
+    const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
+    const double *mean = checknumbers(L, 2, "mean", C);
+    double *ss = newnumbers(L, C);
+    (ref ? lpnx_ref_batchnorm_sqdev : lpnx_batchnorm_sqdev)(ss, data(x), mean, N, C, HW);
+    pushnumbers(L, ss, C);
+    return 1;
+}
+
+static int batchnorm_train_apply(lua_State *L, int ref) {
+    static const int args[] = {1, 2, 3, 4, 5, 8, 9, 0};
+    lua_settop(L, 13);
+    lpnx_Tensor *x = lpnx_checknchw(L, 1);
+    const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
+    const float *weight = checkchannel(L, 2, "weight", C, 0);
+    const float *bias = checkchannel(L, 3, "bias", C, 0);
+    float *running_mean = checkchannel(L, 4, "running_mean", C, 1);
+    float *running_var = checkchannel(L, 5, "running_var", C, 1);
+    double momentum = luaL_checknumber(L, 6);
+    if (!(momentum >= 0 && momentum <= 1))
+        luaL_argerror(L, 6, lua_pushfstring(L, "momentum must be in [0, 1], got %f", momentum));
+    double eps = checkeps(L, 7);
+    float *save_mean = checkchannel(L, 8, "save_mean", C, 1);
+    float *save_invstd = checkchannel(L, 9, "save_invstd", C, 1);
+    const double *mean = checknumbers(L, 10, "mean", C);
+    const double *ss = checknumbers(L, 11, "ss", C);
+    double count = checkcount(L, 12, mul(N, HW));
+    for (int64_t c = 0; c < C; c++)
+        if (!(ss[c] >= 0)) luaL_argerror(L, 11, lua_pushfstring(L, "expected ss[%I] >= 0", (lua_Integer)c + 1));
+    lpnx_Tensor *out = opt_output(L, 13, "y", "output", 4, x->size, args, 0,
+                                  "x, the per-channel tensors or the saved statistics");
+    lpnx_Tensor *y = result(L, out, 13, 4, x->size, 0);
+    if (C == 0) return 1;
+    (ref ? lpnx_ref_batchnorm_train_apply : lpnx_batchnorm_train_apply)(
+        data(y), save_mean, save_invstd, running_mean, running_var, data(x), weight, bias, mean, ss, count,
+        N, C, HW, momentum, eps);
+    return 1;
+}
+
+static int batchnorm_backward_reduce(lua_State *L, int ref) {
+    lua_settop(L, 3);
+    lpnx_Tensor *x = lpnx_checknchw(L, 1);
+    const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
+    lpnx_Tensor *gy = checklike(L, 2, "gy", x, "x");
+    const float *save_mean = checkchannel(L, 3, "save_mean", C, 0);
+    double *sum_gy = newnumbers(L, C), *dot = newnumbers(L, C);
+    (ref ? lpnx_ref_batchnorm_backward_reduce : lpnx_batchnorm_backward_reduce)(sum_gy, dot, data(gy), data(x),
+                                                                                save_mean, N, C, HW);
+    pushnumbers(L, sum_gy, C);
+    pushnumbers(L, dot, C);
+    return 2;
+}
+
+static int batchnorm_backward_input(lua_State *L, int ref) {
+    static const int args[] = {1, 2, 3, 4, 5, 6, 7, 0};
+    lua_settop(L, 12);
+    lpnx_Tensor *x = lpnx_checknchw(L, 1);
+    const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
+    lpnx_Tensor *gy = checklike(L, 2, "gy", x, "x");
+    const float *weight = checkchannel(L, 3, "weight", C, 0);
+    const float *save_mean = checkchannel(L, 4, "save_mean", C, 0);
+    const float *save_invstd = checkchannel(L, 5, "save_invstd", C, 0);
+    float *gweight = checkchannel(L, 6, "gweight", C, 1);
+    float *gbias = checkchannel(L, 7, "gbias", C, 1);
+    const double *sum_gy = checknumbers(L, 8, "sum_gy", C);
+    const double *dot = checknumbers(L, 9, "dot", C);
+    double count = checkcount(L, 10, mul(N, HW));
+    double part = luaL_checknumber(L, 11);
+    if (!(part > 0 && part <= 1))
+        luaL_argerror(L, 11, lua_pushfstring(L, "part must be in (0, 1], got %f", part));
+    lpnx_Tensor *out = opt_output(L, 12, "gx", "input gradient", 4, x->size, args, 2,
+                                  "x, the per-channel tensors or, partly, gy");
+    lpnx_Tensor *gx = result(L, out, 12, 4, x->size, 0);
+    if (lpnx_tensor_numel(gx) == 0) return 1;
+    (ref ? lpnx_ref_batchnorm_backward_input : lpnx_batchnorm_backward_input)(
+        data(gx), gweight, gbias, data(gy), data(x), weight, save_mean, save_invstd, sum_gy, dot, count,
+        (float)part, N, C, HW);
+    return 1;
+}
+
 /* ---- activations ----------------------------------------------------- */
 
 typedef void (*activation_backward)(float *gx, const float *y, const float *gy, size_t n);
@@ -462,6 +615,11 @@ PAIR(batchnorm_train, batchnorm_train(L, 0), batchnorm_train(L, 1))
 PAIR(batchnorm_eval, batchnorm_eval(L, 0), batchnorm_eval(L, 1))
 PAIR(batchnorm_backward, batchnorm_backward(L, 0), batchnorm_backward(L, 1))
 PAIR(batchnorm_backward_eval, batchnorm_backward_eval(L, 0), batchnorm_backward_eval(L, 1))
+PAIR(batchnorm_sum, batchnorm_sum(L, 0), batchnorm_sum(L, 1))
+PAIR(batchnorm_sqdev, batchnorm_sqdev(L, 0), batchnorm_sqdev(L, 1))
+PAIR(batchnorm_train_apply, batchnorm_train_apply(L, 0), batchnorm_train_apply(L, 1))
+PAIR(batchnorm_backward_reduce, batchnorm_backward_reduce(L, 0), batchnorm_backward_reduce(L, 1))
+PAIR(batchnorm_backward_input, batchnorm_backward_input(L, 0), batchnorm_backward_input(L, 1))
 PAIR(relu_backward, act_backward(L, lpnx_relu_backward), act_backward(L, lpnx_ref_relu_backward))
 PAIR(sigmoid_backward, act_backward(L, lpnx_sigmoid_backward), act_backward(L, lpnx_ref_sigmoid_backward))
 PAIR(maxpool2d_forward, maxpool2d_forward(L, 0), maxpool2d_forward(L, 1))
@@ -488,7 +646,9 @@ static const struct {
     lua_CFunction fast, ref;
 } entries[] = {
     ENTRY(batchnorm_train), ENTRY(batchnorm_eval), ENTRY(batchnorm_backward),
-    ENTRY(batchnorm_backward_eval), ENTRY(relu_backward), ENTRY(sigmoid_backward),
+    ENTRY(batchnorm_backward_eval), ENTRY(batchnorm_sum), ENTRY(batchnorm_sqdev),
+    ENTRY(batchnorm_train_apply), ENTRY(batchnorm_backward_reduce), ENTRY(batchnorm_backward_input),
+    ENTRY(relu_backward), ENTRY(sigmoid_backward),
     ENTRY(maxpool2d_forward), ENTRY(maxpool2d_backward), ENTRY(upsample_nearest),
     ENTRY(upsample_nearest_backward), ENTRY(upsample_bilinear), ENTRY(upsample_bilinear_backward),
 };

@@ -4,6 +4,10 @@
  *   bce_with_logits_backward(logits, target [, pos_weight]) -> dlogits
  *   dice_loss(logits, target, eps) -> loss
  *   dice_loss_backward(logits, target, eps) -> dlogits
+ *   dice_sums(logits, target) -> sum_pt, sum_p, sum_t
+ *   dice_loss_backward_sums(logits, target, sum_pt, sum_p, sum_t, eps) -> dlogits
+ *     (the Dice loss of a batch spread over several processes: the sums
+ *     added up over all of them, the gradient for this one's logits)
  *   focal_loss(logits, target, gamma [, alpha]) -> mean loss
  *   focal_loss_backward(logits, target, gamma [, alpha]) -> dlogits
  *
@@ -165,6 +169,41 @@ static int l_dice_backward(lua_State *L) { return dice(L, 0, 1); }
 static int l_ref_dice(lua_State *L) { return dice(L, 1, 0); }
 static int l_ref_dice_backward(lua_State *L) { return dice(L, 1, 1); }
 
+static int dice_sums(lua_State *L, int ref) {
+    lpnx_Tensor *x, *t;
+    lua_settop(L, 2);
+    size_t n = checkpair(L, &x, &t);
+    double spt, sp, st;
+    (ref ? lpnx_ref_dice_sums : lpnx_dice_sums)(&spt, &sp, &st, lpnx_tensor_data(x), lpnx_tensor_data(t), n);
+    lua_pushnumber(L, spt);
+    lua_pushnumber(L, sp);
+    lua_pushnumber(L, st);
+    return 3;
+}
+
+static int dice_backward_sums(lua_State *L, int ref) {
+    lpnx_Tensor *x, *t;
+    lua_settop(L, 6);
+    size_t n = checkpair(L, &x, &t);
+    double sums[3];
+    static const char *const names[] = {"sum_pt", "sum_p", "sum_t"};
+    for (int k = 0; k < 3; k++) {
+        sums[k] = luaL_checknumber(L, 3 + k);
+        if (!(sums[k] >= 0 && sums[k] < HUGE_VAL))
+            luaL_argerror(L, 3 + k, lua_pushfstring(L, "%s must be a finite number >= 0, got %f", names[k], sums[k]));
+    }
+    float eps = checkrange(L, 6, "eps", 0, HUGE_VAL);
+    lpnx_Tensor *g = lpnx_pushnew(L, x->ndim, x->size, 0);
+    (ref ? lpnx_ref_dice_loss_backward_sums : lpnx_dice_loss_backward_sums)(
+        lpnx_tensor_data(g), lpnx_tensor_data(x), lpnx_tensor_data(t), sums[0], sums[1], sums[2], eps, n);
+    return 1;
+}
+
+static int l_dice_sums(lua_State *L) { return dice_sums(L, 0); }
+static int l_ref_dice_sums(lua_State *L) { return dice_sums(L, 1); }
+static int l_dice_backward_sums(lua_State *L) { return dice_backward_sums(L, 0); }
+static int l_ref_dice_backward_sums(lua_State *L) { return dice_backward_sums(L, 1); }
+
 /* ---- focal loss ------------------------------------------------------ */
 
 static int focal(lua_State *L, int ref, int backward) {
@@ -195,11 +234,13 @@ void lpnx_open_loss(lua_State *L, int kidx, int ridx) {
     static const luaL_Reg fast[] = {
         {"bce_with_logits", l_bce}, {"bce_with_logits_backward", l_bce_backward},
         {"dice_loss", l_dice}, {"dice_loss_backward", l_dice_backward},
+        {"dice_sums", l_dice_sums}, {"dice_loss_backward_sums", l_dice_backward_sums},
         {"focal_loss", l_focal}, {"focal_loss_backward", l_focal_backward},
         {NULL, NULL}};
     static const luaL_Reg ref[] = {
         {"bce_with_logits", l_ref_bce}, {"bce_with_logits_backward", l_ref_bce_backward},
         {"dice_loss", l_ref_dice}, {"dice_loss_backward", l_ref_dice_backward},
+        {"dice_sums", l_ref_dice_sums}, {"dice_loss_backward_sums", l_ref_dice_backward_sums},
         {"focal_loss", l_ref_focal}, {"focal_loss_backward", l_ref_focal_backward},
         {NULL, NULL}};
     for (const luaL_Reg *r = fast; r->name; r++) {

@@ -59,6 +59,42 @@ static void affine_row(float *out, const float *x, int64_t n, float alpha, float
     for (int64_t i = 0; i < n; i++) out[i] = x[i] * alpha + beta;
 }
 
+/* ---- train mode, per channel ------------------------------------------
+ * The fused kernels below and the split ones that data-parallel training
+ * uses (statistics summed over every process between the steps) run the
+ * same per-channel code, so one process and many agree to rounding. */
+
+/* sum over (N,HW) of channel c. */
+static double channel_sum(const float *inp, int64_t c, int64_t N, int64_t C, int64_t HW) {
+    double sum = 0;
+    for (int64_t b = 0; b < N; b++) sum += sum_d(inp + (b * C + c) * HW, HW);
+    return sum;
+}
+
+/* sum over (N,HW) of (x - mean)^2 for channel c. */
+static double channel_sqdev(const float *inp, double mean, int64_t c, int64_t N, int64_t C, int64_t HW) {
+    double ss = 0;
+    for (int64_t b = 0; b < N; b++) ss += sumsq_centered_d(inp + (b * C + c) * HW, HW, mean);
+    return ss;
+}
+
+/* Normalises channel c with the mean and the summed squared deviation ss
+ * of count values, and updates the running and saved statistics. */
+static void channel_apply(float *out, float *save_mean, float *save_invstd, float *running_mean,
+                          float *running_var, const float *inp, const float *weight, const float *bias,
+                          double mean, double ss, double count, int64_t c, int64_t N, int64_t C, int64_t HW,
+                          double momentum, double eps) {
+    const double var = ss / count;
+    save_mean[c] = (float)mean;
+    save_invstd[c] = (float)(1.0 / sqrt(var + eps));
+    running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mean);
+    running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * (ss / (count - 1.0)));
+    /* y = x * alpha + beta, from the stored (float) statistics as PyTorch does */
+    const float alpha = save_invstd[c] * weight[c];
+    const float beta = bias[c] - save_mean[c] * alpha;
+    for (int64_t b = 0; b < N; b++) affine_row(out + (b * C + c) * HW, inp + (b * C + c) * HW, HW, alpha, beta);
+}
+
 void lpnx_batchnorm_train_forward(float *out, float *save_mean, float *save_invstd,
                                   float *running_mean, float *running_var,
                                   const float *inp, const float *weight, const float *bias,
@@ -69,21 +105,35 @@ void lpnx_batchnorm_train_forward(float *out, float *save_mean, float *save_invs
     if (N * C * HW == 0) return;
     #pragma omp parallel for schedule(static) if (N * C * HW >= LPNX_PARALLEL_MIN)
     for (int64_t c = 0; c < C; c++) {
-        double sum = 0, ss = 0;
-        for (int64_t b = 0; b < N; b++) sum += sum_d(inp + (b * C + c) * HW, HW);
-        const double mean = sum / n;
-        for (int64_t b = 0; b < N; b++) ss += sumsq_centered_d(inp + (b * C + c) * HW, HW, mean);
-        const double var = ss / n;
-        save_mean[c] = (float)mean;
-        save_invstd[c] = (float)(1.0 / sqrt(var + eps));
-        running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mean);
-        running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * (ss / (n - 1.0)));
-        /* y = x * alpha + beta, from the stored (float) statistics as PyTorch does */
-        const float alpha = save_invstd[c] * weight[c];
-        const float beta = bias[c] - save_mean[c] * alpha;
-        for (int64_t b = 0; b < N; b++)
-            affine_row(out + (b * C + c) * HW, inp + (b * C + c) * HW, HW, alpha, beta);
+        const double mean = channel_sum(inp, c, N, C, HW) / n;
+        const double ss = channel_sqdev(inp, mean, c, N, C, HW);
+        channel_apply(out, save_mean, save_invstd, running_mean, running_var, inp, weight, bias, mean, ss, n, c,
+                      N, C, HW, momentum, eps);
     }
+}
+
+void lpnx_batchnorm_sum(double *sum, const float *inp, int64_t N, int64_t C, int64_t HW) {
+    /* sum: (C); inp: (N,C,HW) */
+    #pragma omp parallel for schedule(static) if (N * C * HW >= LPNX_PARALLEL_MIN)
+    for (int64_t c = 0; c < C; c++) sum[c] = channel_sum(inp, c, N, C, HW);
+}
+
+void lpnx_batchnorm_sqdev(double *ss, const float *inp, const double *mean, int64_t N, int64_t C, int64_t HW) {
+    /* ss, mean: (C); inp: (N,C,HW) */
+    #pragma omp parallel for schedule(static) if (N * C * HW >= LPNX_PARALLEL_MIN)
+    for (int64_t c = 0; c < C; c++) ss[c] = channel_sqdev(inp, mean[c], c, N, C, HW);
+}
+
+void lpnx_batchnorm_train_apply(float *out, float *save_mean, float *save_invstd,
+                                float *running_mean, float *running_var,
+                                const float *inp, const float *weight, const float *bias,
+                                const double *mean, const double *ss, double count,
+                                int64_t N, int64_t C, int64_t HW, double momentum, double eps) {
+    /* out, inp: (N,C,HW); every other buffer (C) */
+    #pragma omp parallel for schedule(static) if (N * C * HW >= LPNX_PARALLEL_MIN)
+    for (int64_t c = 0; c < C; c++)
+        channel_apply(out, save_mean, save_invstd, running_mean, running_var, inp, weight, bias, mean[c], ss[c],
+                      count, c, N, C, HW, momentum, eps);
 }
 
 void lpnx_batchnorm_eval_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -101,6 +151,39 @@ void lpnx_batchnorm_eval_forward(float *out, const float *inp, const float *weig
     }
 }
 
+/* sum(gy) and sum((x - mean) * gy) over (N,HW) of channel c. */
+static void channel_backward_reduce(double *sum_gy_c, double *dot_c, const float *gy, const float *inp,
+                                    const float *save_mean, int64_t c, int64_t N, int64_t C, int64_t HW) {
+    const float mean = save_mean[c];
+    double sum_gy = 0, dot = 0;
+    for (int64_t b = 0; b < N; b++) {
+        const int64_t o = (b * C + c) * HW;
+        sum_gy += sum_d(gy + o, HW);
+        dot += dot_centered_d(inp + o, gy + o, HW, mean);
+    }
+    *sum_gy_c = sum_gy;
+    *dot_c = dot;
+}
+
+/* gx = (gy - mean(gy) - (x - mean) * k) * invstd * w for channel c, where
+ * k = sum((x - mean) * gy) * invstd^2 / count; gx may be gy. Accumulates
+ * gweight[c] += (dot * invstd) * part and gbias[c] += sum(gy) * part. */
+static void channel_backward_input(float *gx, float *gweight, float *gbias, const float *gy, const float *inp,
+                                   const float *weight, const float *save_mean, const float *save_invstd,
+                                   double sum_gy, double dot, double count, float part, int64_t c, int64_t N,
+                                   int64_t C, int64_t HW) {
+    const float mean = save_mean[c], invstd = save_invstd[c];
+    gweight[c] += (float)(dot * invstd) * part;
+    gbias[c] += (float)sum_gy * part;
+    const float k = (float)(dot * invstd * invstd / count);
+    const float grad_mean = (float)(sum_gy / count);
+    const float scale = invstd * weight[c];
+    for (int64_t b = 0; b < N; b++) {
+        const int64_t o = (b * C + c) * HW;
+        for (int64_t i = 0; i < HW; i++) gx[o + i] = (gy[o + i] - grad_mean - (inp[o + i] - mean) * k) * scale;
+    }
+}
+
 void lpnx_batchnorm_train_backward(float *gx, float *gweight, float *gbias,
                                    const float *gy, const float *inp, const float *weight,
                                    const float *save_mean, const float *save_invstd,
@@ -110,26 +193,29 @@ void lpnx_batchnorm_train_backward(float *gx, float *gweight, float *gbias,
     if (N * HW == 0) return;
     #pragma omp parallel for schedule(static) if (N * C * HW >= LPNX_PARALLEL_MIN)
     for (int64_t c = 0; c < C; c++) {
-        const float mean = save_mean[c], invstd = save_invstd[c];
-        double sum_gy = 0, dot = 0; /* sum(gy), sum((x - mean) * gy) */
-        for (int64_t b = 0; b < N; b++) {
-            const int64_t o = (b * C + c) * HW;
-            sum_gy += sum_d(gy + o, HW);
-            dot += dot_centered_d(inp + o, gy + o, HW, mean);
-        }
-        /* gx = (gy - mean(gy) - (x - mean) * k) * invstd * w, where
-         * k = sum((x - mean) * gy) * invstd^2 / n */
-        const float k = (float)(dot * invstd * invstd / n);
-        const float grad_mean = (float)(sum_gy / n);
-        const float scale = invstd * weight[c];
-        for (int64_t b = 0; b < N; b++) {
-            const int64_t o = (b * C + c) * HW;
-            for (int64_t i = 0; i < HW; i++)
-                gx[o + i] = (gy[o + i] - grad_mean - (inp[o + i] - mean) * k) * scale;
-        }
-        gweight[c] += (float)(dot * invstd);
-        gbias[c] += (float)sum_gy;
+        double sum_gy, dot;
+        channel_backward_reduce(&sum_gy, &dot, gy, inp, save_mean, c, N, C, HW);
+        channel_backward_input(gx, gweight, gbias, gy, inp, weight, save_mean, save_invstd, sum_gy, dot, n, 1.0f,
+                               c, N, C, HW);
     }
+}
+
+void lpnx_batchnorm_backward_reduce(double *sum_gy, double *dot, const float *gy, const float *inp,
+                                    const float *save_mean, int64_t N, int64_t C, int64_t HW) {
+    /* sum_gy, dot, save_mean: (C); gy, inp: (N,C,HW) */
+    #pragma omp parallel for schedule(static) if (N * C * HW >= LPNX_PARALLEL_MIN)
+    for (int64_t c = 0; c < C; c++) channel_backward_reduce(&sum_gy[c], &dot[c], gy, inp, save_mean, c, N, C, HW);
+}
+
+void lpnx_batchnorm_backward_input(float *gx, float *gweight, float *gbias, const float *gy, const float *inp,
+                                   const float *weight, const float *save_mean, const float *save_invstd,
+                                   const double *sum_gy, const double *dot, double count, float part,
+                                   int64_t N, int64_t C, int64_t HW) {
+    /* gx, gy, inp: (N,C,HW); every other buffer (C) */
+    #pragma omp parallel for schedule(static) if (N * C * HW >= LPNX_PARALLEL_MIN)
+    for (int64_t c = 0; c < C; c++)
+        channel_backward_input(gx, gweight, gbias, gy, inp, weight, save_mean, save_invstd, sum_gy[c], dot[c],
+                               count, part, c, N, C, HW);
 }
 
 void lpnx_batchnorm_eval_backward(float *gx, float *gweight, float *gbias,

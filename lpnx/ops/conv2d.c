@@ -36,8 +36,9 @@
 #define COL_TILE_BYTES (256 * 1024)
 /* ... but hold at least this many pixels, or the gemms get too narrow. */
 #define COL_TILE_MIN 128
-/* Winograd needs this many tiles in the batch to beat im2col. */
-#define WINOGRAD_MIN_TILES 64
+/* Winograd needs this many tiles per image to beat im2col (at the batch
+ * sizes of training). */
+#define WINOGRAD_MIN_TILES 16
 /* Winograd F(4x4, 3x3) needs this many input channels (see use_winograd). */
 #define WINOGRAD4_MIN_CIN 16
 /* Convolutions of fewer multiply-adds than this run on one thread: a
@@ -113,17 +114,18 @@ static col_plan make_col_plan(const lpnx_conv2d_dims *d) {
 }
 
 /* The Winograd tile size lpnx_conv2d_* use for d (4 or 2), or 0 for
- * im2col: the larger tile while the batch has tiles enough for wide
+ * im2col: the larger tile where an image has tiles enough for wide
  * products, which pays on every 3x3 layer of a ResNet U-Net but the 8x8
- * ones at batches below 4. F(4x4) only from WINOGRAD4_MIN_CIN input
- * channels: below, the convolution is cheap anyway and F(2x2) keeps
- * rounding as small as the direct sum's (finite-difference checks of
- * small networks see F(4x4)'s few 1e-6). */
+ * ones. F(4x4) only from WINOGRAD4_MIN_CIN input channels: below, the
+ * convolution is cheap anyway and F(2x2) keeps rounding as small as the
+ * direct sum's (finite-difference checks of small networks see F(4x4)'s
+ * few 1e-6). The choice looks at one image, never at the batch size, so
+ * an image's output is the same bits whatever batch it comes in: a batch
+ * split over several processes computes what one process would. */
 static int use_winograd(const lpnx_conv2d_dims *d) {
     if (!lpnx_winograd_applies(d) || d->cin == 0) return 0;
-    if (d->cin >= WINOGRAD4_MIN_CIN && d->n * ((d->ho + 3) / 4) * ((d->wo + 3) / 4) >= WINOGRAD_MIN_TILES)
-        return 4;
-    if (d->n * ((d->ho + 1) / 2) * ((d->wo + 1) / 2) >= WINOGRAD_MIN_TILES) return 2;
+    if (d->cin >= WINOGRAD4_MIN_CIN && ((d->ho + 3) / 4) * ((d->wo + 3) / 4) >= WINOGRAD_MIN_TILES) return 4;
+    if (((d->ho + 1) / 2) * ((d->wo + 1) / 2) >= WINOGRAD_MIN_TILES) return 2;
     return 0;
 }
 

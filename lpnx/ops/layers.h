@@ -43,6 +43,35 @@ void lpnx_batchnorm_eval_backward(float *gx, float *gweight, float *gbias,
                                   const float *running_mean, const float *running_var,
                                   int64_t N, int64_t C, int64_t HW, double eps);
 
+/* The same train-mode computation split where statistics may be summed
+ * over several processes in between (synchronised batch normalisation):
+ *   sum[c] = sum of x over (N,HW)                          lpnx_batchnorm_sum
+ *   ss[c]  = sum of (x - mean[c])^2 over (N,HW)            lpnx_batchnorm_sqdev
+ *   normalise with mean and ss / count, update the running lpnx_batchnorm_train_apply
+ *   and saved statistics (count: values per channel over every process)
+ * and backward:
+ *   sum_gy[c], dot[c] = sum of gy and of (x - mean) * gy   lpnx_batchnorm_backward_reduce
+ *   gx from the (summed) sum_gy, dot and count, and        lpnx_batchnorm_backward_input
+ *   gweight += (dot * invstd) * part, gbias += sum_gy * part
+ * (part: this process's share of the parameter gradients, 1/processes, so
+ * that summing them over the processes gives the whole batch's, computed
+ * once from the summed statistics).
+ * With count = N*HW, part = 1 and nothing summed in between, the results
+ * equal the fused kernels' bit for bit. Buffers of doubles are (C). */
+void lpnx_batchnorm_sum(double *sum, const float *inp, int64_t N, int64_t C, int64_t HW);
+void lpnx_batchnorm_sqdev(double *ss, const float *inp, const double *mean, int64_t N, int64_t C, int64_t HW);
+void lpnx_batchnorm_train_apply(float *out, float *save_mean, float *save_invstd,
+                                float *running_mean, float *running_var,
+                                const float *inp, const float *weight, const float *bias,
+                                const double *mean, const double *ss, double count,
+                                int64_t N, int64_t C, int64_t HW, double momentum, double eps);
+void lpnx_batchnorm_backward_reduce(double *sum_gy, double *dot, const float *gy, const float *inp,
+                                    const float *save_mean, int64_t N, int64_t C, int64_t HW);
+void lpnx_batchnorm_backward_input(float *gx, float *gweight, float *gbias, const float *gy, const float *inp,
+                                   const float *weight, const float *save_mean, const float *save_invstd,
+                                   const double *sum_gy, const double *dot, double count, float part,
+                                   int64_t N, int64_t C, int64_t HW);
+
 /* ---- activations (activation.c) -------------------------------------- */
 /* gx, y, gy are (n). ReLU: gx = gy where y > 0, 0 where y <= 0 (a NaN y
  * passes gy, as PyTorch's threshold_backward does). Sigmoid: gx = gy*(1-y)*y. */

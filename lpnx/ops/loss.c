@@ -63,8 +63,8 @@ void lpnx_bce_with_logits_backward(float *dlogits, const float *logits, const fl
 /* ---- soft Dice ------------------------------------------------------- */
 
 /* sum(p t), sum(p), sum(t) over all n elements. */
-static void dice_sums(const float *logits, const float *target, size_t n,
-                      double *sum_pt, double *sum_p, double *sum_t) {
+void lpnx_dice_sums(double *sum_pt, double *sum_p, double *sum_t, const float *logits, const float *target,
+                    size_t n) {
     double spt = 0, sp = 0, st = 0;
     int64_t count = (int64_t)n;
 #pragma omp parallel for schedule(static) reduction(+ : spt, sp, st) if (count >= LPNX_PARALLEL_MIN)
@@ -82,7 +82,7 @@ static void dice_sums(const float *logits, const float *target, size_t n,
 
 double lpnx_dice_loss_forward(const float *logits, const float *target, float eps, size_t n) {
     double spt, sp, st;
-    dice_sums(logits, target, n, &spt, &sp, &st);
+    lpnx_dice_sums(&spt, &sp, &st, logits, target, n);
     return 1 - (2 * spt + eps) / (sp + st + eps);
 }
 
@@ -92,8 +92,13 @@ double lpnx_dice_loss_forward(const float *logits, const float *target, float ep
 void lpnx_dice_loss_backward(float *dlogits, const float *logits, const float *target,
                              float eps, size_t n) {
     double spt, sp, st;
-    dice_sums(logits, target, n, &spt, &sp, &st);
-    double numer = 2 * spt + eps, denom = sp + st + eps;
+    lpnx_dice_sums(&spt, &sp, &st, logits, target, n);
+    lpnx_dice_loss_backward_sums(dlogits, logits, target, spt, sp, st, eps, n);
+}
+
+void lpnx_dice_loss_backward_sums(float *dlogits, const float *logits, const float *target,
+                                  double sum_pt, double sum_p, double sum_t, float eps, size_t n) {
+    double numer = 2 * sum_pt + eps, denom = sum_p + sum_t + eps;
     double inv_denom2 = 1 / (denom * denom);
     int64_t count = (int64_t)n;
 #pragma omp parallel for schedule(static) if (count >= LPNX_PARALLEL_MIN)

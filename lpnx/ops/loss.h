@@ -34,6 +34,14 @@ double lpnx_dice_loss_forward(const float *logits, const float *target, float ep
 /* Two passes: the three sums, then the elementwise gradient. */
 void lpnx_dice_loss_backward(float *dlogits, const float *logits, const float *target,
                              float eps, size_t n);
+/* The Dice loss split where its sums may be added up over several
+ * processes (one loss over a batch spread across them): the three sums
+ * sum(p t), sum(p), sum(t) of these n elements, and the gradient of
+ * 1 - (2 spt + eps) / (sp + st + eps) with respect to these n logits. */
+void lpnx_dice_sums(double *sum_pt, double *sum_p, double *sum_t, const float *logits, const float *target,
+                    size_t n);
+void lpnx_dice_loss_backward_sums(float *dlogits, const float *logits, const float *target,
+                                  double sum_pt, double sum_p, double sum_t, float eps, size_t n);
 
 /* Mean over n of the sigmoid focal loss (torchvision's sigmoid_focal_loss):
  *   l = w_t (1 - p_t)^gamma bce(x, t),  p_t = p t + (1 - p)(1 - t),

@@ -86,6 +86,68 @@ void lpnx_ref_batchnorm_eval_backward(float *gx, float *gweight, float *gbias,
     }
 }
 
+void lpnx_ref_batchnorm_sum(double *sum, const float *inp, int64_t N, int64_t C, int64_t HW) {
+    for (int64_t c = 0; c < C; c++) {
+        sum[c] = 0;
+        for (int64_t b = 0; b < N; b++)
+            for (int64_t i = 0; i < HW; i++) sum[c] += AT(inp, b, c, i);
+    }
+}
+
+void lpnx_ref_batchnorm_sqdev(double *ss, const float *inp, const double *mean, int64_t N, int64_t C, int64_t HW) {
+    for (int64_t c = 0; c < C; c++) {
+        ss[c] = 0;
+        for (int64_t b = 0; b < N; b++)
+            for (int64_t i = 0; i < HW; i++) ss[c] += (AT(inp, b, c, i) - mean[c]) * (AT(inp, b, c, i) - mean[c]);
+    }
+}
+
+void lpnx_ref_batchnorm_train_apply(float *out, float *save_mean, float *save_invstd,
+                                    float *running_mean, float *running_var,
+                                    const float *inp, const float *weight, const float *bias,
+                                    const double *mean, const double *ss, double count,
+                                    int64_t N, int64_t C, int64_t HW, double momentum, double eps) {
+    for (int64_t c = 0; c < C; c++) {
+        const double var = ss[c] / count, invstd = 1.0 / sqrt(var + eps);
+        for (int64_t b = 0; b < N; b++)
+            for (int64_t i = 0; i < HW; i++)
+                AT(out, b, c, i) = (float)((AT(inp, b, c, i) - mean[c]) * invstd * weight[c] + bias[c]);
+        save_mean[c] = (float)mean[c];
+        save_invstd[c] = (float)invstd;
+        running_mean[c] = (float)((1 - momentum) * running_mean[c] + momentum * mean[c]);
+        running_var[c] = (float)((1 - momentum) * running_var[c] + momentum * var * count / (count - 1));
+    }
+}
+
+void lpnx_ref_batchnorm_backward_reduce(double *sum_gy, double *dot, const float *gy, const float *inp,
+                                        const float *save_mean, int64_t N, int64_t C, int64_t HW) {
+    for (int64_t c = 0; c < C; c++) {
+        sum_gy[c] = dot[c] = 0;
+        for (int64_t b = 0; b < N; b++)
+            for (int64_t i = 0; i < HW; i++) {
+                sum_gy[c] += AT(gy, b, c, i);
+                dot[c] += AT(gy, b, c, i) * ((double)AT(inp, b, c, i) - save_mean[c]);
+            }
+    }
+}
+
+void lpnx_ref_batchnorm_backward_input(float *gx, float *gweight, float *gbias, const float *gy,
+                                       const float *inp, const float *weight, const float *save_mean,
+                                       const float *save_invstd, const double *sum_gy, const double *dot,
+                                       double count, float part, int64_t N, int64_t C, int64_t HW) {
+    for (int64_t c = 0; c < C; c++) {
+        const double invstd = save_invstd[c];
+        for (int64_t b = 0; b < N; b++)
+            for (int64_t i = 0; i < HW; i++) {
+                double xhat = ((double)AT(inp, b, c, i) - save_mean[c]) * invstd;
+                AT(gx, b, c, i) = (float)(weight[c] * invstd *
+                                          (AT(gy, b, c, i) - sum_gy[c] / count - xhat * dot[c] * invstd / count));
+            }
+        gweight[c] = (float)(gweight[c] + dot[c] * invstd * part);
+        gbias[c] = (float)(gbias[c] + sum_gy[c] * part);
+    }
+}
+
 #undef AT
 
 void lpnx_ref_relu_backward(float *gx, const float *y, const float *gy, size_t n) {

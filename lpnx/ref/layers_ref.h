@@ -24,6 +24,21 @@ void lpnx_ref_batchnorm_eval_backward(float *gx, float *gweight, float *gbias,
                                       const float *running_mean, const float *running_var,
                                       int64_t N, int64_t C, int64_t HW, double eps);
 
+/* The split train-mode pieces (see ops/layers.h). */
+void lpnx_ref_batchnorm_sum(double *sum, const float *inp, int64_t N, int64_t C, int64_t HW);
+void lpnx_ref_batchnorm_sqdev(double *ss, const float *inp, const double *mean, int64_t N, int64_t C, int64_t HW);
+void lpnx_ref_batchnorm_train_apply(float *out, float *save_mean, float *save_invstd,
+                                    float *running_mean, float *running_var,
+                                    const float *inp, const float *weight, const float *bias,
+                                    const double *mean, const double *ss, double count,
+                                    int64_t N, int64_t C, int64_t HW, double momentum, double eps);
+void lpnx_ref_batchnorm_backward_reduce(double *sum_gy, double *dot, const float *gy, const float *inp,
+                                        const float *save_mean, int64_t N, int64_t C, int64_t HW);
+void lpnx_ref_batchnorm_backward_input(float *gx, float *gweight, float *gbias, const float *gy,
+                                       const float *inp, const float *weight, const float *save_mean,
+                                       const float *save_invstd, const double *sum_gy, const double *dot,
+                                       double count, float part, int64_t N, int64_t C, int64_t HW);
+
 /* Activations on (n) elements. */
 void lpnx_ref_relu_backward(float *gx, const float *y, const float *gy, size_t n);
 void lpnx_ref_sigmoid_backward(float *gx, const float *y, const float *gy, size_t n);

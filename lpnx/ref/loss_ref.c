@@ -54,6 +54,27 @@ void lpnx_ref_dice_loss_backward(float *dlogits, const float *logits, const floa
     }
 }
 
+void lpnx_ref_dice_sums(double *sum_pt, double *sum_p, double *sum_t, const float *logits, const float *target,
+                        size_t n) {
+    *sum_pt = *sum_p = *sum_t = 0;
+    for (size_t i = 0; i < n; i++) {
+        double p = sigmoid(logits[i]);
+        *sum_pt += p * target[i];
+        *sum_p += p;
+        *sum_t += target[i];
+    }
+}
+
+void lpnx_ref_dice_loss_backward_sums(float *dlogits, const float *logits, const float *target,
+                                      double sum_pt, double sum_p, double sum_t, float eps, size_t n) {
+    double num = 2 * sum_pt + eps, den = sum_p + sum_t + eps;
+    for (size_t i = 0; i < n; i++) {
+        double p = sigmoid(logits[i]);
+        double dloss_dp = -(2 * target[i] * den - num) / (den * den);
+        dlogits[i] = (float)(dloss_dp * p * (1 - p));
+    }
+}
+
 double lpnx_ref_focal_loss(const float *logits, const float *target, float gamma,
                            int use_alpha, float alpha, size_t n) {
     double sum = 0;

@@ -17,6 +17,10 @@ void lpnx_ref_bce_with_logits_backward(float *dlogits, const float *logits, cons
 double lpnx_ref_dice_loss(const float *logits, const float *target, float eps, size_t n);
 void lpnx_ref_dice_loss_backward(float *dlogits, const float *logits, const float *target,
                                  float eps, size_t n);
+void lpnx_ref_dice_sums(double *sum_pt, double *sum_p, double *sum_t, const float *logits, const float *target,
+                        size_t n);
+void lpnx_ref_dice_loss_backward_sums(float *dlogits, const float *logits, const float *target,
+                                      double sum_pt, double sum_p, double sum_t, float eps, size_t n);
 
 /* mean of w_t (1 - p_t)^gamma * bce, p_t = p t + (1 - p)(1 - t). */
 double lpnx_ref_focal_loss(const float *logits, const float *target, float gamma,

@@ -6,6 +6,16 @@
 --                           from it exactly
 --   log.csv                 step, epoch, loss, lr, val_dice, val_iou, seconds
 --   curves.png              loss and validation Dice (with gnuplot)
+--
+-- With dist = true the run is one process of a data-parallel job started
+-- by mpirun (lpnx.dist): every process plans the same global batches of
+-- `batch` images and trains on its share of each; the losses are those of
+-- the whole global batch and the gradients are summed over the processes
+-- before each optimizer step, so every process takes the same step.
+-- sync_bn = true makes BatchNorm use the statistics of the whole global
+-- batch, which makes N processes equal one process step for step (to
+-- float rounding). Validation is split over the processes; only rank 0
+-- writes files and prints.
 local lpnx = require "lpnx"
 local cjson = require "cjson"
 
@@ -153,28 +163,28 @@ end
 -- validation
 
 -- Mean Dice and IoU over the validation images (SIIM rule) at threshold 0.5,
--- and the mean Dice over positive images.
-function train.validate(model, loader)
+-- the mean Dice over positive images, and the image count. loader may be
+-- nil (no images here); sum, when given, adds a list of numbers up over
+-- the processes of a data-parallel run (each validates its share).
+function train.validate(model, loader, sum)
   model:eval()
-  local dices, ious, pos_dices = {}, {}, {}
-  for _, batch in loader:iter(1) do
+  -- dice, iou, images, dice of positives, positives
+  local t = {0, 0, 0, 0, 0}
+  for _, batch in (loader and loader:iter(1) or function() end) do
     local pred = model:forward(batch.images):sigmoid():gt(0.5)
     local d = lpnx.metrics.dice_per_image(pred, batch.masks)
     local i = lpnx.metrics.iou_per_image(pred, batch.masks)
     local truth_area = batch.masks:view(batch.masks:size(1), -1):sum(2)
     for k = 1, #d do
-      dices[#dices + 1], ious[#ious + 1] = d[k], i[k]
-      if truth_area[k] > 0 then pos_dices[#pos_dices + 1] = d[k] end
+      t[1], t[2], t[3] = t[1] + d[k], t[2] + i[k], t[3] + 1
+      if truth_area[k] > 0 then t[4], t[5] = t[4] + d[k], t[5] + 1 end
     end
   end
   model:train()
-  local function mean(t)
-    if #t == 0 then return nil end
-    local s = 0
-    for _, v in ipairs(t) do s = s + v end
-    return s / #t
-  end
-  return mean(dices), mean(ious), mean(pos_dices), #dices
+  if sum then t = sum(t) end
+  local n, npos = math.tointeger(t[3]) or t[3], t[5]
+  if n == 0 then return nil, nil, nil, 0 end
+  return t[1] / n, t[2] / n, npos > 0 and t[4] / npos or nil, n
 end
 
 ---------------------------------------------------------------------------
@@ -251,8 +261,26 @@ function train.run(opts)
     for c in opts.decoder_channels:gmatch("%d+") do list[#list + 1] = math.tointeger(tonumber(c)) end
     opts.decoder_channels = list
   end
+  -- data parallel: this process's rank among nproc; only rank 0 writes and talks
+  local dist, rank, nproc = nil, 0, 1
+  if opts.dist then
+    dist = lpnx.dist
+    rank, nproc = dist.init()
+    -- the machine's cores shared among the processes on it
+    opts.threads = opts.threads or math.max(1, lpnx.get_num_threads() // dist.local_size())
+  elseif opts.sync_bn then
+    error("sync_bn needs dist (a data-parallel run under mpirun)", 0)
+  end
+  local root = rank == 0
+  if not root then
+    local quiet = {}
+    for k, v in pairs(opts) do quiet[k] = v end
+    quiet.log_fn, quiet.progress = function() end, false
+    opts = quiet
+  end
+  local sum = dist and dist.summer() or nil
   if opts.threads then lpnx.set_num_threads(opts.threads) end
-  lpnx.sys.mkdir_p(opts.out)
+  if root then lpnx.sys.mkdir_p(opts.out) end
   -- Ctrl-C and TERM from here on end the run with a checkpoint at the next
   -- step boundary, not mid-write
   lpnx.sys.catch_signal("INT")
@@ -267,12 +295,19 @@ function train.run(opts)
   if #train_ids < 2 then error(("only %d training images: need at least 2"):format(#train_ids), 0) end
   local norm = {mean = lpnx.models.imagenet_mean, std = lpnx.models.imagenet_std, in_channels = opts.in_channels}
   local augment = opts.augment and lpnx.transforms.siim_train(opts.size) or nil
+  if dist and opts.batch < nproc then
+    error(("a global batch of %d images cannot be shared by %d processes: use --batch %d or more")
+          :format(opts.batch, nproc, nproc), 0)
+  end
   local loader = lpnx.data.loader(ds:subset(train_ids), {
     batch = opts.batch, shuffle = true, transform = augment, seed = opts.seed, workers = opts.workers,
     drop_last = #train_ids > opts.batch, meta = norm,
     positive_fraction = fraction_schedule(opts.positive_fraction, opts.epochs),
+    shard = dist and {rank = rank, size = nproc} or nil,
   })
-  local val_loader = #val_ids > 0 and lpnx.data.loader(ds:subset(val_ids), {
+  local validating = #val_ids > 0
+  local my_val = dist and dist.shard(val_ids, rank, nproc) or val_ids
+  local val_loader = #my_val > 0 and lpnx.data.loader(ds:subset(my_val), {
     batch = opts.batch, shuffle = false, seed = opts.seed, workers = 0, meta = norm}) or nil
   loader:start()
 
@@ -297,6 +332,10 @@ function train.run(opts)
   end
   model.encoder.conv1.need_input_grad = false
   model:train()
+  if dist then
+    dist.broadcast_module(model, 0) -- every process starts from rank 0's weights
+    if opts.sync_bn then dist.sync_batchnorm(model) end
+  end
   local params, grads = model:parameters()
   local Opt = opts.optimizer == "adamw" and lpnx.optim.AdamW or lpnx.optim.Adam
   if opts.optimizer ~= "adam" and opts.optimizer ~= "adamw" then
@@ -312,7 +351,15 @@ function train.run(opts)
                  running = {loss = 0, dice = 0, seen = 0}} -- this epoch's running means, for the log and bar
   local resumed = false
   if opts.resume then
-    if lpnx.sys.stat(ckpt_path) == "file" then
+    local found = lpnx.sys.stat(ckpt_path) == "file"
+    if dist then
+      local seen = math.tointeger(sum({found and 1 or 0})[1])
+      if seen > 0 and seen < nproc then
+        error(("%s is visible to %d of %d processes: resuming needs --out on a file system every process "
+               .. "shares"):format(ckpt_path, seen, nproc), 0)
+      end
+    end
+    if found then
       load_checkpoint(ckpt_path, state)
       resumed = true
       say(opts, "resuming from %s: epoch %d, batch %d, step %d", ckpt_path, state.epoch, state.batch, state.step)
@@ -320,13 +367,16 @@ function train.run(opts)
       say(opts, "no checkpoint in %s: starting fresh", run)
     end
   end
-  local log = open_log(run .. "/log.csv", resumed and state.step or nil)
+  local log = root and open_log(run .. "/log.csv", resumed and state.step or nil) or nil
   local meta_extra = {}
   local function save_weights(path)
-    lpnx.models.save(path, model, model_meta(opts, meta_extra))
+    if root then lpnx.models.save(path, model, model_meta(opts, meta_extra)) end
   end
   local function checkpoint()
-    save_checkpoint(ckpt_path, state)
+    if root then save_checkpoint(ckpt_path, state) end
+  end
+  local function write_log(...)
+    if log then log_row(log, ...) end
   end
 
   local t_start = lpnx.sys.now() - state.seconds
@@ -342,6 +392,7 @@ function train.run(opts)
     if start == 1 then run_stats.loss, run_stats.dice, run_stats.seen = 0, 0, 0 end
     for b, batch in loader:iter(epoch, {start = start}) do
       opt:zero_grad()
+      if dist then criterion:distribute(sum, batch.images:size(1) / batch.total) end
       local logits = model:forward(batch.images)
       local loss = criterion:forward(logits, batch.masks)
       if loss ~= loss or loss == math.huge or loss == -math.huge then
@@ -355,6 +406,7 @@ function train.run(opts)
               :format(state.step + 1, epoch, b, tostring(loss)), 0)
       end
       model:backward(batch.images, criterion:backward(logits, batch.masks))
+      if dist then dist.allreduce_list(grads, "sum") end
       if opts.clip then lpnx.optim.clip_grad_norm(grads, opts.clip) end
       opt:step()
       sched:step()
@@ -369,10 +421,12 @@ function train.run(opts)
       ::continue::
       state.batch = b
       state.seconds = lpnx.sys.now() - t_start
-      log_row(log, state.step, epoch, loss, opt.lr, nil, nil, state.seconds)
+      write_log(state.step, epoch, loss, opt.lr, nil, nil, state.seconds)
       if bar then bar:update(b, {loss = run_stats.loss, dice = run_stats.dice}) end
       if opts.save_every > 0 and state.step % opts.save_every == 0 then checkpoint() end
-      if lpnx.sys.signal_pending("INT", true) or lpnx.sys.signal_pending("TERM", true) then
+      local stop = lpnx.sys.signal_pending("INT", true) or lpnx.sys.signal_pending("TERM", true)
+      if dist then stop = sum({stop and 1 or 0})[1] > 0 end -- every process stops at the same step
+      if stop then
         interrupted = true
         break
       end
@@ -388,12 +442,14 @@ function train.run(opts)
     end
     -- end of epoch: validate, keep the best, checkpoint
     state.epoch, state.batch = epoch + 1, 0
-    if val_loader then
-      local vd, vi, vp, n = train.validate(model, val_loader)
+    -- without sync_bn each process has its own running statistics: take rank 0's
+    if dist and not opts.sync_bn then dist.broadcast_buffers(model, 0) end
+    if validating then
+      local vd, vi, vp, n = train.validate(model, val_loader, sum)
       last_val_dice, last_val_iou = vd, vi
       say(opts, "epoch %d/%d: val dice %.4f iou %.4f (positives %s) on %d images", epoch, opts.epochs, vd, vi,
           vp and ("%.4f"):format(vp) or "-", n)
-      log_row(log, state.step, epoch, nil, opt.lr, vd, vi, state.seconds)
+      write_log(state.step, epoch, nil, opt.lr, vd, vi, state.seconds)
       if not state.best_dice or vd > state.best_dice then
         state.best_dice = vd
         meta_extra.val_dice = ("%.6f"):format(vd)
@@ -402,19 +458,22 @@ function train.run(opts)
     end
     checkpoint()
   end
-  log:close()
+  if log then log:close() end
   loader:close()
+  if dist and not opts.sync_bn then dist.broadcast_buffers(model, 0) end
   lpnx.sys.default_signal("INT")
   lpnx.sys.default_signal("TERM")
   if not interrupted then
     save_weights(run .. "/model.safetensors")
-    if not val_loader then save_weights(run .. "/best.safetensors") end
+    if not validating then save_weights(run .. "/best.safetensors") end
   end
-  local ok, why = train.plot(run)
-  if not ok then say(opts, "%s", why) end
+  if root then
+    local ok, why = train.plot(run)
+    if not ok then say(opts, "%s", why) end
+  end
   return {epochs = opts.epochs, steps = state.step, best_dice = state.best_dice, val_dice = last_val_dice,
           val_iou = last_val_iou, seconds = lpnx.sys.now() - t_start, resumed = resumed, interrupted = interrupted,
-          model = model}
+          model = model, rank = rank, size = nproc}
 end
 
 return train

@@ -26,7 +26,13 @@ end
 
 -- loader(ds, {batch = 8, shuffle = true, transform = fn(sample, g),
 --             positive_fraction = nil | p | function(epoch) -> p,
---             seed = 0, workers = 0, drop_last = false, meta = model meta (mean/std/channels)})
+--             seed = 0, workers = 0, drop_last = false, meta = model meta (mean/std/channels),
+--             shard = nil | {rank = r, size = n}})
+-- shard: data-parallel training over n processes; every process plans the
+-- same global batches of `batch` images and builds only its share of each
+-- (positions r+1, r+1+n, ... of the batch, r 0-based), augmented exactly
+-- as a single process would. Each batch then carries total, the global
+-- batch's size.
 local function new(ds, opts)
   opts = opts or {}
   local self = setmetatable({}, Loader)
@@ -42,6 +48,14 @@ local function new(ds, opts)
   self.workers = opts.workers or 0
   self.drop_last = opts.drop_last or false
   self.meta = opts.meta
+  self.shard = opts.shard
+  if self.shard then
+    local r, n = self.shard.rank, self.shard.size
+    if math.type(n) ~= "integer" or n < 1 or math.type(r) ~= "integer" or r < 0 or r >= n then
+      error(("lpnx.data.loader: shard must be {rank = r, size = n} with 0 <= r < n, got rank %s size %s")
+            :format(tostring(r), tostring(n)), 2)
+    end
+  end
   self.children = nil
   return self
 end
@@ -104,6 +118,18 @@ function Loader:plan(epoch)
   end
   if self.drop_last and #batches > 0 and #batches[#batches] < self.batch and #batches > 1 then
     batches[#batches] = nil
+  end
+  if self.shard then
+    local r, n = self.shard.rank, self.shard.size
+    for b, entries in ipairs(batches) do
+      if #entries < n then
+        error(("lpnx.data.loader: batch %d of epoch %d has %d images for %d processes: each needs at least one "
+               .. "(use a batch of at least %d, or drop_last)"):format(b, epoch, #entries, n, n), 0)
+      end
+      local mine = {total = #entries}
+      for k = r + 1, #entries, n do mine[#mine + 1] = entries[k] end
+      batches[b] = mine
+    end
   end
   return batches
 end
@@ -249,7 +275,9 @@ function Loader:iter(epoch, opts)
     return function()
       b = b + 1
       if b > #plan then return nil end
-      return b, self:build(epoch, plan[b])
+      local batch = self:build(epoch, plan[b])
+      batch.total = plan[b].total or #plan[b]
+      return b, batch
     end
   end
   if self.busy then self:close() end -- a previous epoch was left half-read
@@ -264,7 +292,9 @@ function Loader:iter(epoch, opts)
       return nil
     end
     local w = (b - start) % self.workers
-    return b, receive(self, self.children[w + 1], w, b)
+    local batch = receive(self, self.children[w + 1], w, b)
+    batch.total = plan[b].total or #plan[b]
+    return b, batch
   end
 end
 

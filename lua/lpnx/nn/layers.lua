@@ -131,6 +131,13 @@ end
 -- BatchNorm2d(c, {eps=1e-5, momentum=0.1}): PyTorch's semantics. Train
 -- mode normalises with batch statistics and updates the running ones
 -- (unbiased variance); eval mode uses the running statistics.
+--
+-- sync (nil, or a function that sums a list of numbers over several
+-- processes, as lpnx.dist.sync_batchnorm sets) makes train mode use the
+-- statistics of the batch spread over all of them, forward and backward
+-- (synchronised batch normalisation); gweight and gbias get this
+-- process's part (1/processes of the whole batch's), to be summed with
+-- the other gradients.
 nn.BatchNorm2d = class("nn.BatchNorm2d", Module)
 
 function nn.BatchNorm2d:__init(c, opts)
@@ -151,13 +158,45 @@ function nn.BatchNorm2d:__init(c, opts)
   self.inplace_backward = false
 end
 
+-- Train-mode forward with the statistics summed over the processes.
+local function synced_forward(self, x, out)
+  local sum, n = K.batchnorm_sum(x)
+  sum[#sum + 1] = n
+  sum[#sum + 1] = 1 -- counts the processes
+  sum = self.sync(sum)
+  local processes = table.remove(sum)
+  local count = table.remove(sum)
+  local mean = {}
+  for c = 1, #sum do mean[c] = sum[c] / count end
+  local ss = self.sync(K.batchnorm_sqdev(x, mean))
+  self.sync_count, self.sync_processes = count, processes
+  return K.batchnorm_train_apply(x, self.weight, self.bias, self.running_mean, self.running_var, self.momentum,
+                                 self.eps, self.save_mean, self.save_invstd, mean, ss, count, out)
+end
+
+-- The parameter gradients come from the summed statistics too, each
+-- process adding 1/processes of them (exact for a power of two).
+local function synced_backward(self, x, gy, gx)
+  local sum_gy, dot = K.batchnorm_backward_reduce(x, gy, self.save_mean)
+  local c = #sum_gy
+  local both = self.sync(table.move(dot, 1, c, c + 1, sum_gy))
+  sum_gy, dot = table.move(both, 1, c, 1, {}), table.move(both, c + 1, 2 * c, 1, {})
+  return K.batchnorm_backward_input(x, gy, self.weight, self.save_mean, self.save_invstd, self.grad_weight,
+                                    self.grad_bias, sum_gy, dot, self.sync_count, 1 / self.sync_processes, gx)
+end
+
 function nn.BatchNorm2d:forward(x)
   local out = same_size(self.output, x)
   if self.training then
-    self.output = K.batchnorm_train(x, self.weight, self.bias, self.running_mean, self.running_var,
-                                    self.momentum, self.eps, self.save_mean, self.save_invstd, out)
+    if self.sync then
+      self.output = synced_forward(self, x, out)
+    else
+      self.output = K.batchnorm_train(x, self.weight, self.bias, self.running_mean, self.running_var,
+                                      self.momentum, self.eps, self.save_mean, self.save_invstd, out)
+    end
     self.num_batches_tracked:add_(1)
     self.forward_trained = true
+    self.forward_synced = self.sync ~= nil
   else
     self.output = K.batchnorm_eval(x, self.weight, self.bias, self.running_mean, self.running_var, self.eps, out)
     self.forward_trained = false
@@ -172,7 +211,9 @@ function nn.BatchNorm2d:backward(x, gy)
   else
     gx = same_size(self.grad_input, x)
   end
-  if self.forward_trained then
+  if self.forward_trained and self.forward_synced then
+    self.grad_input = synced_backward(self, x, gy, gx)
+  elseif self.forward_trained then
     self.grad_input = K.batchnorm_backward(x, gy, self.weight, self.save_mean, self.save_invstd,
                                            self.grad_weight, self.grad_bias, gx)
   else

@@ -4,6 +4,17 @@
 -- logits and target share one shape, any (typically (N,1,H,W)); target
 -- values are in [0, 1] (hard masks or soft labels). The arithmetic is in
 -- the C kernels of lpnx.kernels.
+--
+-- Data-parallel training (one batch spread over several processes):
+--   loss:distribute(sync, share)
+-- with sync a function that sums a list of numbers over the processes
+-- (lpnx.dist.summer()) and share this process's part of the batch
+-- (its images / all images). forward then returns the loss of the whole
+-- batch (the same number in every process) and backward this process's
+-- part of its gradient, so that summing parameter gradients over the
+-- processes gives the gradient of the whole batch. Means are weighted by
+-- share; the Dice loss sums its three sums over the processes.
+-- loss:distribute(nil) returns to one process.
 local lpnx = require "lpnx"
 local class = require "lpnx.class"
 local util = require "lpnx.util"
@@ -25,6 +36,31 @@ local function check_pair(name, logits, target)
     error(("%s: expected target of the logits' shape %s, got %s")
       :format(name, util.shape(logits), util.shape(target)), 3)
   end
+end
+
+-- criterion:distribute(sync, share): see the top of this file.
+local function distribute(self, sync, share)
+  if sync ~= nil and type(sync) ~= "function" then
+    error(("%s:distribute: sync must be a function or nil, got %s"):format(self.__name, type(sync)), 2)
+  end
+  share = share == nil and 1 or share
+  if type(share) ~= "number" or not (share > 0 and share <= 1) then
+    error(("%s:distribute: share must be in (0, 1], got %s"):format(self.__name, tostring(share)), 2)
+  end
+  self.sync, self.share = sync, share
+  return self
+end
+
+-- A mean over this process's elements -> the mean over the whole batch.
+local function global_mean(self, value)
+  if not self.sync then return value end
+  return self.sync({value * self.share})[1]
+end
+
+-- This process's part of the gradient of a mean.
+local function scaled(self, grad)
+  if self.share and self.share ~= 1 then grad:mul_(self.share) end
+  return grad
 end
 
 -- The checks below run in constructors: they raise at level 4, the caller
@@ -52,13 +88,15 @@ end
 
 function loss.BCEWithLogitsLoss:forward(logits, target)
   check_pair("BCEWithLogitsLoss", logits, target)
-  return K.bce_with_logits(logits, target, self.pos_weight)
+  return global_mean(self, K.bce_with_logits(logits, target, self.pos_weight))
 end
 
 function loss.BCEWithLogitsLoss:backward(logits, target)
   check_pair("BCEWithLogitsLoss", logits, target)
-  return K.bce_with_logits_backward(logits, target, self.pos_weight)
+  return scaled(self, K.bce_with_logits_backward(logits, target, self.pos_weight))
 end
+
+loss.BCEWithLogitsLoss.distribute = distribute
 
 ---------------------------------------------------------------------------
 -- DiceLoss{eps=1} : soft Dice on p = sigmoid(logits) over the whole batch,
@@ -70,15 +108,27 @@ function loss.DiceLoss:__init(opts)
   self.eps = check_number("DiceLoss", "eps", opts.eps == nil and 1 or opts.eps, 0)
 end
 
+-- The three Dice sums over every process.
+local function global_sums(self, logits, target)
+  local s = self.sync({K.dice_sums(logits, target)})
+  return s[1], s[2], s[3]
+end
+
 function loss.DiceLoss:forward(logits, target)
   check_pair("DiceLoss", logits, target)
-  return K.dice_loss(logits, target, self.eps)
+  if not self.sync then return K.dice_loss(logits, target, self.eps) end
+  local spt, sp, st = global_sums(self, logits, target)
+  return 1 - (2 * spt + self.eps) / (sp + st + self.eps)
 end
 
 function loss.DiceLoss:backward(logits, target)
   check_pair("DiceLoss", logits, target)
-  return K.dice_loss_backward(logits, target, self.eps)
+  if not self.sync then return K.dice_loss_backward(logits, target, self.eps) end
+  local spt, sp, st = global_sums(self, logits, target)
+  return K.dice_loss_backward_sums(logits, target, spt, sp, st, self.eps)
 end
+
+loss.DiceLoss.distribute = distribute
 
 ---------------------------------------------------------------------------
 -- FocalLoss{gamma=2, alpha=nil} : mean sigmoid focal loss (Lin et al.;
@@ -94,13 +144,15 @@ end
 
 function loss.FocalLoss:forward(logits, target)
   check_pair("FocalLoss", logits, target)
-  return K.focal_loss(logits, target, self.gamma, self.alpha)
+  return global_mean(self, K.focal_loss(logits, target, self.gamma, self.alpha))
 end
 
 function loss.FocalLoss:backward(logits, target)
   check_pair("FocalLoss", logits, target)
-  return K.focal_loss_backward(logits, target, self.gamma, self.alpha)
+  return scaled(self, K.focal_loss_backward(logits, target, self.gamma, self.alpha))
 end
+
+loss.FocalLoss.distribute = distribute
 
 ---------------------------------------------------------------------------
 -- ComboLoss{bce=1, dice=1, focal=0, eps=1, gamma=2, alpha=nil, pos_weight=nil}:
@@ -154,6 +206,12 @@ function loss.ComboLoss:backward(logits, target)
     end
   end
   return grad
+end
+
+function loss.ComboLoss:distribute(sync, share)
+  distribute(self, sync, share)
+  for _, term in ipairs(TERMS) do self[term]:distribute(sync, share) end
+  return self
 end
 
 return loss

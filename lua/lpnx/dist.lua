@@ -1,0 +1,132 @@
+-- lpnx.dist: data-parallel training over MPI (Open MPI), started with
+--   mpirun -np N lua5.4 script.lua
+-- Every process runs the same script; rank 0 is the one that writes files
+-- and talks. The collectives here must be called by every process in the
+-- same order. Errors from MPI come back as Lua errors.
+--
+--   dist.available            true when lpnx was built with MPI
+--   dist.init() -> rank, size dist.rank(), dist.size(), dist.local_size()
+--   dist.active()             dist.finalize()   dist.barrier()   dist.abort([code])
+--   dist.allreduce(t [, "sum"|"mean"]) -> t            in place
+--   dist.allreduce_list(tensors [, op [, bucket_mb]]) -> tensors
+--                             many tensors in few calls (packed into buckets)
+--   dist.allreduce_numbers(list [, op]) -> list      a new list, in double
+--   dist.broadcast(t [, root]) -> t                  in place
+--   dist.broadcast_module(m [, root])                parameters and buffers
+--   dist.broadcast_buffers(m [, root])               buffers only (BN statistics)
+--   dist.sync_batchnorm(m [, on])                    BatchNorm2d statistics over every process
+--   dist.shard(list [, rank, size]) -> list          items rank+1, rank+1+size, ...
+local dist = {}
+
+local made, mpi = pcall(require, "lpnx.mpi")
+dist.available = made
+
+local function need()
+  if not made then
+    error("lpnx.dist: this lpnx was built without MPI (apt-get install openmpi-bin libopenmpi-dev, "
+          .. "then make)", 3)
+  end
+end
+
+local function check_op(op, what)
+  op = op or "sum"
+  if op ~= "sum" and op ~= "mean" then
+    error(("lpnx.dist.%s: op must be 'sum' or 'mean', got %s"):format(what, tostring(op)), 3)
+  end
+  return op
+end
+
+-- Initialises MPI (once) and returns this process's rank and the size.
+function dist.init()
+  need()
+  if not mpi.active() then mpi.init() end
+  return mpi.rank(), mpi.size()
+end
+
+function dist.active() return made and mpi.active() end
+
+function dist.finalize()
+  if made and mpi.active() then mpi.finalize() end
+end
+
+function dist.rank() need() return mpi.rank() end
+function dist.size() need() return mpi.size() end
+function dist.local_size() need() return mpi.local_size() end
+function dist.barrier() need() mpi.barrier() end
+
+-- Ends every process of the job (MPI_Abort) with code (default 1).
+function dist.abort(code)
+  need()
+  mpi.abort(code or 1)
+end
+
+function dist.allreduce(t, op)
+  need()
+  return mpi.allreduce(t, check_op(op, "allreduce"))
+end
+
+function dist.allreduce_list(list, op, bucket_mb)
+  need()
+  if bucket_mb ~= nil and not (type(bucket_mb) == "number" and bucket_mb > 0) then
+    error(("lpnx.dist.allreduce_list: bucket_mb must be a positive number, got %s"):format(tostring(bucket_mb)), 2)
+  end
+  local floats = math.max(1, math.floor((bucket_mb or 25) * 262144))
+  return mpi.allreduce_list(list, check_op(op, "allreduce_list"), floats)
+end
+
+function dist.allreduce_numbers(list, op)
+  need()
+  return mpi.allreduce_numbers(list, check_op(op, "allreduce_numbers"))
+end
+
+function dist.broadcast(t, root)
+  need()
+  return mpi.broadcast(t, root or 0)
+end
+
+function dist.broadcast_buffers(m, root)
+  need()
+  for _, b in ipairs(m:named_buffers()) do mpi.broadcast(b.value, root or 0) end
+end
+
+function dist.broadcast_module(m, root)
+  need()
+  for _, p in ipairs(m:named_parameters()) do mpi.broadcast(p.value, root or 0) end
+  dist.broadcast_buffers(m, root)
+end
+
+-- A function summing a list of numbers over every process: what
+-- nn.BatchNorm2d.sync and the losses' distribute() take.
+function dist.summer()
+  need()
+  return function(list) return mpi.allreduce_numbers(list, "sum") end
+end
+
+-- Makes every BatchNorm2d in m normalise with statistics over the whole
+-- global batch (all processes), in train mode, forward and backward;
+-- on = false turns it off again. Returns the number of layers.
+function dist.sync_batchnorm(m, on)
+  local BatchNorm2d = require("lpnx").nn.BatchNorm2d
+  local isinstance = require("lpnx.class").isinstance
+  local sync = on ~= false and dist.summer() or nil
+  local count = 0
+  m:apply(function(mod)
+    if isinstance(mod, BatchNorm2d) then
+      mod.sync = sync
+      count = count + 1
+    end
+  end)
+  return count
+end
+
+-- This process's share of a list: items rank+1, rank+1+size, ... (rank
+-- 0-based, as MPI counts).
+function dist.shard(list, rank, size)
+  rank = rank or dist.rank()
+  size = size or dist.size()
+  local out = {}
+  for i = rank + 1, #list, size do out[#out + 1] = list[i] end
+  return out
+end
+
+return dist
