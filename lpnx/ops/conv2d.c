@@ -11,11 +11,18 @@
  *   input     dcol (K, T)     = weight^T (K, cout) * dout (cout, T), then
  *             col2im adds each column entry back onto the input pixel it
  *             was copied from.
- * Small images are grouped, several whole images to a tile, so the gemms
- * stay wide; their outputs then go through a (cout, T) scratch matrix.
+ * A tile never spans two images, and how an image is cut depends on the
+ * image alone: an image's output is the same bits in any batch.
+ *
+ * The weight gradient is summed image by image: each image's part is
+ * computed on its own (in the workspace), and the parts are added in a
+ * fixed tree (lpnx_conv2d_tree_sum) in which images r, r + k, r + 2k, ...
+ * form a subtree for every power of two k. A batch spread over k
+ * processes that each sum their images and then add the k results gets
+ * the same bits as one process with the whole batch.
  *
  * 3x3 kernels with stride 1 go to Winograd's algorithm instead
- * (winograd.c) when the batch has tiles enough for it to pay.
+ * (winograd.c) when an image has tiles enough for it to pay.
  *
  * Threads: when there are tiles enough, each thread takes whole tiles with
  * its own buffers and calls single-threaded gemms (OpenBLAS runs a gemm
@@ -56,21 +63,17 @@ int lpnx_conv2d_is_pointwise(const lpnx_conv2d_dims *d) {
            d->pad_w == 0;
 }
 
-/* How the im2col path cuts the work. A tile is either a run of pixels of
- * one image (group == 1) or `group` whole images. */
+/* How the im2col path cuts the work: a tile is a run of pixels of one
+ * image. */
 typedef struct {
     int64_t K, P;      /* cin*kh*kw, ho*wo */
     int64_t tile;      /* pixels per tile (the last tile of an image may be shorter) */
-    int64_t group;     /* images per tile */
-    int64_t per_image; /* tiles per image when group == 1 */
+    int64_t per_image; /* tiles per image */
     int64_t count;     /* tiles in the batch */
     int par;           /* 0: one thread does everything */
     int threads;       /* forward: threads taking whole tiles (1: tiles in sequence) */
-    int64_t units;     /* backward: runs of tiles whose input pixels no other run touches */
-    int threads_back;  /* backward: threads taking whole runs (1: in sequence) */
+    int threads_back;  /* backward: threads taking whole images (1: in sequence) */
     size_t col_floats; /* per thread: col (K, tile) */
-    size_t y_floats;   /* per thread: y scratch (cout, tile) when group > 1, else 0 */
-    size_t dw_floats;  /* per extra thread: private dweight (cout, K) when threads > 1 */
 } col_plan;
 
 static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -89,27 +92,16 @@ static col_plan make_col_plan(const lpnx_conv2d_dims *d) {
     p.K = d->cin * d->kh * d->kw;
     p.P = d->ho * d->wo;
     const int64_t want = imax(COL_TILE_MIN, (int64_t)(COL_TILE_BYTES / sizeof(float)) / imax(p.K, 1));
-    if (p.P >= want) {
-        p.group = 1;
-        p.per_image = (p.P + want - 1) / want;
-        p.tile = (p.P + p.per_image - 1) / p.per_image; /* even tiles */
-        p.count = d->n * p.per_image;
-    } else {
-        p.group = imax(1, imin(d->n, want / imax(p.P, 1)));
-        p.tile = p.group * p.P;
-        p.per_image = 1;
-        p.count = (d->n + p.group - 1) / p.group;
-    }
+    p.per_image = (p.P + want - 1) / want;
+    p.tile = (p.P + p.per_image - 1) / p.per_image; /* even tiles */
+    p.count = d->n * p.per_image;
     p.par = (double)d->n * (double)d->cout * (double)p.P * (double)p.K >= PARALLEL_WORK;
     p.threads = p.threads_back = p.par ? max_threads() : 1;
     if (p.count < 2 * p.threads) p.threads = 1;
-    /* Tiles of one image write overlapping input gradients: the backward
-     * shares out whole images (or groups). */
-    p.units = p.group == 1 ? d->n : p.count;
-    if (p.units < p.threads_back) p.threads_back = 1;
+    /* Tiles of one image write overlapping input gradients and one weight
+     * gradient part: the backward shares out whole images. */
+    if (d->n < p.threads_back) p.threads_back = 1;
     p.col_floats = (size_t)p.K * (size_t)p.tile;
-    p.y_floats = p.group > 1 ? (size_t)d->cout * (size_t)p.tile : 0;
-    p.dw_floats = (size_t)d->cout * (size_t)p.K;
     return p;
 }
 
@@ -129,13 +121,42 @@ static int use_winograd(const lpnx_conv2d_dims *d) {
     return 0;
 }
 
+/* Floats of the backward's per-image gradient parts: (n, cout, K) for
+ * the weight, then (n, cout) for the bias. */
+static size_t parts_floats(const lpnx_conv2d_dims *d) {
+    return (size_t)d->n * (size_t)d->cout * ((size_t)(d->cin * d->kh * d->kw) + 1);
+}
+
 size_t lpnx_conv2d_col_size(const lpnx_conv2d_dims *d) {
-    if (lpnx_conv2d_is_pointwise(d)) return 0;
-    if (use_winograd(d)) return lpnx_winograd_work_size(d, use_winograd(d));
-    col_plan p = make_col_plan(d);
-    size_t fwd = (size_t)p.threads * (p.col_floats + p.y_floats);
-    size_t back = (size_t)p.threads_back * (p.col_floats + p.y_floats) + (size_t)(p.threads_back - 1) * p.dw_floats;
-    return fwd > back ? fwd : back;
+    size_t work;
+    if (lpnx_conv2d_is_pointwise(d)) {
+        work = 0;
+    } else if (use_winograd(d)) {
+        work = lpnx_winograd_work_size(d, use_winograd(d));
+    } else {
+        col_plan p = make_col_plan(d);
+        size_t threads = (size_t)(p.threads > p.threads_back ? p.threads : p.threads_back);
+        work = threads * p.col_floats;
+    }
+    return parts_floats(d) + work;
+}
+
+void lpnx_conv2d_tree_sum(float *dst, float *parts, int64_t count, size_t len) {
+    /* parts: (count, len), summed in place into parts[0] */
+    if (count <= 0) return;
+    int64_t span = 1;
+    while (span < count) span *= 2;
+    for (int64_t s = span / 2; s >= 1; s /= 2)
+        for (int64_t a = 0; a < s && a + s < count; a++) {
+            float *x = parts + (size_t)a * len;
+            const float *y = parts + (size_t)(a + s) * len;
+            const int64_t n = (int64_t)len;
+#pragma omp parallel for schedule(static) if (n >= LPNX_PARALLEL_MIN)
+            for (int64_t i = 0; i < n; i++) x[i] += y[i];
+        }
+    const int64_t n = (int64_t)len;
+#pragma omp parallel for schedule(static) if (n >= LPNX_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) dst[i] += parts[i];
 }
 
 /* lpnx_gemm that also accepts empty products: with K == 0 the product is
@@ -243,87 +264,42 @@ static void col2im(float *x, const float *col, int64_t ld, int64_t p0, int64_t n
     }
 }
 
-/* The pixels of tile t: images [*n0, *n0 + *nn) and, when one image,
- * its columns [*p0, *p0 + *np). */
-static void tile_span(const col_plan *p, const lpnx_conv2d_dims *d, int64_t t, int64_t *n0,
-                      int64_t *nn, int64_t *p0, int64_t *np) {
-    if (p->group == 1) {
-        *n0 = t / p->per_image;
-        *nn = 1;
-        *p0 = (t % p->per_image) * p->tile;
-        *np = imin(p->tile, p->P - *p0);
-    } else {
-        *n0 = t * p->group;
-        *nn = imin(p->group, d->n - *n0);
-        *p0 = 0;
-        *np = *nn * p->P;
-    }
+/* The pixels of tile t: image *n0, columns [*p0, *p0 + *np). */
+static void tile_span(const col_plan *p, int64_t t, int64_t *n0, int64_t *p0, int64_t *np) {
+    *n0 = t / p->per_image;
+    *p0 = (t % p->per_image) * p->tile;
+    *np = imin(p->tile, p->P - *p0);
 }
 
-/* The column matrix of tile t into col (K, np). */
-static void tile_columns(float *col, const float *inp, const col_plan *p, const lpnx_conv2d_dims *d,
-                         int64_t t, int par) {
-    int64_t n0, nn, p0, np;
-    tile_span(p, d, t, &n0, &nn, &p0, &np);
-    const int64_t in_image = d->cin * d->h * d->w;
-    if (p->group == 1) {
-        im2col(col, np, inp + n0 * in_image, p0, np, d, par);
-        return;
-    }
-    for (int64_t i = 0; i < nn; i++)
-        im2col(col + i * p->P, np, inp + (n0 + i) * in_image, 0, p->P, d, par);
-}
-
-/* Forward of tile t. col (K, tile) and y (cout, tile) are scratch. */
+/* Forward of tile t. col (K, tile) is scratch. */
 static void tile_forward(float *out, const float *inp, const float *weight, const float *bias,
-                         float *col, float *y, const col_plan *p, const lpnx_conv2d_dims *d,
-                         int64_t t, int par) {
-    int64_t n0, nn, p0, np;
-    tile_span(p, d, t, &n0, &nn, &p0, &np);
+                         float *col, const col_plan *p, const lpnx_conv2d_dims *d, int64_t t, int par) {
+    int64_t n0, p0, np;
+    tile_span(p, t, &n0, &p0, &np);
     const int64_t P = p->P, cout = d->cout;
-    tile_columns(col, inp, p, d, t, par);
+    im2col(col, np, inp + n0 * d->cin * d->h * d->w, p0, np, d, par);
     float *dst = out + n0 * cout * P + p0; /* (cout, np) with leading dimension P */
-    int64_t ld = P;
-    if (nn > 1) {
-        dst = y;
-        ld = np;
-    }
     if (bias)
         for (int64_t co = 0; co < cout; co++)
-            for (int64_t i = 0; i < np; i++) dst[co * ld + i] = bias[co];
-    gemm(0, 0, cout, np, p->K, weight, p->K, col, np, bias ? 1.0f : 0.0f, dst, ld);
-    if (nn > 1)
-        for (int64_t i = 0; i < nn; i++)
-            for (int64_t co = 0; co < cout; co++)
-                memcpy(out + ((n0 + i) * cout + co) * P, y + co * np + i * P, (size_t)P * sizeof(float));
+            for (int64_t i = 0; i < np; i++) dst[co * P + i] = bias[co];
+    gemm(0, 0, cout, np, p->K, weight, p->K, col, np, bias ? 1.0f : 0.0f, dst, P);
 }
 
-/* Backward of tile t: dweight += dout col^T, and dinp += col2im(weight^T dout)
- * when dinp is given. col (K, tile) and y (cout, tile) are scratch. */
+/* Backward of tile t: dweight += dout col^T (dweight: the image's part),
+ * and dinp += col2im(weight^T dout) when dinp is given. col (K, tile) is
+ * scratch. */
 static void tile_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                          const float *weight, float *col, float *y, const col_plan *p,
+                          const float *weight, float *col, const col_plan *p,
                           const lpnx_conv2d_dims *d, int64_t t, int par) {
-    int64_t n0, nn, p0, np;
-    tile_span(p, d, t, &n0, &nn, &p0, &np);
+    int64_t n0, p0, np;
+    tile_span(p, t, &n0, &p0, &np);
     const int64_t P = p->P, cout = d->cout, K = p->K, in_image = d->cin * d->h * d->w;
-    tile_columns(col, inp, p, d, t, par);
+    im2col(col, np, inp + n0 * in_image, p0, np, d, par);
     const float *g = dout + n0 * cout * P + p0; /* (cout, np) with leading dimension P */
-    int64_t ld = P;
-    if (nn > 1) { /* gather the group's gradients into one matrix */
-        for (int64_t i = 0; i < nn; i++)
-            for (int64_t co = 0; co < cout; co++)
-                memcpy(y + co * np + i * P, dout + ((n0 + i) * cout + co) * P, (size_t)P * sizeof(float));
-        g = y;
-        ld = np;
-    }
-    gemm(0, 1, cout, K, np, g, ld, col, np, 1.0f, dweight, K);
+    gemm(0, 1, cout, K, np, g, P, col, np, 1.0f, dweight, K);
     if (!dinp) return;
-    gemm(1, 0, K, np, cout, weight, K, g, ld, 0.0f, col, np);
-    if (nn == 1) {
-        col2im(dinp + n0 * in_image, col, np, p0, np, d, par);
-        return;
-    }
-    for (int64_t i = 0; i < nn; i++) col2im(dinp + (n0 + i) * in_image, col + i * P, np, 0, P, d, par);
+    gemm(1, 0, K, np, cout, weight, K, g, P, 0.0f, col, np);
+    col2im(dinp + n0 * in_image, col, np, p0, np, d, par);
 }
 
 void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -350,13 +326,13 @@ void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, cons
         return;
     }
     if (use_winograd(d)) {
-        lpnx_winograd_forward(out, inp, weight, bias, col, d, use_winograd(d));
+        lpnx_winograd_forward(out, inp, weight, bias, col + parts_floats(d), d, use_winograd(d));
         return;
     }
     const col_plan p = make_col_plan(d);
+    col += parts_floats(d); /* the backward's part of the workspace */
     if (p.threads == 1) {
-        for (int64_t t = 0; t < p.count; t++)
-            tile_forward(out, inp, weight, bias, col, col + p.col_floats, &p, d, t, p.par);
+        for (int64_t t = 0; t < p.count; t++) tile_forward(out, inp, weight, bias, col, &p, d, t, p.par);
         return;
     }
 #pragma omp parallel num_threads(p.threads)
@@ -366,75 +342,63 @@ void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, cons
 #else
         const int me = 0;
 #endif
-        float *mycol = col + (size_t)me * (p.col_floats + p.y_floats); /* (K, tile) */
-        float *myy = mycol + p.col_floats;                               /* (cout, tile) */
+        float *mycol = col + (size_t)me * p.col_floats; /* (K, tile) */
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < p.count; t++) tile_forward(out, inp, weight, bias, mycol, myy, &p, d, t, 0);
+        for (int64_t t = 0; t < p.count; t++) tile_forward(out, inp, weight, bias, mycol, &p, d, t, 0);
     }
 }
 
 void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                           const float *inp, const float *weight, float *col,
                           const lpnx_conv2d_dims *d) {
-    const int64_t K = d->cin * d->kh * d->kw, P = d->ho * d->wo;
-    const int64_t in_image = d->cin * d->h * d->w, out_image = d->cout * P;
-    if (d->n == 0 || out_image == 0) return; /* no gradient flows */
+    const int64_t K = d->cin * d->kh * d->kw, P = d->ho * d->wo, n = d->n, cout = d->cout;
+    const int64_t in_image = d->cin * d->h * d->w, out_image = cout * P;
+    if (n == 0 || out_image == 0) return; /* no gradient flows */
+    float *wparts = col;                      /* (n, cout, K): each image's weight gradient */
+    float *bparts = wparts + n * cout * K;    /* (n, cout): each image's bias gradient */
+    col = bparts + n * cout;
     if (dbias) {
-#pragma omp parallel for schedule(static) if (d->n * out_image >= LPNX_PARALLEL_MIN)
-        for (int64_t co = 0; co < d->cout; co++) {
+#pragma omp parallel for schedule(static) if (n * out_image >= LPNX_PARALLEL_MIN)
+        for (int64_t i = 0; i < n * cout; i++) {
+            const float *g = dout + i * P; /* (ho*wo) of image i / cout, channel i % cout */
             double s = 0;
-            for (int64_t n = 0; n < d->n; n++) {
-                const float *g = dout + n * out_image + co * P; /* (ho*wo) */
-                for (int64_t q = 0; q < P; q++) s += g[q];
-            }
-            dbias[co] += (float)s;
+            for (int64_t q = 0; q < P; q++) s += g[q];
+            bparts[i] = (float)s;
         }
+        lpnx_conv2d_tree_sum(dbias, bparts, n, (size_t)cout);
     }
     if (in_image == 0) return; /* nothing reaches the weight or an empty input */
+    memset(wparts, 0, (size_t)(n * cout * K) * sizeof(float));
     if (lpnx_conv2d_is_pointwise(d)) {
-        for (int64_t n = 0; n < d->n; n++) {
-            const float *x = inp + n * in_image;   /* (cin, h*w) */
-            const float *g = dout + n * out_image; /* (cout, ho*wo) */
-            gemm(0, 1, d->cout, K, P, g, P, x, P, 1.0f, dweight, K);
-            if (dinp) gemm(1, 0, K, P, d->cout, weight, K, g, P, 1.0f, dinp + n * in_image, P);
+        for (int64_t i = 0; i < n; i++) {
+            const float *x = inp + i * in_image;   /* (cin, h*w) */
+            const float *g = dout + i * out_image; /* (cout, ho*wo) */
+            gemm(0, 1, cout, K, P, g, P, x, P, 1.0f, wparts + i * cout * K, K);
+            if (dinp) gemm(1, 0, K, P, cout, weight, K, g, P, 1.0f, dinp + i * in_image, P);
         }
-        return;
-    }
-    if (use_winograd(d)) {
-        lpnx_winograd_backward(dinp, dweight, dout, inp, weight, col, d, use_winograd(d));
-        return;
-    }
-    const col_plan p = make_col_plan(d);
-    const int64_t run = p.count / p.units; /* tiles per unit */
-    if (p.threads_back == 1) {
-        for (int64_t t = 0; t < p.count; t++)
-            tile_backward(dinp, dweight, dout, inp, weight, col, col + p.col_floats, &p, d, t, p.par);
-        return;
-    }
-    /* Each thread accumulates its tiles' weight gradient privately (the
-     * first thread straight into dweight); the sums are added at the end.
-     * The units are dealt out statically, so that each thread's sum, and so
-     * dweight, is the same from run to run. */
-    const int threads = p.threads_back;
-    float *extra = col + (size_t)threads * (p.col_floats + p.y_floats); /* (threads-1, cout, K) */
-    memset(extra, 0, (size_t)(threads - 1) * p.dw_floats * sizeof(float));
-#pragma omp parallel num_threads(threads)
-    {
+    } else if (use_winograd(d)) {
+        lpnx_winograd_backward(dinp, wparts, dout, inp, weight, col, d, use_winograd(d));
+    } else {
+        const col_plan p = make_col_plan(d);
+        if (p.threads_back == 1) {
+            for (int64_t t = 0; t < p.count; t++)
+                tile_backward(dinp, wparts + t / p.per_image * cout * K, dout, inp, weight, col, &p, d, t, p.par);
+        } else {
+            /* Each thread takes whole images; an image's tiles go in order. */
+#pragma omp parallel num_threads(p.threads_back)
+            {
 #ifdef _OPENMP
-        const int me = omp_get_thread_num();
+                const int me = omp_get_thread_num();
 #else
-        const int me = 0;
+                const int me = 0;
 #endif
-        float *mycol = col + (size_t)me * (p.col_floats + p.y_floats); /* (K, tile) */
-        float *myy = mycol + p.col_floats;                               /* (cout, tile) */
-        float *mydw = me == 0 ? dweight : extra + (size_t)(me - 1) * p.dw_floats; /* (cout, K) */
+                float *mycol = col + (size_t)me * p.col_floats; /* (K, tile) */
 #pragma omp for schedule(static)
-        for (int64_t u = 0; u < p.units; u++)
-            for (int64_t t = u * run; t < (u + 1) * run; t++)
-                tile_backward(dinp, mydw, dout, inp, weight, mycol, myy, &p, d, t, 0);
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t t = i * p.per_image; t < (i + 1) * p.per_image; t++)
+                        tile_backward(dinp, wparts + i * cout * K, dout, inp, weight, mycol, &p, d, t, 0);
+            }
+        }
     }
-    const int64_t total = d->cout * K;
-#pragma omp parallel for schedule(static) if (total >= LPNX_PARALLEL_MIN)
-    for (int64_t i = 0; i < total; i++)
-        for (int th = 1; th < threads; th++) dweight[i] += extra[(size_t)(th - 1) * p.dw_floats + (size_t)i];
+    lpnx_conv2d_tree_sum(dweight, wparts, n, (size_t)(cout * K));
 }

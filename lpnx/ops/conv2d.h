@@ -1,7 +1,11 @@
 /* 2-D convolution (cross-correlation, as in PyTorch) on NCHW float32:
  * Winograd F(4x4, 3x3) or F(2x2, 3x3) for 3x3 kernels with stride 1 when
- * the batch has tiles enough, else cache-blocked im2col + gemm (1x1
+ * an image has tiles enough, else cache-blocked im2col + gemm (1x1
  * stride-1 kernels straight to gemm), and the backward of each.
+ * An image's output and input gradient are the same bits whatever batch
+ * it is in, and the weight gradient adds the images' parts in a fixed
+ * tree (see lpnx_conv2d_tree_sum), so that a batch split over processes
+ * sums to the bits of the whole batch.
  * Plain C on float*: no Lua, no allocation, no failure paths. The caller
  * checks every size and provides the scratch buffer. */
 #ifndef LPNX_CONV2D_H
@@ -34,9 +38,10 @@ int64_t lpnx_conv2d_output_size(int64_t in, int64_t k, int64_t stride, int64_t p
 int lpnx_conv2d_is_pointwise(const lpnx_conv2d_dims *d);
 
 /* Floats the scratch buffer `col` must hold for forward and backward of
- * d: im2col tiles of a few hundred pixels, or Winograd's transformed
- * weights and blocks of tiles, one set per thread when the threads take
- * whole tiles; 0 for a pointwise convolution. It depends on the thread
+ * d: each image's weight and bias gradient (n * cout * (K + 1)), then
+ * im2col tiles of a few hundred pixels, or Winograd's transformed weights
+ * and blocks of tiles, one set per thread when the threads take whole
+ * tiles. It depends on the thread
  * count (lpnx_get_num_threads) as well as on d: ask again after
  * lpnx_set_num_threads. */
 size_t lpnx_conv2d_col_size(const lpnx_conv2d_dims *d);
@@ -61,12 +66,20 @@ void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, cons
  * inp     (n, cin, h, w)
  * weight  (cout, cin, kh, kw)
  * col     scratch as in forward
- * None of the outputs may overlap an input or col. With several threads
- * dweight is summed per thread first, so its rounding depends on the
+ * None of the outputs may overlap an input or col. dweight and dbias add
+ * the images' parts by lpnx_conv2d_tree_sum: the same bits for any
  * thread count. */
 void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                           const float *inp, const float *weight, float *col,
                           const lpnx_conv2d_dims *d);
+
+/* dst[i] += the sum of the count runs parts[k*len + i] (k < count), added
+ * in a fixed tree: S(T) = S(T's even places) + S(T's odd places) over the
+ * list T = 0..count-1. The runs k = r, r + s, r + 2s, ... (s a power of
+ * two) are a subtree, so s processes holding those runs, summing them the
+ * same way and then adding their s results pairwise (rank r with r + s/2,
+ * then ... , then 0 with 1) compute the same bits. parts is overwritten. */
+void lpnx_conv2d_tree_sum(float *dst, float *parts, int64_t count, size_t len);
 
 /* ---- Winograd F(m x m, 3x3), m = 2 or 4 (winograd.c) -----------------
  * 3x3 kernels with stride 1 and dilation 1, any padding. lpnx_conv2d_*
@@ -84,8 +97,10 @@ size_t lpnx_winograd_work_size(const lpnx_conv2d_dims *d, int m);
 void lpnx_winograd_forward(float *out, const float *inp, const float *weight, const float *bias,
                            float *work, const lpnx_conv2d_dims *d, int m);
 
-/* As lpnx_conv2d_backward without the bias gradient: dinp (or NULL) and
- * dweight accumulate; m and work as in lpnx_winograd_forward. */
+/* As lpnx_conv2d_backward without the bias gradient: dinp (or NULL)
+ * accumulates; dweight (n, cout, cin, 3, 3), zeroed by the caller, gets
+ * each image's weight gradient apart; m and work as in
+ * lpnx_winograd_forward. */
 void lpnx_winograd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                             const float *weight, float *work, const lpnx_conv2d_dims *d, int m);
 

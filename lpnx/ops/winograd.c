@@ -25,10 +25,15 @@
  * of a few 1e-6 in float32), for 1.8 times fewer multiplies.
  *
  * Tiles are numbered over the whole batch (image, tile row, tile column)
- * and taken in blocks sized for the cache. With blocks enough, each thread
- * takes whole blocks with its own buffers and calls single-threaded gemms;
- * otherwise the blocks go in sequence, the transforms run in parallel over
- * channels and the a^2 gemms in parallel over xi. */
+ * and taken in blocks sized for the cache: a whole image, or rows of
+ * tiles of one image, cut the same way whatever the batch, so that an
+ * image's output (and input gradient) is the same bits in any batch. The
+ * backward sums dU over one image's blocks, in order, and writes that
+ * image's weight gradient apart; lpnx_conv2d_backward adds the images up.
+ * With blocks enough, each thread takes whole blocks (backward: whole
+ * images) with its own buffers and calls single-threaded gemms; otherwise
+ * the blocks go in sequence, the transforms run in parallel over channels
+ * and the a^2 gemms in parallel over xi. */
 #include <string.h>
 
 #ifdef _OPENMP
@@ -68,14 +73,14 @@
 #define PH(r, k, j) ph[((r) * M_ + (k)) * PHASE_LEN + (j)]
 
 /* How the tiles are cut into blocks and shared among threads. A block is
- * a run of consecutive tiles: either `images` whole images, or `rows` tile
- * rows of one image. */
+ * a run of consecutive tiles of one image: all of them, or `rows` tile
+ * rows. */
 typedef struct {
     int m, a, positions;     /* output tile m x m, input patch a x a, a*a products */
     int64_t th, tw;          /* tiles per image down and across */
     int64_t per_image;       /* th * tw */
     int64_t total;           /* tiles in the batch */
-    int64_t images;          /* whole images per block, or 0 */
+    int64_t images;          /* 1: a block is a whole image; 0: rows of one */
     int64_t rows;            /* tile rows per block when images == 0 */
     int64_t image_blocks;    /* blocks per image when images == 0 */
     int64_t count;           /* blocks in the batch */
@@ -83,6 +88,7 @@ typedef struct {
     int64_t ld;              /* floats per row of V and M: block and slack for whole vectors */
     int threads;             /* threads taking whole blocks; 1: the blocks go in
                                 sequence and, with par, the threads share each block */
+    int threads_back;        /* the same for the backward, which deals out whole images */
     int par;                 /* 0: one thread does everything */
     size_t u_floats;         /* U or dU (a*a, cout, cin) */
     size_t v_floats;         /* V or dV (a*a, cin, ld), one per thread */
@@ -125,11 +131,11 @@ static plan make_plan(const lpnx_conv2d_dims *d, int m) {
     const int64_t want =
         imax(BLOCK_MIN, BLOCK_BYTES / (int64_t)((size_t)p.positions * sizeof(float) * (size_t)(d->cin + d->cout)));
     if (p.per_image <= want) {
-        p.images = imax(1, imin(d->n, want / imax(p.per_image, 1)));
+        p.images = 1;
         p.rows = p.th;
         p.image_blocks = 1;
-        p.count = (d->n + p.images - 1) / p.images;
-        p.block = p.images * p.per_image;
+        p.count = d->n;
+        p.block = p.per_image;
     } else {
         p.images = 0;
         p.rows = imax(1, want / p.tw);
@@ -138,8 +144,9 @@ static plan make_plan(const lpnx_conv2d_dims *d, int m) {
         p.block = p.rows * p.tw;
     }
     p.par = (double)d->n * (double)d->cout * (double)(d->ho * d->wo) * (double)(d->cin * 9) >= PARALLEL_WORK;
-    p.threads = p.par ? max_threads() : 1;
+    p.threads = p.threads_back = p.par ? max_threads() : 1;
     if (p.count < 2 * p.threads) p.threads = 1;
+    if (d->n < p.threads_back) p.threads_back = 1;
     p.ld = p.block + 16;
     p.u_floats = (size_t)p.positions * (size_t)d->cout * (size_t)d->cin;
     p.v_floats = (size_t)p.positions * (size_t)d->cin * (size_t)p.ld;
@@ -147,37 +154,22 @@ static plan make_plan(const lpnx_conv2d_dims *d, int m) {
     return p;
 }
 
-/* Block b: tiles [*t0, *t0 + *nb). *parity alternates between the blocks
- * of one image, whose input patches overlap only when they are adjacent. */
-static void block_span(const plan *p, int64_t b, int64_t *t0, int64_t *nb, int *parity) {
+/* Block b: tiles [*t0, *t0 + *nb). */
+static void block_span(const plan *p, int64_t b, int64_t *t0, int64_t *nb) {
     if (p->images) {
-        *t0 = b * p->images * p->per_image;
-        *nb = imin(p->block, p->total - *t0);
-        *parity = 0;
+        *t0 = b * p->per_image;
+        *nb = p->per_image;
         return;
     }
     const int64_t n = b / p->image_blocks, k = b % p->image_blocks;
     *t0 = n * p->per_image + k * p->rows * p->tw;
     *nb = imin(p->rows, p->th - k * p->rows) * p->tw;
-    *parity = (int)(k & 1);
-}
-
-/* With i < 0, the number of blocks of the given parity; else the index of
- * the i-th of them. */
-static int64_t phase_blocks(const plan *p, int parity, int64_t i) {
-    if (p->images) { /* whole images: all of parity 0 */
-        if (i < 0) return parity ? 0 : p->count;
-        return i;
-    }
-    const int64_t per = (p->image_blocks + 1 - parity) / 2; /* blocks of this parity per image */
-    if (i < 0) return per * (p->count / p->image_blocks);
-    return i / per * p->image_blocks + 2 * (i % per) + parity;
 }
 
 size_t lpnx_winograd_work_size(const lpnx_conv2d_dims *d, int m) {
     plan p = make_plan(d, m);
-    return 2 * p.u_floats + (size_t)p.threads * (p.v_floats + p.m_floats) +
-           (size_t)(p.threads - 1) * p.u_floats;
+    const size_t threads = (size_t)(p.threads > p.threads_back ? p.threads : p.threads_back);
+    return (1 + threads) * p.u_floats + threads * (p.v_floats + p.m_floats);
 }
 
 /* lpnx_gemm for the non-empty products of this file. */
@@ -895,8 +887,7 @@ void lpnx_winograd_forward(float *out, const float *inp, const float *weight, co
         float *V = buffers, *M = V + p.v_floats;
         for (int64_t b = 0; b < p.count; b++) {
             int64_t t0, nb;
-            int parity;
-            block_span(&p, b, &t0, &nb, &parity);
+            block_span(&p, b, &t0, &nb);
             input_block(V, inp, &p, t0, nb, d, p.par);
             products(M, U, V, nb, &p, d, p.par);
             output_block(out, M, bias, &p, t0, nb, d, p.par);
@@ -909,8 +900,7 @@ void lpnx_winograd_forward(float *out, const float *inp, const float *weight, co
 #pragma omp for schedule(dynamic, 1)
         for (int64_t b = 0; b < p.count; b++) {
             int64_t t0, nb;
-            int parity;
-            block_span(&p, b, &t0, &nb, &parity);
+            block_span(&p, b, &t0, &nb);
             input_block(V, inp, &p, t0, nb, d, 0);
             products(M, U, V, nb, &p, d, 0);
             output_block(out, M, bias, &p, t0, nb, d, 0);
@@ -929,47 +919,42 @@ static void backward_block(float *dinp, float *dU, float *V, float *M, const flo
     if (dinp) input_block_adjoint(dinp, V, p, t0, nb, d, par);
 }
 
+/* Image i's blocks, in order, with dU its own accumulator (zeroed here);
+ * then its weight gradient into dweight (zeroed by the caller). */
+static void backward_image(float *dinp, float *dweight, float *dU, float *V, float *M, const float *dout,
+                           const float *inp, const float *U, const plan *p, int64_t i, const lpnx_conv2d_dims *d,
+                           int par) {
+    memset(dU, 0, p->u_floats * sizeof(float));
+    for (int64_t k = 0; k < p->image_blocks; k++) {
+        int64_t t0, nb;
+        block_span(p, i * p->image_blocks + k, &t0, &nb);
+        backward_block(dinp, dU, V, M, dout, inp, U, p, t0, nb, d, par);
+    }
+    weight_transform_adjoint(dweight, dU, 1, p, d);
+}
+
 void lpnx_winograd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                             const float *weight, float *work, const lpnx_conv2d_dims *d, int m) {
     const plan p = make_plan(d, m);
-    float *U = work;                                      /* (a*a, cout, cin) */
-    float *dU = U + p.u_floats;                           /* (threads, a*a, cout, cin): one per thread */
-    float *buffers = dU + (size_t)p.threads * p.u_floats; /* per thread: V (a*a, cin, block), M (a*a, cout, block) */
+    const int threads = p.threads_back;
+    const size_t per_image = (size_t)(d->cout * d->cin * 9);
+    float *U = work;                                   /* (a*a, cout, cin) */
+    float *dU = U + p.u_floats;                        /* (threads, a*a, cout, cin): one per thread */
+    float *buffers = dU + (size_t)threads * p.u_floats; /* per thread: V (a*a, cin, block), M (a*a, cout, block) */
     if (dinp) weight_transform(U, weight, &p, d);
-    memset(dU, 0, (size_t)p.threads * p.u_floats * sizeof(float));
-    /* Blocks whose input patches overlap (adjacent ones of an image) go in
-     * different phases, on any number of threads: the input gradient then
-     * sums its parts in the same order, whatever the thread count. */
-    if (p.threads == 1) {
+    if (threads == 1) {
         float *V = buffers, *M = V + p.v_floats;
-        for (int phase = 0; phase < 2; phase++)
-            for (int64_t b = 0; b < p.count; b++) {
-                int64_t t0, nb;
-                int parity;
-                block_span(&p, b, &t0, &nb, &parity);
-                if (parity == phase) backward_block(dinp, dU, V, M, dout, inp, U, &p, t0, nb, d, p.par);
-            }
-        weight_transform_adjoint(dweight, dU, 1, &p, d);
+        for (int64_t i = 0; i < d->n; i++)
+            backward_image(dinp, dweight + (size_t)i * per_image, dU, V, M, dout, inp, U, &p, i, d, p.par);
         return;
     }
-    /* Each thread sums its blocks' dU privately. The blocks are dealt out
-     * statically, so that each thread's sum, and so dweight, is the same
-     * from run to run. */
-#pragma omp parallel num_threads(p.threads)
+#pragma omp parallel num_threads(threads)
     {
         const int me = thread_num();
         float *V = buffers + (size_t)me * (p.v_floats + p.m_floats), *M = V + p.v_floats;
         float *mine = dU + (size_t)me * p.u_floats;
-        for (int phase = 0; phase < 2; phase++) {
-            const int64_t count = phase_blocks(&p, phase, -1);
 #pragma omp for schedule(static)
-            for (int64_t i = 0; i < count; i++) {
-                int64_t t0, nb;
-                int parity;
-                block_span(&p, phase_blocks(&p, phase, i), &t0, &nb, &parity);
-                backward_block(dinp, mine, V, M, dout, inp, U, &p, t0, nb, d, 0);
-            }
-        }
+        for (int64_t i = 0; i < d->n; i++)
+            backward_image(dinp, dweight + (size_t)i * per_image, mine, V, M, dout, inp, U, &p, i, d, 0);
     }
-    weight_transform_adjoint(dweight, dU, p.threads, &p, d);
 }

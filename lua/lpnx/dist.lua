@@ -28,6 +28,18 @@ local function need()
   end
 end
 
+-- Calls mpi[name](...), reporting any error as "lpnx.dist.NAME: ..." at
+-- the caller of the lpnx.dist function.
+local function call(name, ...)
+  local ok, a = pcall(mpi[name], ...)
+  if not ok then
+    local msg = tostring(a):gsub("^[^\n]-dist%.lua:%d+: ", "")
+    if not msg:match("^lpnx%.dist%.") then msg = ("lpnx.dist.%s: %s"):format(name, msg) end
+    error(msg, 3)
+  end
+  return a
+end
+
 local function check_op(op, what)
   op = op or "sum"
   if op ~= "sum" and op ~= "mean" then
@@ -52,7 +64,7 @@ end
 function dist.rank() need() return mpi.rank() end
 function dist.size() need() return mpi.size() end
 function dist.local_size() need() return mpi.local_size() end
-function dist.barrier() need() mpi.barrier() end
+function dist.barrier() need() call("barrier") end
 
 -- Ends every process of the job (MPI_Abort) with code (default 1).
 function dist.abort(code)
@@ -62,7 +74,7 @@ end
 
 function dist.allreduce(t, op)
   need()
-  return mpi.allreduce(t, check_op(op, "allreduce"))
+  return call("allreduce", t, check_op(op, "allreduce"))
 end
 
 function dist.allreduce_list(list, op, bucket_mb)
@@ -71,17 +83,17 @@ function dist.allreduce_list(list, op, bucket_mb)
     error(("lpnx.dist.allreduce_list: bucket_mb must be a positive number, got %s"):format(tostring(bucket_mb)), 2)
   end
   local floats = math.max(1, math.floor((bucket_mb or 25) * 262144))
-  return mpi.allreduce_list(list, check_op(op, "allreduce_list"), floats)
+  return call("allreduce_list", list, check_op(op, "allreduce_list"), floats)
 end
 
 function dist.allreduce_numbers(list, op)
   need()
-  return mpi.allreduce_numbers(list, check_op(op, "allreduce_numbers"))
+  return call("allreduce_numbers", list, check_op(op, "allreduce_numbers"))
 end
 
 function dist.broadcast(t, root)
   need()
-  return mpi.broadcast(t, root or 0)
+  return call("broadcast", t, root or 0)
 end
 
 function dist.broadcast_buffers(m, root)
