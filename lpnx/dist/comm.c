@@ -9,6 +9,10 @@
 static int active = 0;
 static float *bucket_buf = NULL; /* (bucket_cap) packing space of allreduce_many */
 static size_t bucket_cap = 0;
+static float *recv_buf = NULL;   /* (recv_cap) what a partner sends, in tree_sum */
+static size_t recv_cap = 0;
+/* Floats a tree_sum exchange moves at a time. */
+#define EXCHANGE_FLOATS ((size_t)1 << 22)
 
 int lpnx_comm_init(void) {
     int inited = 0, finished = 0, provided;
@@ -31,6 +35,9 @@ int lpnx_comm_finalize(void) {
     free(bucket_buf);
     bucket_buf = NULL;
     bucket_cap = 0;
+    free(recv_buf);
+    recv_buf = NULL;
+    recv_cap = 0;
     if (!active) return MPI_SUCCESS;
     active = 0;
     return MPI_Finalize();
@@ -74,11 +81,42 @@ static int allreduce_chunks(void *buf, size_t n, MPI_Datatype t, size_t elem) {
 
 static int world_size(int *size) { return MPI_Comm_size(MPI_COMM_WORLD, size); }
 
+/* The sum of buf over 2^k processes in a fixed order: rank r adds what
+ * rank r ^ 2^(k-1) holds, then r ^ 2^(k-2), ..., then r ^ 1. Both
+ * partners of an exchange compute a + b, the same bits (float addition
+ * commutes), so every process ends with the same sum, added up in the
+ * tree that lpnx_conv2d_tree_sum uses for the images of a batch: a batch
+ * spread over the processes sums to the bits of one process. */
+static int tree_sum(float *buf, size_t n, int rank, int size) {
+    if (recv_cap < EXCHANGE_FLOATS) {
+        float *b = realloc(recv_buf, EXCHANGE_FLOATS * sizeof(float));
+        if (!b) return LPNX_COMM_ENOMEM;
+        recv_buf = b;
+        recv_cap = EXCHANGE_FLOATS;
+    }
+    for (int mask = size / 2; mask >= 1; mask /= 2) {
+        const int partner = rank ^ mask;
+        for (size_t at = 0; at < n; at += EXCHANGE_FLOATS) {
+            const int k = (int)(n - at < EXCHANGE_FLOATS ? n - at : EXCHANGE_FLOATS);
+            int rc = MPI_Sendrecv(buf + at, k, MPI_FLOAT, partner, mask, recv_buf, k, MPI_FLOAT, partner, mask,
+                                  MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            if (rc != MPI_SUCCESS) return rc;
+            for (int i = 0; i < k; i++) buf[at + (size_t)i] += recv_buf[i];
+        }
+    }
+    return MPI_SUCCESS;
+}
+
 int lpnx_comm_allreduce(float *buf, size_t n, int mean) {
-    int size, rc;
+    int size, rank, rc;
     if (!active) return LPNX_COMM_ENOTINIT;
     if ((rc = world_size(&size)) != MPI_SUCCESS) return rc;
-    if ((rc = allreduce_chunks(buf, n, MPI_FLOAT, sizeof(float))) != MPI_SUCCESS) return rc;
+    if ((rc = MPI_Comm_rank(MPI_COMM_WORLD, &rank)) != MPI_SUCCESS) return rc;
+    if ((size & (size - 1)) == 0)
+        rc = tree_sum(buf, n, rank, size);
+    else /* no fixed tree: MPI's own order */
+        rc = allreduce_chunks(buf, n, MPI_FLOAT, sizeof(float));
+    if (rc != MPI_SUCCESS) return rc;
     if (mean && size > 1) {
         const float inv = 1.0f / (float)size;
         for (size_t i = 0; i < n; i++) buf[i] *= inv;

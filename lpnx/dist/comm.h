@@ -23,8 +23,11 @@ int lpnx_comm_barrier(void);
 /* Ends every process of the job with code; does not return. */
 void lpnx_comm_abort(int code);
 
-/* In-place sum over processes of buf (n floats), in calls of at most
- * INT_MAX elements; mean: then divided by the number of processes. */
+/* In-place sum over processes of buf (n floats); mean: then divided by
+ * the number of processes. With a power of two of processes the sum is
+ * added up in a fixed tree (rank r with r ^ size/2 first, ..., r ^ 1
+ * last), the same bits on every process and the order in which
+ * lpnx_conv2d_tree_sum adds a batch's images; otherwise in MPI's order. */
 int lpnx_comm_allreduce(float *buf, size_t n, int mean);
 /* The same for n doubles (statistics, metrics). */
 int lpnx_comm_allreduce_double(double *buf, size_t n, int mean);
