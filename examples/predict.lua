@@ -1,7 +1,9 @@
 -- Segments pneumothorax on chest X-rays with a trained lpnx model: one
--- SIIM-ACR submission row per image, a PNG mask and a review overlay.
+-- SIIM-ACR submission row per image, a PNG mask and a review overlay; on
+-- request a DICOM Segmentation per image and a review page for the batch.
 --   lua5.4 examples/predict.lua --model runs/best.safetensors --data data/dicom-images-test --out pred
 --   lua5.4 examples/predict.lua --model m.safetensors --data a.dcm b.dcm --out pred --threshold 0.5 --tta
+--   lua5.4 examples/predict.lua --model m.safetensors --data test --out pred --dicom-seg --report --truth test-rle.csv
 -- Exit codes: 0 done, 2 a bad flag or a missing file, 1 a failure while running.
 local argparse = require "argparse"
 local lpnx = require "lpnx"
@@ -75,6 +77,14 @@ parser:option("--min-component", "Drop mask regions smaller than this many pixel
 parser:option("--batch", "Images per forward pass.", tostring(d.batch)):argname("<n>"):convert(integer("--batch"))
 parser:option("--threads", "Threads for lpnx's kernels and OpenBLAS.", tostring(lpnx.get_num_threads())):argname("<n>")
   :convert(integer("--threads"))
+parser:flag("--dicom-seg", "Write seg/ID.dcm: a DICOM Segmentation (one binary segment, \"Pneumothorax\") of each "
+                           .. "DICOM input with a predicted mask, referencing its source image, for PACS viewers.")
+parser:flag("--dicom-seg-empty", "With --dicom-seg, also write an empty-segment object for images without one.")
+parser:flag("--report", "Write index.html (and report/): a self-contained page to review the batch in a browser.")
+parser:option("--truth", "SIIM-form CSV of the true masks: the report shows each image's Dice and flags "
+                         .. "disagreements (needs --report)."):argname("<csv>")
+parser:option("--report-size", "Long side of the report's full-size images, in pixels.", "1024"):argname("<pixels>")
+  :convert(integer("--report-size"))
 parser:flag("--no-overlays", "Do not write overlays/.")
 parser:flag("--no-masks", "Do not write masks/.")
 parser:flag("--quiet", "No progress on stderr.")
@@ -99,6 +109,14 @@ end
 if not args.min_component or args.min_component < 0 then fail(2, "--min-component must be an integer >= 0") end
 if not args.batch or args.batch < 1 then fail(2, "--batch must be an integer >= 1") end
 if not args.threads or args.threads < 1 then fail(2, "--threads must be an integer >= 1") end
+if not args.report_size or args.report_size < 16 then fail(2, "--report-size must be an integer >= 16") end
+if args.dicom_seg_empty and not args.dicom_seg then fail(2, "--dicom-seg-empty needs --dicom-seg") end
+if args.truth and not args.report then fail(2, "--truth is shown in the report: add --report") end
+if args.truth then
+  local t = io.open(args.truth, "rb")
+  if not t then fail(2, ("--truth %s: no such file"):format(args.truth)) end
+  t:close()
+end
 local f = io.open(args.model, "rb")
 if not f then fail(2, ("--model %s: no such file"):format(args.model)) end
 f:close()
@@ -112,15 +130,37 @@ for _, item in ipairs(args.data) do
   for _, p in ipairs(list) do paths[#paths + 1] = p end
 end
 
-local done, summary = xpcall(lpnx.predict.run, debug.traceback, {
-  model = args.model, inputs = paths, out = args.out, tta = args.tta, batch = args.batch, threads = args.threads,
-  top = args.top, min_area = args.min_area, bottom = args.bottom, threshold = args.threshold,
-  min_component = args.min_component, write_masks = not args.no_masks, write_overlays = not args.no_overlays,
-  progress = not args.quiet and reporter("predict") or nil,
-})
+local review, page, reviewed
+local done, summary = xpcall(function()
+  if args.report then review = lpnx.report.new{out = args.out, truth = args.truth, view_size = args.report_size} end
+  local s = lpnx.predict.run{
+    model = args.model, inputs = paths, out = args.out, tta = args.tta, batch = args.batch, threads = args.threads,
+    top = args.top, min_area = args.min_area, bottom = args.bottom, threshold = args.threshold,
+    min_component = args.min_component, write_masks = not args.no_masks, write_overlays = not args.no_overlays,
+    dicom_seg = args.dicom_seg, dicom_seg_empty = args.dicom_seg_empty,
+    each = review and function(result, image, mask) review:add(result, image, mask) end,
+    progress = not args.quiet and reporter("predict") or nil,
+  }
+  if review then page, reviewed = review:finish{segs = args.dicom_seg and s.segs or nil} end
+  return s
+end, debug.traceback)
 if not done then
   if os.getenv("LPNX_TRACEBACK") then io.stderr:write(summary, "\n") end
   fail(1, (summary:match("^[^\n]*")))
+end
+
+if args.dicom_seg then
+  local dicoms = 0
+  for _, r in ipairs(summary.results) do
+    if r.path:lower():match("%.dcm$") or r.path:lower():match("%.dicom$") then dicoms = dicoms + 1 end
+  end
+  print(("wrote %d DICOM Segmentation%s to %s/seg (%d DICOM input%s%s)"):format(
+    summary.segs, summary.segs == 1 and "" or "s", args.out, dicoms, dicoms == 1 and "" or "s",
+    args.dicom_seg_empty and "" or ", images without a predicted mask get none"))
+end
+if page then
+  print(("wrote the review page %s: %d cases%s"):format(page, reviewed.cases,
+    reviewed.mean_dice and (", mean Dice %.4f, %d flagged"):format(reviewed.mean_dice, reviewed.flagged) or ""))
 end
 
 local post = args.threshold and ("threshold %g"):format(args.threshold)

@@ -1,7 +1,22 @@
-/* lpnx.dicom: DICOM images through the DCMTK shim in io/dicom.cpp.
+/* lpnx.dicom: DICOM images through the DCMTK shim in io/dicom.cpp, and
+ * Segmentation objects through the one in io/dicom_seg.cpp.
  *
  *   read(path [, {frame = n}]) -> image (C,H,W) float tensor, meta table
  *   write(path, image, meta [, {jpeg = true, quality = 95}]) -> uids table
+ *   write_seg(path, mask, source_meta [, opts]) -> uids table
+ *   read_seg(path [, {segment = n}]) -> mask (F,H,W) float tensor, info table
+ *
+ * write_seg makes a binary DICOM Segmentation of a 0/1 mask (H,W) or
+ * (1,H,W) derived from the image whose meta table (as read returns it) is
+ * source_meta; opts: label, description, category and type ({code =,
+ * scheme =, meaning =}), color ({r, g, b} in [0, 1]), algorithm_name,
+ * algorithm_version (default lpnx's version), series_description,
+ * series_number, instance_number, series_instance_uid, sop_instance_uid
+ * (default new ones), content_label, content_description, content_creator,
+ * manufacturer, model_name, device_serial_number. read_seg returns the
+ * frames of one segment (the first unless opts.segment names another; a
+ * segment without frames gives one empty frame) and what the file says:
+ * UIDs, patient, the segments with their codes, the referenced images.
  *
  * The decoded file lives in a Lua-owned handle (closed by __gc too), so a
  * Lua error while the output tensor is made cannot leak it; the shim has
@@ -12,9 +27,11 @@
 #include <string.h>
 
 #include "../io/dicom.h"
+#include "../io/dicom_seg.h"
 #include "bind.h"
 
 #define HANDLE_MT "lpnx.DicomHandle"
+#define SEG_HANDLE_MT "lpnx.DicomSegHandle"
 
 typedef struct {
     lpnx_dicom *d; /* NULL when closed */
@@ -35,6 +52,16 @@ static void setnumber(lua_State *L, int t, const char *key, int has, double v) {
 
 static void setinteger(lua_State *L, int t, const char *key, lua_Integer v) {
     lua_pushinteger(L, v);
+    lua_setfield(L, t, key);
+}
+
+/* t[key] = {v[0], v[1]} */
+static void setpair(lua_State *L, int t, const char *key, const double *v) {
+    lua_createtable(L, 2, 0);
+    lua_pushnumber(L, v[0]);
+    lua_rawseti(L, -2, 1);
+    lua_pushnumber(L, v[1]);
+    lua_rawseti(L, -2, 2);
     lua_setfield(L, t, key);
 }
 
@@ -62,13 +89,13 @@ static void pushmeta(lua_State *L, const lpnx_dicom_info *info) {
     setnumber(L, t, "window_center", info->has_window_center, info->window_center);
     setnumber(L, t, "window_width", info->has_window_width, info->window_width);
     if (info->has_pixel_spacing) {
-        lua_createtable(L, 2, 0);
-        lua_pushnumber(L, info->pixel_spacing[0]);
-        lua_rawseti(L, -2, 1);
-        lua_pushnumber(L, info->pixel_spacing[1]);
-        lua_rawseti(L, -2, 2);
-        lua_setfield(L, t, "pixel_spacing");
+        setpair(L, t, "pixel_spacing", info->pixel_spacing);
+        if (info->pixel_spacing_is_imager) { /* the detector's spacing: the file has no PixelSpacing */
+            lua_pushboolean(L, 1);
+            lua_setfield(L, t, "pixel_spacing_from_imager");
+        }
     }
+    if (info->has_imager_pixel_spacing) setpair(L, t, "imager_pixel_spacing", info->imager_pixel_spacing);
     for (int i = 0; i < LPNX_DICOM_NSTRINGS; i++) {
         if (!info->strings[i].value) continue;
         lua_pushstring(L, info->strings[i].value);
@@ -230,11 +257,417 @@ static int l_write(lua_State *L) {
     return 1;
 }
 
-static const luaL_Reg functions[] = {{"read", l_read}, {"write", l_write}, {NULL, NULL}};
+/* ---- Segmentation objects ------------------------------------------- */
+
+/* t[key] as a string or NULL when absent; what names the table in errors
+ * ("source_meta"). Numbers are converted. The value stays on the stack so
+ * the string outlives the call (the caller has made room). */
+static const char *tablestring(lua_State *L, int t, int arg, const char *what, const char *key) {
+    if (t == 0) return NULL;
+    int type = lua_getfield(L, t, key);
+    if (type == LUA_TNIL) return NULL;
+    if (type != LUA_TSTRING && type != LUA_TNUMBER)
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s.%s: expected a string, got %s", what, key, luaL_typename(L, -1)));
+    size_t len = 0;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (strlen(s) != len) luaL_argerror(L, arg, lua_pushfstring(L, "%s.%s: contains a zero byte", what, key));
+    return s;
+}
+
+/* t[key] as an integer in 1..65535, or 0 when absent. */
+static int tablesize(lua_State *L, int t, int arg, const char *what, const char *key) {
+    int type = lua_getfield(L, t, key);
+    int isint = 0;
+    lua_Integer n = lua_tointegerx(L, -1, &isint);
+    if (type != LUA_TNIL && (type != LUA_TNUMBER || !isint || n < 1 || n > 65535))
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s.%s: expected an integer in 1..65535, got %s", what, key,
+                                              luaL_tolstring(L, -1, NULL)));
+    lua_pop(L, 1);
+    return type == LUA_TNIL ? 0 : (int)n;
+}
+
+/* t[key] = {row, column} of positive numbers -> spacing; 0 when absent. */
+static int tablepair(lua_State *L, int t, int arg, const char *what, const char *key, double *v) {
+    if (lua_getfield(L, t, key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (!lua_istable(L, -1))
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s.%s: expected {row, column}, got %s", what, key,
+                                              luaL_typename(L, -1)));
+    for (int k = 0; k < 2; k++) {
+        lua_rawgeti(L, -1, k + 1);
+        int isnum = 0;
+        double x = lua_tonumberx(L, -1, &isnum);
+        if (!isnum || !isfinite(x) || x <= 0)
+            luaL_argerror(L, arg, lua_pushfstring(L, "%s.%s[%d]: expected a positive number, got %s", what, key, k + 1,
+                                                  isnum ? lua_tostring(L, -1) : luaL_typename(L, -1)));
+        v[k] = x;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* opts[key] = {code = , scheme = , meaning = } into *code (strings stay on
+ * the stack). */
+static void tablecode(lua_State *L, int t, int arg, const char *key, lpnx_seg_code *code) {
+    if (t == 0) return;
+    if (lua_getfield(L, t, key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    if (!lua_istable(L, -1))
+        luaL_argerror(L, arg, lua_pushfstring(L, "opts.%s: expected {code = , scheme = , meaning = }, got %s", key,
+                                              luaL_typename(L, -1)));
+    int c = lua_gettop(L);
+    const char *what = lua_pushfstring(L, "opts.%s", key);
+    const char *value = tablestring(L, c, arg, what, "code");
+    const char *scheme = tablestring(L, c, arg, what, "scheme");
+    const char *meaning = tablestring(L, c, arg, what, "meaning");
+    if (!value || !scheme || !meaning)
+        luaL_argerror(L, arg, lua_pushfstring(L, "opts.%s: needs code, scheme and meaning (e.g. {code = \"36118008\", "
+                                                 "scheme = \"SCT\", meaning = \"Pneumothorax\"})", key));
+    code->value = value;
+    code->scheme = scheme;
+    code->meaning = meaning;
+}
+
+/* package.loaded["lpnx.core"].version, pushed (or "unknown"). */
+static const char *lpnx_version(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    const char *v = NULL;
+    if (lua_getfield(L, -1, "lpnx.core") == LUA_TTABLE && lua_getfield(L, -1, "version") == LUA_TSTRING)
+        v = lua_tostring(L, -1);
+    else
+        v = lua_pushliteral(L, "unknown");
+    return v;
+}
+
+static const char *const SEG_OPTION_KEYS[] = {
+    "label", "description", "category", "type", "algorithm_name", "algorithm_version", "color",
+    "series_description", "series_number", "instance_number", "series_instance_uid", "sop_instance_uid",
+    "content_label", "content_description", "content_creator", "manufacturer", "model_name",
+    "device_serial_number", NULL};
+
+/* Raises unless every key of the table at arg is one of keys. */
+static void checkkeys(lua_State *L, int arg, const char *const *keys) {
+    lua_pushnil(L);
+    while (lua_next(L, arg)) {
+        lua_pop(L, 1);
+        int known = 0;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            for (const char *const *k = keys; *k && !known; k++) known = strcmp(*k, lua_tostring(L, -1)) == 0;
+        if (!known) {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (const char *const *k = keys; *k; k++) {
+                if (k != keys) luaL_addstring(&b, ", ");
+                luaL_addstring(&b, *k);
+            }
+            luaL_pushresult(&b);
+            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2);
+            luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s' (expected one of %s)", key,
+                                                  lua_tostring(L, -1)));
+        }
+    }
+}
+
+static void setstring(lua_State *L, int t, const char *key, const char *v) {
+    if (!v || !*v) return;
+    lua_pushstring(L, v);
+    lua_setfield(L, t, key);
+}
+
+/* write_seg(path, mask (H,W) | (1,H,W) of 0/1, source_meta [, opts]) -> uids */
+static int l_write_seg(lua_State *L) {
+    char err[1024], shape[160];
+    const char *path = luaL_checkstring(L, 1);
+    lpnx_Tensor *t = lpnx_checktensor(L, 2);
+    if (!t->storage) return luaL_argerror(L, 2, "tensor was closed");
+    if (!lua_istable(L, 3))
+        return luaL_argerror(L, 3, lua_pushfstring(L, "expected the source image's meta table (as lpnx.dicom.read "
+                                                      "returns it), got %s", luaL_typename(L, 3)));
+    int opts = 0;
+    if (!lua_isnoneornil(L, 4)) {
+        if (!lua_istable(L, 4))
+            return luaL_argerror(L, 4, lua_pushfstring(L, "expected a table of options, got %s", luaL_typename(L, 4)));
+        opts = 4;
+        checkkeys(L, 4, SEG_OPTION_KEYS);
+    }
+    lua_settop(L, 4);
+
+    /* the mask: (H,W) or (1,H,W), every value 0 or 1 */
+    int ok = (t->ndim == 2) || (t->ndim == 3 && t->size[0] == 1);
+    int64_t rows = ok ? t->size[t->ndim - 2] : 0, columns = ok ? t->size[t->ndim - 1] : 0;
+    if (!ok || rows < 1 || columns < 1 || rows > 65535 || columns > 65535) {
+        lpnx_shape_str(shape, sizeof shape, t->ndim, t->size);
+        return luaL_argerror(L, 2, lua_pushfstring(L, "expected a mask (H,W) or (1,H,W) with H and W in 1..65535, "
+                                                      "got (%s)", shape));
+    }
+    int src_rows = tablesize(L, 3, 3, "source_meta", "rows");
+    int src_columns = tablesize(L, 3, 3, "source_meta", "columns");
+    if ((src_rows && src_rows != rows) || (src_columns && src_columns != columns))
+        return luaL_argerror(L, 2, lua_pushfstring(L, "mask is %dx%d but the source image is %dx%d (rows x columns)",
+                                                   (int)rows, (int)columns, src_rows ? src_rows : (int)rows,
+                                                   src_columns ? src_columns : (int)columns));
+    t = lpnx_checkcontiguous(L, 2); /* may push a copy (slot 5) */
+    const float *src = lpnx_tensor_data(t);
+    size_t n = (size_t)rows * (size_t)columns;
+    unsigned char *mask = lua_newuserdatauv(L, n, 0); /* (rows, columns), Lua-owned */
+    for (size_t i = 0; i < n; i++) {
+        float v = src[i];
+        if (v != 0.0f && v != 1.0f)
+            return luaL_argerror(L, 2, lua_pushfstring(L, "mask holds %s at row %d, column %d; expected 0 or 1 "
+                                                          "(threshold probabilities first)",
+                                                       isnan(v) ? "nan" : lua_pushfstring(L, "%f", (double)v),
+                                                       (int)(i / (size_t)columns) + 1, (int)(i % (size_t)columns) + 1));
+        mask[i] = v == 1.0f;
+    }
+
+    luaL_checkstack(L, 80, "lpnx.dicom.write_seg");
+    lpnx_seg_source s;
+    memset(&s, 0, sizeof s);
+    const char *what = "source_meta";
+    s.sop_class_uid = tablestring(L, 3, 3, what, "sop_class_uid");
+    s.sop_instance_uid = tablestring(L, 3, 3, what, "sop_instance_uid");
+    s.study_instance_uid = tablestring(L, 3, 3, what, "study_instance_uid");
+    s.series_instance_uid = tablestring(L, 3, 3, what, "series_instance_uid");
+    static const char *const required[] = {"sop_class_uid", "sop_instance_uid", "study_instance_uid",
+                                           "series_instance_uid"};
+    const char *given[] = {s.sop_class_uid, s.sop_instance_uid, s.study_instance_uid, s.series_instance_uid};
+    for (int k = 0; k < 4; k++)
+        if (!given[k] || !*given[k])
+            return luaL_argerror(L, 3, lua_pushfstring(L, "source_meta.%s is missing: a segmentation references "
+                                                          "its source image by SOP class, SOP instance, study and "
+                                                          "series UID (lpnx.dicom.read returns them)", required[k]));
+    s.frame_of_reference_uid = tablestring(L, 3, 3, what, "frame_of_reference_uid");
+    s.patient_name = tablestring(L, 3, 3, what, "patient_name");
+    s.patient_id = tablestring(L, 3, 3, what, "patient_id");
+    s.patient_birth_date = tablestring(L, 3, 3, what, "patient_birth_date");
+    s.patient_sex = tablestring(L, 3, 3, what, "patient_sex");
+    s.patient_age = tablestring(L, 3, 3, what, "patient_age");
+    s.study_date = tablestring(L, 3, 3, what, "study_date");
+    s.study_time = tablestring(L, 3, 3, what, "study_time");
+    s.study_id = tablestring(L, 3, 3, what, "study_id");
+    s.accession_number = tablestring(L, 3, 3, what, "accession_number");
+    s.referring_physician_name = tablestring(L, 3, 3, what, "referring_physician_name");
+    s.study_description = tablestring(L, 3, 3, what, "study_description");
+    s.specific_character_set = tablestring(L, 3, 3, what, "specific_character_set");
+    s.patient_orientation = tablestring(L, 3, 3, what, "patient_orientation");
+    s.lossy_image_compression = tablestring(L, 3, 3, what, "lossy_image_compression");
+    s.lossy_image_compression_ratio = tablestring(L, 3, 3, what, "lossy_image_compression_ratio");
+    s.lossy_image_compression_method = tablestring(L, 3, 3, what, "lossy_image_compression_method");
+    if (!s.lossy_image_compression) {
+        /* a file stored with a lossy transfer syntax but without the attribute */
+        static const char *const lossy[][2] = {{"1.2.840.10008.1.2.4.50", "ISO_10918_1"},
+                                               {"1.2.840.10008.1.2.4.51", "ISO_10918_1"},
+                                               {"1.2.840.10008.1.2.4.81", "ISO_14495_1"},
+                                               {"1.2.840.10008.1.2.4.91", "ISO_15444_1"}};
+        const char *ts = tablestring(L, 3, 3, what, "transfer_syntax");
+        for (size_t k = 0; ts && k < sizeof lossy / sizeof *lossy; k++) {
+            if (strcmp(ts, lossy[k][0]) == 0) {
+                s.lossy_image_compression = "01";
+                if (!s.lossy_image_compression_method) s.lossy_image_compression_method = lossy[k][1];
+            }
+        }
+    }
+    /* Pixel Measures only from a true PixelSpacing, not a detector's */
+    lua_getfield(L, 3, "pixel_spacing_from_imager");
+    int from_imager = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!from_imager) s.has_pixel_spacing = tablepair(L, 3, 3, what, "pixel_spacing", s.pixel_spacing);
+    s.rows = (int)rows;
+    s.columns = (int)columns;
+
+    lpnx_seg_options o;
+    lpnx_dicom_seg_defaults(&o);
+    o.algorithm_version = o.software_versions = lpnx_version(L);
+    if (opts) {
+        const char *v;
+        what = "opts";
+#define OPT(field, key) \
+    if ((v = tablestring(L, opts, 4, what, key)) != NULL) o.field = v
+        OPT(segment_label, "label");
+        OPT(segment_description, "description");
+        OPT(algorithm_name, "algorithm_name");
+        OPT(algorithm_version, "algorithm_version");
+        OPT(series_description, "series_description");
+        OPT(series_number, "series_number");
+        OPT(instance_number, "instance_number");
+        OPT(series_instance_uid, "series_instance_uid");
+        OPT(sop_instance_uid, "sop_instance_uid");
+        OPT(content_label, "content_label");
+        OPT(content_description, "content_description");
+        OPT(content_creator, "content_creator");
+        OPT(manufacturer, "manufacturer");
+        OPT(model_name, "model_name");
+        OPT(device_serial_number, "device_serial_number");
+#undef OPT
+        tablecode(L, opts, 4, "category", &o.category);
+        tablecode(L, opts, 4, "type", &o.type);
+        if (lua_getfield(L, opts, "color") != LUA_TNIL) {
+            if (!lua_istable(L, -1))
+                return luaL_argerror(L, 4, lua_pushfstring(L, "opts.color: expected {r, g, b} in [0, 1], got %s",
+                                                           luaL_typename(L, -1)));
+            for (int k = 0; k < 3; k++) {
+                lua_rawgeti(L, -1, k + 1);
+                int isnum = 0;
+                double c = lua_tonumberx(L, -1, &isnum);
+                if (!isnum || !(c >= 0 && c <= 1))
+                    return luaL_argerror(L, 4, lua_pushfstring(L, "opts.color[%d]: expected a number in [0, 1], "
+                                                                  "got %s", k + 1,
+                                                               isnum ? lua_tostring(L, -1) : luaL_typename(L, -1)));
+                o.color[k] = c;
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    }
+
+    lpnx_seg_uids uids;
+    if (lpnx_dicom_seg_write(path, mask, (int)rows, (int)columns, &s, &o, &uids, err, sizeof err) != 0)
+        return luaL_error(L, "lpnx.dicom.write_seg: %s: %s", path, err);
+    lua_createtable(L, 0, 5);
+    int r = lua_gettop(L);
+    setstring(L, r, "sop_class_uid", uids.sop_class_uid);
+    setstring(L, r, "sop_instance_uid", uids.sop_instance_uid);
+    setstring(L, r, "study_instance_uid", uids.study_instance_uid);
+    setstring(L, r, "series_instance_uid", uids.series_instance_uid);
+    setstring(L, r, "frame_of_reference_uid", uids.frame_of_reference_uid);
+    return 1;
+}
+
+typedef struct {
+    lpnx_seg *s; /* NULL when closed */
+} seg_handle;
+
+static int seg_handle_gc(lua_State *L) {
+    seg_handle *h = luaL_checkudata(L, 1, SEG_HANDLE_MT);
+    lpnx_dicom_seg_close(h->s);
+    h->s = NULL;
+    return 0;
+}
+
+/* {code = , scheme = , meaning = } or nothing when the code is empty */
+static void setcode(lua_State *L, int t, const char *key, const lpnx_seg_code *c) {
+    if (!c->value && !c->scheme && !c->meaning) return;
+    lua_createtable(L, 0, 3);
+    setstring(L, lua_gettop(L), "code", c->value);
+    setstring(L, lua_gettop(L), "scheme", c->scheme);
+    setstring(L, lua_gettop(L), "meaning", c->meaning);
+    lua_setfield(L, t, key);
+}
+
+/* The info table of a read segmentation, pushed. */
+static void pushseginfo(lua_State *L, const lpnx_seg_info *info, const lpnx_seg_segment *chosen, int frames) {
+    lua_createtable(L, 0, 32);
+    int t = lua_gettop(L);
+    setinteger(L, t, "rows", info->rows);
+    setinteger(L, t, "columns", info->columns);
+    setinteger(L, t, "number_of_frames", info->number_of_frames);
+    setinteger(L, t, "max_fractional_value", info->max_fractional_value);
+    for (int i = 0; i < LPNX_SEG_NSTRINGS; i++) setstring(L, t, info->strings[i].key, info->strings[i].value);
+    if (info->has_pixel_spacing) setpair(L, t, "pixel_spacing", info->pixel_spacing);
+    lua_createtable(L, info->nsegments, 0);
+    for (int i = 0; i < info->nsegments; i++) {
+        const lpnx_seg_segment *g = &info->segments[i];
+        lua_createtable(L, 0, 10);
+        int e = lua_gettop(L);
+        setinteger(L, e, "number", g->number);
+        setinteger(L, e, "frames", g->frames);
+        setstring(L, e, "label", g->label);
+        setstring(L, e, "description", g->description);
+        setstring(L, e, "algorithm_type", g->algorithm_type);
+        setstring(L, e, "algorithm_name", g->algorithm_name);
+        setcode(L, e, "category", &g->category);
+        setcode(L, e, "type", &g->type);
+        if (g->has_color) {
+            lua_createtable(L, 3, 0);
+            for (int k = 0; k < 3; k++) {
+                lua_pushnumber(L, g->color[k]);
+                lua_rawseti(L, -2, k + 1);
+            }
+            lua_setfield(L, e, "color");
+        }
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, t, "segments");
+    lua_createtable(L, info->nreferences, 0);
+    for (int i = 0; i < info->nreferences; i++) {
+        const lpnx_seg_reference *r = &info->references[i];
+        lua_createtable(L, 0, 3);
+        setstring(L, lua_gettop(L), "sop_class_uid", r->sop_class_uid);
+        setstring(L, lua_gettop(L), "sop_instance_uid", r->sop_instance_uid);
+        setstring(L, lua_gettop(L), "series_instance_uid", r->series_instance_uid);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, t, "references");
+    setinteger(L, t, "segment", chosen->number);
+    setinteger(L, t, "frames", frames);
+    setstring(L, t, "segment_label", chosen->label);
+}
+
+/* read_seg(path [, {segment = n}]) -> mask (F,H,W), info */
+static int l_read_seg(lua_State *L) {
+    char err[1024];
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer number = 0; /* 0: the first segment */
+    if (!lua_isnoneornil(L, 2)) {
+        if (!lua_istable(L, 2))
+            return luaL_argerror(L, 2, lua_pushfstring(L, "expected a table of options, got %s", luaL_typename(L, 2)));
+        static const char *const keys[] = {"segment", NULL};
+        checkkeys(L, 2, keys);
+        if (lua_getfield(L, 2, "segment") != LUA_TNIL) {
+            int isint = 0;
+            number = lua_tointegerx(L, -1, &isint);
+            if (!isint || number < 1 || number > 65535)
+                return luaL_argerror(L, 2, lua_pushfstring(L, "segment must be an integer in 1..65535, got %s",
+                                                           luaL_tolstring(L, -1, NULL)));
+        }
+        lua_pop(L, 1);
+    }
+    seg_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
+    h->s = NULL;
+    luaL_setmetatable(L, SEG_HANDLE_MT);
+    if (lpnx_dicom_seg_open(&h->s, path, err, sizeof err) != 0)
+        return luaL_error(L, "lpnx.dicom.read_seg: %s: %s", path, err);
+    const lpnx_seg_info *info = lpnx_dicom_seg_info_of(h->s);
+    const lpnx_seg_segment *chosen = number == 0 ? &info->segments[0] : NULL;
+    for (int i = 0; i < info->nsegments && !chosen; i++)
+        if (info->segments[i].number == number) chosen = &info->segments[i];
+    if (!chosen) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (int i = 0; i < info->nsegments; i++) {
+            if (i) luaL_addstring(&b, ", ");
+            lua_pushinteger(L, info->segments[i].number);
+            luaL_addvalue(&b);
+        }
+        luaL_pushresult(&b);
+        return luaL_error(L, "lpnx.dicom.read_seg: %s: no segment %d (the file has segment%s %s)", path, (int)number,
+                          info->nsegments == 1 ? "" : "s", lua_tostring(L, -1));
+    }
+    int frames = lpnx_dicom_seg_frames(h->s, chosen->number);
+    int64_t size[3] = {frames > 0 ? frames : 1, info->rows, info->columns};
+    lpnx_Tensor *t = lpnx_pushnew(L, 3, size, 1); /* (F, H, W); zeros for a segment without frames */
+    lpnx_dicom_seg_mask(h->s, chosen->number, lpnx_tensor_data(t));
+    pushseginfo(L, info, chosen, frames);
+    lpnx_dicom_seg_close(h->s); /* done early; the collector would do it too */
+    h->s = NULL;
+    return 2;
+}
+
+static const luaL_Reg functions[] = {
+    {"read", l_read}, {"write", l_write}, {"write_seg", l_write_seg}, {"read_seg", l_read_seg}, {NULL, NULL}};
 
 void lpnx_open_dicom(lua_State *L) {
     luaL_newmetatable(L, HANDLE_MT);
     lua_pushcfunction(L, handle_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, SEG_HANDLE_MT);
+    lua_pushcfunction(L, seg_handle_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     luaL_newlib(L, functions);

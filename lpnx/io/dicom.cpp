@@ -185,13 +185,25 @@ const char *const string_keys[LPNX_DICOM_NSTRINGS] = {
     "view_position",      "patient_sex",         "patient_age",        "patient_id",
     "patient_name",       "modality",            "body_part_examined", "sop_class_uid",
     "sop_instance_uid",   "study_instance_uid",  "series_instance_uid", "frame_of_reference_uid",
-    "study_date",         "series_description",  "conversion_type",    "specific_character_set"};
+    "study_date",         "series_description",  "conversion_type",    "specific_character_set",
+    "patient_birth_date", "study_time",          "study_id",           "accession_number",
+    "referring_physician_name", "study_description", "patient_orientation", "lossy_image_compression",
+    "lossy_image_compression_ratio", "lossy_image_compression_method", "series_number"};
 
 const DcmTagKey string_tags[LPNX_DICOM_NSTRINGS] = {
     DCM_ViewPosition,     DCM_PatientSex,        DCM_PatientAge,       DCM_PatientID,
     DCM_PatientName,      DCM_Modality,          DCM_BodyPartExamined, DCM_SOPClassUID,
     DCM_SOPInstanceUID,   DCM_StudyInstanceUID,  DCM_SeriesInstanceUID, DCM_FrameOfReferenceUID,
-    DCM_StudyDate,        DCM_SeriesDescription, DCM_ConversionType,   DCM_SpecificCharacterSet};
+    DCM_StudyDate,        DCM_SeriesDescription, DCM_ConversionType,   DCM_SpecificCharacterSet,
+    DCM_PatientBirthDate, DCM_StudyTime,         DCM_StudyID,          DCM_AccessionNumber,
+    DCM_ReferringPhysicianName, DCM_StudyDescription, DCM_PatientOrientation, DCM_LossyImageCompression,
+    DCM_LossyImageCompressionRatio, DCM_LossyImageCompressionMethod, DCM_SeriesNumber};
+
+/* Attributes reported with every value (backslash-separated), not the first. */
+bool all_values(const DcmTagKey &tag) {
+    return tag == DCM_PatientOrientation || tag == DCM_LossyImageCompressionRatio ||
+           tag == DCM_LossyImageCompressionMethod;
+}
 
 enum Color { GRAY, RGB, YBR_FULL, YBR_FULL_422, YBR_PARTIAL_422 };
 
@@ -225,6 +237,23 @@ std::string get_string(DcmItem *item, const DcmTagKey &tag) {
     OFString v;
     if (item->findAndGetOFString(tag, v, 0).bad()) return std::string();
     return trim(v);
+}
+
+/* Every value of a string attribute, backslash-separated, each trimmed. */
+std::string get_all_strings(DcmItem *item, const DcmTagKey &tag) {
+    OFString v;
+    if (item->findAndGetOFStringArray(tag, v).bad()) return std::string();
+    std::string out;
+    size_t begin = 0;
+    for (;;) {
+        size_t end = v.find('\\', begin);
+        if (end == OFString_npos) end = v.length();
+        if (!out.empty() || begin > 0) out.push_back('\\');
+        out += trim(v.substr(begin, end - begin));
+        if (end >= v.length()) break;
+        begin = end + 1;
+    }
+    return out.find_first_not_of('\\') == std::string::npos ? std::string() : out;
 }
 
 /* A finite number from a DS/IS/US attribute (value pos). */
@@ -392,7 +421,8 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
     info.transfer_syntax_name = d->ts_name.c_str();
 
     for (int i = 0; i < LPNX_DICOM_NSTRINGS; i++) {
-        d->strings[i] = get_string(ds, string_tags[i]);
+        d->strings[i] =
+            all_values(string_tags[i]) ? get_all_strings(ds, string_tags[i]) : get_string(ds, string_tags[i]);
         info.strings[i].key = string_keys[i];
         info.strings[i].value = d->strings[i].empty() ? nullptr : d->strings[i].c_str();
     }
@@ -402,9 +432,14 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
     info.has_window_width = get_number(ds, DCM_WindowWidth, 0, &info.window_width);
     info.has_pixel_spacing = get_number(ds, DCM_PixelSpacing, 0, &info.pixel_spacing[0]) &&
                              get_number(ds, DCM_PixelSpacing, 1, &info.pixel_spacing[1]);
-    if (!info.has_pixel_spacing)
-        info.has_pixel_spacing = get_number(ds, DCM_ImagerPixelSpacing, 0, &info.pixel_spacing[0]) &&
-                                 get_number(ds, DCM_ImagerPixelSpacing, 1, &info.pixel_spacing[1]);
+    info.has_imager_pixel_spacing = get_number(ds, DCM_ImagerPixelSpacing, 0, &info.imager_pixel_spacing[0]) &&
+                                    get_number(ds, DCM_ImagerPixelSpacing, 1, &info.imager_pixel_spacing[1]);
+    if (!info.has_pixel_spacing && info.has_imager_pixel_spacing) {
+        info.has_pixel_spacing = 1;
+        info.pixel_spacing_is_imager = 1;
+        info.pixel_spacing[0] = info.imager_pixel_spacing[0];
+        info.pixel_spacing[1] = info.imager_pixel_spacing[1];
+    }
 
     DcmElement *pixel = nullptr;
     if (ds->findAndGetElement(DCM_PixelData, pixel).bad() || !pixel) {

@@ -28,11 +28,12 @@ extern "C" {
 #define LPNX_DICOM_MAX_VALUES 2147483647.0 /* 2^31 - 1 */
 
 /* Number of string attributes reported in lpnx_dicom_info.strings. */
-#define LPNX_DICOM_NSTRINGS 16
+#define LPNX_DICOM_NSTRINGS 27
 
 /* A DICOM string attribute: key is the Lua-facing name ("patient_id"),
- * value the first value with padding removed, NULL when the attribute is
- * absent or empty. */
+ * value the first value with padding removed (every value, joined by
+ * backslashes, for patient_orientation and the lossy compression ratio
+ * and method), NULL when the attribute is absent or empty. */
 typedef struct {
     const char *key;
     const char *value;
@@ -61,10 +62,17 @@ typedef struct {
     double rescale_slope, rescale_intercept, window_center, window_width;
     int has_pixel_spacing;      /* from PixelSpacing, else ImagerPixelSpacing */
     double pixel_spacing[2];    /* row spacing, column spacing (mm) */
+    int pixel_spacing_is_imager; /* 1 when pixel_spacing came from ImagerPixelSpacing */
+    int has_imager_pixel_spacing;
+    double imager_pixel_spacing[2]; /* ImagerPixelSpacing: row, column (mm) */
     /* view_position, patient_sex, patient_age, patient_id, patient_name,
      * modality, body_part_examined, sop_class_uid, sop_instance_uid,
      * study_instance_uid, series_instance_uid, frame_of_reference_uid,
-     * study_date, series_description, conversion_type, specific_character_set */
+     * study_date, series_description, conversion_type, specific_character_set,
+     * patient_birth_date, study_time, study_id, accession_number,
+     * referring_physician_name, study_description, patient_orientation,
+     * lossy_image_compression, lossy_image_compression_ratio,
+     * lossy_image_compression_method, series_number */
     lpnx_dicom_string strings[LPNX_DICOM_NSTRINGS];
 } lpnx_dicom_info;
 

@@ -239,7 +239,7 @@ end
 
 local RUN_KEYS = {"model", "meta", "inputs", "out", "tta", "batch", "top", "min_area", "bottom", "reference_area",
                   "threshold", "min_component", "write_masks", "write_overlays", "overlay_size", "progress",
-                  "threads", "keep_probabilities"}
+                  "threads", "keep_probabilities", "dicom_seg", "dicom_seg_empty", "each"}
 
 local function common_numbers(name, opts)
   local d = predict.defaults
@@ -248,17 +248,43 @@ local function common_numbers(name, opts)
   return batch
 end
 
+-- The DICOM Segmentation of one image: OUT/seg/ID.dcm, a new series per
+-- source study (images of one study share it, numbered in order). Returns
+-- the path relative to OUT, or nil when nothing is written (an empty mask
+-- without dicom_seg_empty). series: study UID -> {uid, count}, kept by run.
+local function write_seg(out, id, mask, meta, empty_too, series)
+  local positive = mask:max() > 0
+  if not positive and not empty_too then return nil end
+  local s = series[meta.study_instance_uid]
+  local opts = {series_instance_uid = s and s.uid, instance_number = s and tostring(s.count + 1)}
+  if not positive then
+    opts.description = "No pneumothorax predicted by lpnx (empty segment)"
+  end
+  local rel = ("seg/%s.dcm"):format(id)
+  local uids = lpnx.dicom.write_seg(("%s/%s"):format(out, rel), mask, meta, opts)
+  if s then s.count = s.count + 1 else series[meta.study_instance_uid] = {uid = uids.series_instance_uid, count = 1} end
+  return rel
+end
+
 -- run{model = FILE, inputs = DIR | FILE | {FILES}, out = DIR, tta = false,
 --     batch = 4, top = 0.75, min_area = 2000, bottom = 0.3 | threshold = t,
 --     min_component = 0, write_masks = true, write_overlays = true,
 --     overlay_size = 1024, threads, progress = fn(i, n, id, positive),
---     keep_probabilities = false}
+--     keep_probabilities = false, dicom_seg = false, dicom_seg_empty = false,
+--     each = fn(result, image, mask, prob)}
 -- Writes OUT/submission.csv (one row per image, "-1" when empty),
 -- OUT/masks/ID.png (0/255) and OUT/overlays/ID.png (the image with its
 -- mask; images larger than overlay_size on their long side are shrunk for
--- it). Returns {images = n, positive = k, seconds = s, out = DIR,
+-- it). With dicom_seg, OUT/seg/ID.dcm: a DICOM Segmentation of each DICOM
+-- input with a predicted mask (of every DICOM input with dicom_seg_empty;
+-- PNG inputs have no DICOM identity to refer to and get none). each is
+-- called once per image, in input order, with its result (below), the
+-- image (1,H,W) in [0,1], its mask and its probabilities (1,H,W).
+-- Returns {images = n, positive = k, seconds = s, out = DIR,
 -- submission = PATH, ids = {...}, rows = {{id, rle}, ...},
--- probabilities = {(1,H,W), ...} when keep_probabilities}.
+-- results = {{id, path, height, width, area, max_probability, positive,
+-- pixel_spacing = {row, column} (mm) | nil, seg = "seg/ID.dcm" | nil}, ...},
+-- segs = number written, probabilities = {(1,H,W), ...} when keep_probabilities}.
 function predict.run(opts)
   local name = "predict.run"
   if type(opts) ~= "table" then error(("%s: expected {model = FILE, inputs = DIR, out = DIR, ...}"):format(name), 2) end
@@ -271,6 +297,9 @@ function predict.run(opts)
   predict.postprocess(lpnx.zeros(1, 1), post)      -- checks the settings before any work
   local overlay_size = integer_at_least(name, "overlay_size", opts.overlay_size or predict.defaults.overlay_size, 1)
   local write_masks, write_overlays = opts.write_masks ~= false, opts.write_overlays ~= false
+  if opts.each ~= nil and type(opts.each) ~= "function" then
+    error(("%s: each must be a function(result, image, mask, prob), got %s"):format(name, type(opts.each)), 2)
+  end
   local ok, paths = pcall(data.list_images, opts.inputs)
   if not ok then error(("%s: %s"):format(name, (tostring(paths):gsub("^[^:]*:%d+: ", ""))), 2) end
   if #paths == 0 then error(("%s: no DICOM or PNG images in %s"):format(name, tostring(opts.inputs)), 2) end
@@ -289,13 +318,30 @@ function predict.run(opts)
     mkdir(opts.out)
     if write_masks then mkdir(opts.out .. "/masks") end
     if write_overlays then mkdir(opts.out .. "/overlays") end
-    local rows, kept, positive = {}, {}, 0
-    local function load(i) return data.read_image(paths[i]), ids[i] end
-    sweep(name, model, meta, #paths, load, {batch = batch, tta = opts.tta}, function(i, prob, img, id)
+    if opts.dicom_seg then mkdir(opts.out .. "/seg") end
+    local rows, kept, results, positive, segs, series = {}, {}, {}, 0, 0, {}
+    local function load(i)
+      local img, info = data.read_image(paths[i])
+      return img, {id = ids[i], meta = info}
+    end
+    sweep(name, model, meta, #paths, load, {batch = batch, tta = opts.tta}, function(i, prob, img, item)
+      local id, info = item.id, item.meta
       local mask = predict.postprocess(prob, post)       -- (1,H,W)
       local rle = lpnx.rle.encode(mask)
       rows[i] = {id, rle}
       if rle ~= "-1" then positive = positive + 1 end
+      local result = {id = id, path = paths[i], height = img:size(2), width = img:size(3), area = mask:sum(),
+                      max_probability = prob:max(), positive = rle ~= "-1", pixel_spacing = info.pixel_spacing}
+      if opts.dicom_seg and info.format == "dicom" then
+        local written, rel = pcall(write_seg, opts.out, id, mask, info, opts.dicom_seg_empty, series)
+        if not written then
+          error(("%s: no DICOM Segmentation for %s: %s")
+                :format(name, paths[i], (tostring(rel):gsub("^[^:]*:%d+: ", ""))), 0)
+        end
+        result.seg = rel
+        if rel then segs = segs + 1 end
+      end
+      results[i] = result
       if opts.keep_probabilities then kept[i] = prob end
       if write_masks then lpnx.png.write(("%s/masks/%s.png"):format(opts.out, id), mask) end
       if write_overlays then
@@ -309,12 +355,13 @@ function predict.run(opts)
         end
         lpnx.png.write(("%s/overlays/%s.png"):format(opts.out, id), lpnx.image.overlay(view, view_mask))
       end
+      if opts.each then opts.each(result, img, mask, prob) end
       if opts.progress then opts.progress(i, #paths, id, rle ~= "-1") end
     end)
     local submission = opts.out .. "/submission.csv"
     siim.write_submission(submission, rows)
     return {images = #paths, positive = positive, seconds = now() - start, out = opts.out,
-            submission = submission, ids = ids, rows = rows,
+            submission = submission, ids = ids, rows = rows, results = results, segs = segs,
             probabilities = opts.keep_probabilities and kept or nil}
   end)
 end

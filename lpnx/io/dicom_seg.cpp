@@ -1,0 +1,1175 @@
+/* DICOM Segmentation objects through DCMTK's dcmseg, behind the plain C
+ * interface of dicom_seg.h. Every entry point catches every exception and
+ * every bad OFCondition and turns it into an error code plus a message,
+ * so nothing C++ ever unwinds into C or Lua.
+ *
+ * Writing: DcmSegmentation::createBinarySegmentation with the equipment
+ * and content identification, the source's patient, study and frame of
+ * reference copied over attribute by attribute (each checked against its
+ * VR first, so a bad value is reported by name), one segment
+ * (DcmSegment::create), one frame with its Frame Content, Segment
+ * Identification and Derivation Image functional groups, Pixel Measures
+ * when the source has a Pixel Spacing, a dimension on the Referenced
+ * Segment Number, and the source in the Common Instance Reference module.
+ * The object is written into a data set and saved to a temp file that is
+ * renamed over the target (file.h).
+ *
+ * Reading does not go through dcmseg: the data set is walked with dcmdata
+ * (Segment Sequence, per-frame or shared Segment Identification, the
+ * references, Pixel Measures) and the 1-bit or 8-bit frames are unpacked
+ * here, so that a file written by any tool is read by the rules of PS3.3
+ * C.8.20 and PS3.5 8.1.1 (1-bit pixels packed from the least significant
+ * bit, frames contiguous without padding), and so that reading back what
+ * dcmseg wrote is a check on it.
+ *
+ * DCMTK's log: the "dcmtk" logger gets an appender that sends its error and
+ * warning messages to a per-thread capture buffer while a call of this file
+ * runs; they are added to lpnx's messages. (io/dicom.cpp attaches its own
+ * capture the same way; each only listens while its own calls run.) */
+#include "dicom_seg.h"
+#include "file.h"
+
+#include <dcmtk/config/osconfig.h>
+
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcdict.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmdata/dcvras.h>
+#include <dcmtk/dcmdata/dcvrcs.h>
+#include <dcmtk/dcmdata/dcvrda.h>
+#include <dcmtk/dcmdata/dcvrds.h>
+#include <dcmtk/dcmdata/dcvris.h>
+#include <dcmtk/dcmdata/dcvrlo.h>
+#include <dcmtk/dcmdata/dcvrpn.h>
+#include <dcmtk/dcmdata/dcvrsh.h>
+#include <dcmtk/dcmdata/dcvrst.h>
+#include <dcmtk/dcmdata/dcvrtm.h>
+#include <dcmtk/dcmdata/dcvrui.h>
+#include <dcmtk/dcmdata/dcxfer.h>
+#include <dcmtk/dcmfg/fgderimg.h>
+#include <dcmtk/dcmfg/fgfracon.h>
+#include <dcmtk/dcmfg/fgpixmsr.h>
+#include <dcmtk/dcmfg/fgseg.h>
+#include <dcmtk/dcmiod/cielabutil.h>
+#include <dcmtk/dcmiod/iodreferences.h>
+#include <dcmtk/dcmseg/segdoc.h>
+#include <dcmtk/dcmseg/segment.h>
+#include <dcmtk/oflog/appender.h>
+#include <dcmtk/oflog/oflog.h>
+#include <dcmtk/oflog/spi/logevent.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+#include <sys/stat.h>
+
+namespace {
+
+/* ------------------------------------------------------------------ */
+/* errors and DCMTK's log                                              */
+/* ------------------------------------------------------------------ */
+
+void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Error and warning messages DCMTK logs while a call of this thread runs. */
+struct Captured {
+    std::string errors, warnings;
+};
+thread_local Captured *log_capture = nullptr;
+
+void append_capped(std::string &to, const char *msg) {
+    if (to.size() >= 400) return;
+    if (!to.empty()) to.append("; ");
+    to.append(msg);
+}
+
+class CaptureAppender : public dcmtk::log4cplus::Appender {
+public:
+    ~CaptureAppender() override { destructorImpl(); }
+    void close() override { closed = true; }
+
+protected:
+    void append(const dcmtk::log4cplus::spi::InternalLoggingEvent &event) override {
+        if (!log_capture) return;
+        try {
+            const char *msg = event.getMessage().c_str();
+            if (event.getLogLevel() >= OFLogger::ERROR_LOG_LEVEL)
+                append_capped(log_capture->errors, msg);
+            else if (event.getLogLevel() >= OFLogger::WARN_LOG_LEVEL)
+                append_capped(log_capture->warnings, msg);
+        } catch (...) {
+        }
+    }
+};
+
+/* Captures DCMTK's messages for the lifetime of the object. */
+class LogScope {
+public:
+    LogScope() : previous(log_capture) { log_capture = &captured; }
+    ~LogScope() { log_capture = previous; }
+    /* " (messages)" or "": the errors, else the warnings */
+    std::string detail() const {
+        const std::string &m = captured.errors.empty() ? captured.warnings : captured.errors;
+        return m.empty() ? std::string() : " (" + m + ")";
+    }
+    Captured captured;
+
+private:
+    Captured *previous;
+};
+
+std::once_flag init_once;
+bool init_ok = false;
+
+void cleanup_dcmtk() {
+    try {
+        DcmRLEDecoderRegistration::cleanup();
+    } catch (...) {
+    }
+}
+
+void init_dcmtk() {
+    try {
+        OFLogger logger = OFLog::getLogger("dcmtk");
+        logger.setAdditivity(false); /* nothing reaches the console appender */
+        logger.setLogLevel(OFLogger::WARN_LOG_LEVEL);
+        logger.addAppender(dcmtk::log4cplus::SharedAppenderPtr(new CaptureAppender()));
+        DcmRLEDecoderRegistration::registerCodecs(); /* a no-op when io/dicom.cpp did it */
+        std::atexit(cleanup_dcmtk);
+        init_ok = true;
+    } catch (...) {
+        init_ok = false;
+    }
+}
+
+bool ensure_init(char *err, size_t errlen) {
+    try {
+        std::call_once(init_once, init_dcmtk);
+    } catch (...) {
+        set_err(err, errlen, "could not initialise DCMTK");
+        return false;
+    }
+    if (!init_ok) {
+        set_err(err, errlen, "could not initialise DCMTK");
+        return false;
+    }
+    if (!dcmDataDict.isDictionaryLoaded()) {
+        set_err(err, errlen,
+                "DCMTK's data dictionary is not loaded; set DCMDICTPATH to the path of dicom.dic "
+                "(Debian: /usr/share/libdcmtk17/dicom.dic)");
+        return false;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* value checks                                                        */
+/* ------------------------------------------------------------------ */
+
+enum Vr { VR_AS, VR_CS, VR_DA, VR_DS, VR_IS, VR_LO, VR_PN, VR_SH, VR_ST, VR_TM, VR_UI };
+
+/* Characters (UTF-8 code points) in s[begin, end). */
+size_t characters(const std::string &s, size_t begin, size_t end) {
+    size_t n = 0;
+    for (size_t i = begin; i < end; i++) n += ((unsigned char)s[i] & 0xC0u) != 0x80u;
+    return n;
+}
+
+/* At most max characters in each '='-separated group (PN) or in all. */
+bool short_enough(const std::string &v, size_t max, bool groups) {
+    size_t begin = 0;
+    for (;;) {
+        size_t end = groups ? v.find('=', begin) : std::string::npos;
+        if (end == std::string::npos) end = v.size();
+        if (characters(v, begin, end) > max) return false;
+        if (end == v.size()) return true;
+        begin = end + 1;
+    }
+}
+
+/* v against its VR; vm "1" or "1-n" (backslash-separated values). */
+bool valid(Vr vr, const std::string &v, const char *vm, const char *charset) {
+    OFString s(v.c_str());
+    switch (vr) {
+    case VR_AS: return DcmAgeString::checkStringValue(s, vm).good();
+    case VR_CS: return DcmCodeString::checkStringValue(s, vm).good();
+    case VR_DA: return DcmDate::checkStringValue(s, vm).good();
+    case VR_DS: return DcmDecimalString::checkStringValue(s, vm).good();
+    case VR_IS: return DcmIntegerString::checkStringValue(s, vm).good();
+    case VR_LO: return short_enough(v, 64, false) && DcmLongString::checkStringValue(s, vm, charset).good();
+    case VR_PN: return short_enough(v, 64, true) && DcmPersonName::checkStringValue(s, vm, charset).good();
+    case VR_SH: return short_enough(v, 16, false) && DcmShortString::checkStringValue(s, vm, charset).good();
+    case VR_ST: return characters(v, 0, v.size()) <= 1024 && DcmShortText::checkStringValue(s, charset).good();
+    case VR_TM: return DcmTime::checkStringValue(s, vm).good();
+    case VR_UI: return v.size() <= 64 && DcmUniqueIdentifier::checkStringValue(s, vm).good();
+    }
+    return false;
+}
+
+const char *vr_name(Vr vr) {
+    switch (vr) {
+    case VR_AS: return "age string (AS: nnnD, nnnW, nnnM or nnnY)";
+    case VR_CS: return "code string (CS: up to 16 of A-Z 0-9 space _)";
+    case VR_DA: return "date (DA: YYYYMMDD)";
+    case VR_DS: return "decimal string (DS)";
+    case VR_IS: return "integer string (IS)";
+    case VR_LO: return "long string (LO: up to 64 characters, no backslash)";
+    case VR_PN: return "person name (PN: up to 64 characters per group, no backslash)";
+    case VR_SH: return "short string (SH: up to 16 characters, no backslash)";
+    case VR_ST: return "short text (ST: up to 1024 characters)";
+    case VR_TM: return "time (TM: HHMMSS.FFFFFF)";
+    case VR_UI: return "UID (up to 64 digits and dots, no leading zeros)";
+    }
+    return "value";
+}
+
+bool non_ascii(const char *s) {
+    for (; s && *s; s++)
+        if ((unsigned char)*s >= 0x80) return true;
+    return false;
+}
+
+/* A DS value of at most 16 characters for v > 0. */
+std::string format_ds(double v) {
+    char buf[64];
+    for (int precision = 12; precision > 1; precision--) {
+        snprintf(buf, sizeof buf, "%.*g", precision, v);
+        if (strlen(buf) <= 16) return buf;
+    }
+    snprintf(buf, sizeof buf, "%.1g", v);
+    return buf;
+}
+
+/* ------------------------------------------------------------------ */
+/* writing                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Aborts an atomic write when it goes out of scope (a no-op once committed). */
+struct AtomicGuard {
+    lpnx_atomic_file *f;
+    ~AtomicGuard() { lpnx_atomic_abort(f); }
+};
+
+/* A string attribute to check and set: name for messages, the value
+ * (NULL = not given), its VR, and whether it is required. */
+struct Field {
+    const char *name;
+    const char *value;
+    Vr vr;
+    bool required;
+};
+
+/* The first failing step of a build, with its message. */
+struct Build {
+    char *err;
+    size_t errlen;
+    LogScope &log;
+    bool failed = false;
+
+    /* Records the failure of step what when c is bad; true while all is well. */
+    bool ok(const OFCondition &c, const char *what) {
+        if (failed) return false;
+        if (c.good()) return true;
+        set_err(err, errlen, "cannot %s: %s%s", what, c.text(), log.detail().c_str());
+        failed = true;
+        return false;
+    }
+};
+
+/* Sets v on the component with setter when v is non-empty (setters check
+ * nothing more: the values were checked before). */
+template <class Setter> void set_if(Build &b, const char *v, const char *what, Setter setter) {
+    if (b.failed || !v || !*v) return;
+    b.ok(setter(OFString(v)), what);
+}
+
+int write_seg(const char *path, const unsigned char *mask, int rows, int columns, const lpnx_seg_source *src,
+              const lpnx_seg_options *opt, lpnx_seg_uids *uids, char *err, size_t errlen) {
+    LogScope log;
+    if (!mask || rows < 1 || columns < 1 || rows > 65535 || columns > 65535) {
+        set_err(err, errlen, "mask size %d x %d is outside 1..65535", rows, columns);
+        return -1;
+    }
+    if (!src) {
+        set_err(err, errlen, "no source image attributes");
+        return -1;
+    }
+    if ((src->rows > 0 && src->rows != rows) || (src->columns > 0 && src->columns != columns)) {
+        set_err(err, errlen, "the mask is %d x %d but the source image is %d x %d (rows x columns)", rows, columns,
+                src->rows, src->columns);
+        return -1;
+    }
+    lpnx_seg_options defaults;
+    if (!opt) {
+        lpnx_dicom_seg_defaults(&defaults);
+        opt = &defaults;
+    }
+
+    /* every string, checked before anything is built */
+    const Field source_fields[] = {
+        {"sop_class_uid", src->sop_class_uid, VR_UI, true},
+        {"sop_instance_uid", src->sop_instance_uid, VR_UI, true},
+        {"study_instance_uid", src->study_instance_uid, VR_UI, true},
+        {"series_instance_uid", src->series_instance_uid, VR_UI, true},
+        {"frame_of_reference_uid", src->frame_of_reference_uid, VR_UI, false},
+        {"patient_name", src->patient_name, VR_PN, false},
+        {"patient_id", src->patient_id, VR_LO, false},
+        {"patient_birth_date", src->patient_birth_date, VR_DA, false},
+        {"patient_sex", src->patient_sex, VR_CS, false},
+        {"patient_age", src->patient_age, VR_AS, false},
+        {"study_date", src->study_date, VR_DA, false},
+        {"study_time", src->study_time, VR_TM, false},
+        {"study_id", src->study_id, VR_SH, false},
+        {"accession_number", src->accession_number, VR_SH, false},
+        {"referring_physician_name", src->referring_physician_name, VR_PN, false},
+        {"study_description", src->study_description, VR_LO, false},
+        {"lossy_image_compression", src->lossy_image_compression, VR_CS, false},
+    };
+    const Field option_fields[] = {
+        {"label", opt->segment_label, VR_LO, true},
+        {"description", opt->segment_description, VR_ST, false},
+        {"category.code", opt->category.value, VR_SH, true},
+        {"category.scheme", opt->category.scheme, VR_SH, true},
+        {"category.meaning", opt->category.meaning, VR_LO, true},
+        {"type.code", opt->type.value, VR_SH, true},
+        {"type.scheme", opt->type.scheme, VR_SH, true},
+        {"type.meaning", opt->type.meaning, VR_LO, true},
+        {"algorithm_name", opt->algorithm_name, VR_LO, true},
+        {"algorithm_version", opt->algorithm_version, VR_LO, true},
+        {"manufacturer", opt->manufacturer, VR_LO, true},
+        {"model_name", opt->model_name, VR_LO, true},
+        {"device_serial_number", opt->device_serial_number, VR_LO, true},
+        {"software_versions", opt->software_versions, VR_LO, true},
+        {"series_description", opt->series_description, VR_LO, false},
+        {"series_number", opt->series_number, VR_IS, true},
+        {"instance_number", opt->instance_number, VR_IS, true},
+        {"content_label", opt->content_label, VR_CS, true},
+        {"content_description", opt->content_description, VR_LO, false},
+        {"content_creator", opt->content_creator, VR_PN, false},
+        {"series_instance_uid", opt->series_instance_uid, VR_UI, false},
+        {"sop_instance_uid", opt->sop_instance_uid, VR_UI, false},
+    };
+    std::string charset = src->specific_character_set ? src->specific_character_set : "";
+    bool utf8 = false;
+    for (const Field &f : source_fields) utf8 = utf8 || non_ascii(f.value);
+    for (const Field &f : option_fields) utf8 = utf8 || non_ascii(f.value);
+    if (utf8 && charset.empty()) charset = "ISO_IR 192";
+    if (!charset.empty() && !valid(VR_CS, charset, "1-n", "")) {
+        set_err(err, errlen, "source_meta.specific_character_set '%.80s' is not a valid %s", charset.c_str(),
+                vr_name(VR_CS));
+        return -1;
+    }
+    struct Group {
+        const char *prefix;
+        const Field *fields;
+        size_t n;
+    };
+    const Group groups[] = {{"source_meta", source_fields, sizeof source_fields / sizeof *source_fields},
+                            {"opts", option_fields, sizeof option_fields / sizeof *option_fields}};
+    for (const Group &g : groups) {
+        for (size_t i = 0; i < g.n; i++) {
+            const Field &f = g.fields[i];
+            if (!f.value || !*f.value) {
+                if (f.required) {
+                    set_err(err, errlen, "%s.%s is required", g.prefix, f.name);
+                    return -1;
+                }
+                continue;
+            }
+            if (!valid(f.vr, f.value, "1", charset.c_str())) {
+                set_err(err, errlen, "%s.%s '%.80s' is not a valid %s", g.prefix, f.name, f.value, vr_name(f.vr));
+                return -1;
+            }
+        }
+    }
+    /* multi-valued strings */
+    const struct {
+        const char *name, *value;
+        Vr vr;
+        const char *vm;
+    } multi[] = {{"lossy_image_compression_ratio", src->lossy_image_compression_ratio, VR_DS, "1-n"},
+                 {"lossy_image_compression_method", src->lossy_image_compression_method, VR_CS, "1-n"},
+                 {"patient_orientation", src->patient_orientation, VR_CS, "2"}};
+    for (const auto &m : multi) {
+        if (m.value && *m.value && !valid(m.vr, m.value, m.vm, "")) {
+            set_err(err, errlen, "source_meta.%s '%.80s' is not a valid %s with %s value%s", m.name, m.value,
+                    vr_name(m.vr), m.vm, strcmp(m.vm, "1") == 0 ? "" : "s");
+            return -1;
+        }
+    }
+    if (src->has_pixel_spacing) {
+        for (int k = 0; k < 2; k++) {
+            if (!std::isfinite(src->pixel_spacing[k]) || src->pixel_spacing[k] <= 0) {
+                set_err(err, errlen, "source_meta.pixel_spacing[%d] must be a positive number, got %g", k + 1,
+                        src->pixel_spacing[k]);
+                return -1;
+            }
+        }
+    }
+    for (int k = 0; k < 3; k++) {
+        if (!(opt->color[k] >= 0 && opt->color[k] <= 1)) {
+            set_err(err, errlen, "opts.color[%d] must be in [0, 1], got %g", k + 1, opt->color[k]);
+            return -1;
+        }
+    }
+
+    /* the object */
+    Build b{err, errlen, log};
+    IODGeneralEquipmentModule::EquipmentInfo equipment(opt->manufacturer, opt->model_name, opt->device_serial_number,
+                                                        opt->software_versions);
+    ContentIdentificationMacro content(opt->instance_number, opt->content_label,
+                                       opt->content_description ? opt->content_description : "",
+                                       opt->content_creator ? opt->content_creator : "");
+    DcmSegmentation *raw = nullptr;
+    OFCondition c = DcmSegmentation::createBinarySegmentation(raw, (Uint16)rows, (Uint16)columns, equipment, content);
+    std::unique_ptr<DcmSegmentation> seg(raw);
+    if (!b.ok(c, "create the segmentation")) return -1;
+    if (!seg) {
+        set_err(err, errlen, "cannot create the segmentation%s", log.detail().c_str());
+        return -1;
+    }
+
+    if (!charset.empty())
+        b.ok(seg->getSOPCommon().setSpecificCharacterSet(charset.c_str(), OFFalse), "set the character set");
+    IODPatientModule &patient = seg->getPatient();
+    set_if(b, src->patient_name, "set the patient's name",
+           [&](const OFString &v) { return patient.setPatientName(v, OFFalse); });
+    set_if(b, src->patient_id, "set the patient id",
+           [&](const OFString &v) { return patient.setPatientID(v, OFFalse); });
+    set_if(b, src->patient_birth_date, "set the birth date",
+           [&](const OFString &v) { return patient.setPatientBirthDate(v, OFFalse); });
+    set_if(b, src->patient_sex, "set the patient's sex",
+           [&](const OFString &v) { return patient.setPatientSex(v, OFFalse); });
+    set_if(b, src->patient_age, "set the patient's age",
+           [&](const OFString &v) { return seg->getPatientStudy().setPatientAge(v, OFFalse); });
+    IODGeneralStudyModule &study = seg->getStudy();
+    set_if(b, src->study_instance_uid, "set the study",
+           [&](const OFString &v) { return study.setStudyInstanceUID(v, OFFalse); });
+    set_if(b, src->study_date, "set the study date", [&](const OFString &v) { return study.setStudyDate(v, OFFalse); });
+    set_if(b, src->study_time, "set the study time", [&](const OFString &v) { return study.setStudyTime(v, OFFalse); });
+    set_if(b, src->study_id, "set the study id", [&](const OFString &v) { return study.setStudyID(v, OFFalse); });
+    set_if(b, src->accession_number, "set the accession number",
+           [&](const OFString &v) { return study.setAccessionNumber(v, OFFalse); });
+    set_if(b, src->referring_physician_name, "set the referring physician",
+           [&](const OFString &v) { return study.setReferringPhysicianName(v, OFFalse); });
+    set_if(b, src->study_description, "set the study description",
+           [&](const OFString &v) { return study.setStudyDescription(v, OFFalse); });
+    /* DCMTK 3.6.7 wants a Frame of Reference always, and Plane Position and
+     * Orientation (Patient) groups whenever there is one; a projection
+     * image has neither plane. PS3.3 A.51 requires none of them once the
+     * Derivation Image group is there, so DCMTK is told the module is
+     * optional and the source's UID is added to the data set afterwards. */
+    for (const DcmTagKey &tag : {DCM_FrameOfReferenceUID, DCM_PositionReferenceIndicator}) {
+        IODRule *rule = seg->getRules() ? seg->getRules()->getByTag(tag) : nullptr;
+        if (!rule || !rule->setType("3")) {
+            set_err(err, errlen, "cannot make the Frame of Reference optional in DCMTK's rules");
+            return -1;
+        }
+    }
+
+    /* the series and the instance: given or new UIDs */
+    char series_uid[65], instance_uid[65];
+    if (opt->series_instance_uid && *opt->series_instance_uid)
+        snprintf(series_uid, sizeof series_uid, "%s", opt->series_instance_uid);
+    else
+        dcmGenerateUniqueIdentifier(series_uid, SITE_SERIES_UID_ROOT);
+    if (opt->sop_instance_uid && *opt->sop_instance_uid)
+        snprintf(instance_uid, sizeof instance_uid, "%s", opt->sop_instance_uid);
+    else
+        dcmGenerateUniqueIdentifier(instance_uid, SITE_INSTANCE_UID_ROOT);
+    IODGeneralSeriesModule &series = seg->getSeries();
+    set_if(b, series_uid, "set the series", [&](const OFString &v) { return series.setSeriesInstanceUID(v, OFFalse); });
+    set_if(b, opt->series_number, "set the series number",
+           [&](const OFString &v) { return seg->getSegmentationSeriesModule().setSeriesNumber(v, OFFalse); });
+    set_if(b, opt->series_description, "set the series description",
+           [&](const OFString &v) { return series.setSeriesDescription(v, OFFalse); });
+    set_if(b, instance_uid, "set the instance",
+           [&](const OFString &v) { return seg->getSOPCommon().setSOPInstanceUID(v, OFFalse); });
+    if (b.failed) return -1;
+
+    /* the segment */
+    CodeSequenceMacro category(opt->category.value, opt->category.scheme, opt->category.meaning);
+    CodeSequenceMacro type(opt->type.value, opt->type.scheme, opt->type.meaning);
+    DcmSegment *segment_raw = nullptr;
+    c = DcmSegment::create(segment_raw, opt->segment_label, category, type, DcmSegTypes::SAT_AUTOMATIC,
+                           opt->algorithm_name);
+    std::unique_ptr<DcmSegment> segment(segment_raw);
+    if (!b.ok(c, "create the segment")) return -1;
+    if (!segment) {
+        set_err(err, errlen, "cannot create the segment%s", log.detail().c_str());
+        return -1;
+    }
+    set_if(b, opt->segment_description, "set the segment description",
+           [&](const OFString &v) { return segment->setSegmentDescription(v, OFFalse); });
+    double lab[3];
+    IODCIELabUtil::rgb2DicomLab(lab[0], lab[1], lab[2], opt->color[0], opt->color[1], opt->color[2]);
+    Uint16 lab16[3];
+    for (int k = 0; k < 3; k++) lab16[k] = (Uint16)std::lround(lab[k] < 0 ? 0 : lab[k] > 65535 ? 65535 : lab[k]);
+    b.ok(segment->setRecommendedDisplayCIELabValue(lab16[0], lab16[1], lab16[2]), "set the segment's colour");
+    AlgorithmIdentificationMacro algorithm;
+    b.ok(algorithm.getAlgorithmFamilyCode().set("123110", "DCM", "Artificial Intelligence"), "set the algorithm family");
+    b.ok(algorithm.setAlgorithmName(opt->algorithm_name, OFFalse), "set the algorithm name");
+    b.ok(algorithm.setAlgorithmVersion(opt->algorithm_version, OFFalse), "set the algorithm version");
+    b.ok(segment->setSegmentationAlgorithmIdentification(algorithm, OFFalse), "set the algorithm identification");
+    if (b.failed) return -1;
+    Uint16 number = 0;
+    c = seg->addSegment(segment.get(), number);
+    if (!b.ok(c, "add the segment")) return -1;
+    segment.release(); /* the segmentation owns it now */
+
+    /* shared functional groups */
+    bool has_frame_of_reference = src->frame_of_reference_uid && *src->frame_of_reference_uid;
+    if (src->has_pixel_spacing && !has_frame_of_reference) {
+        FGPixelMeasures measures;
+        std::string ps = format_ds(src->pixel_spacing[0]) + "\\" + format_ds(src->pixel_spacing[1]);
+        b.ok(measures.setPixelSpacing(ps.c_str(), OFFalse), "set the pixel spacing");
+        b.ok(seg->addForAllFrames(measures), "add the pixel measures");
+    }
+
+    /* the frame and its functional groups */
+    FGFrameContent frame_content;
+    b.ok(frame_content.setDimensionIndexValues(1, 0), "set the dimension index");
+    FGSegmentation identification;
+    b.ok(identification.setReferencedSegmentNumber(number), "set the segment of the frame");
+    ImageSOPInstanceReferenceMacro *source_ref = nullptr;
+    c = ImageSOPInstanceReferenceMacro::create(src->sop_class_uid, src->sop_instance_uid, OFVector<Uint16>(),
+                                               source_ref);
+    std::unique_ptr<ImageSOPInstanceReferenceMacro> source_owner(source_ref);
+    if (!b.ok(c, "reference the source image")) return -1;
+    OFVector<ImageSOPInstanceReferenceMacro> derived_from;
+    derived_from.push_back(*source_ref);
+    std::unique_ptr<FGDerivationImage> derivation(FGDerivationImage::createMinimal(
+        derived_from, "Pneumothorax segmentation by lpnx",
+        CodeSequenceMacro("113076", "DCM", "Segmentation"),
+        CodeSequenceMacro("121322", "DCM", "Source image for image processing operation")));
+    if (!derivation) {
+        set_err(err, errlen, "cannot make the Derivation Image functional group%s", log.detail().c_str());
+        return -1;
+    }
+    if (b.failed) return -1;
+    std::vector<Uint8> pixels((size_t)rows * (size_t)columns);
+    for (size_t i = 0; i < pixels.size(); i++) pixels[i] = mask[i] ? 1 : 0;
+    OFVector<FGBase *> per_frame;
+    per_frame.push_back(&frame_content);
+    per_frame.push_back(&identification);
+    per_frame.push_back(derivation.get());
+    if (!b.ok(seg->addFrame(pixels.data(), number, per_frame), "add the frame")) return -1;
+
+    /* one dimension: the segment */
+    char organization[65];
+    dcmGenerateUniqueIdentifier(organization, SITE_UID_ROOT);
+    IODMultiframeDimensionModule &dims = seg->getDimensions();
+    if (!b.ok(dims.addDimensionIndex(DCM_ReferencedSegmentNumber, organization, DCM_SegmentIdentificationSequence,
+                                     "ReferencedSegmentNumber"),
+              "add the dimension"))
+        return -1;
+    std::unique_ptr<IODMultiframeDimensionModule::DimensionOrganizationItem> org(
+        new IODMultiframeDimensionModule::DimensionOrganizationItem());
+    if (!b.ok(org->setDimensionOrganizationUID(organization, OFFalse), "set the dimension organization")) return -1;
+    dims.getDimensionOrganizationSequence().push_back(org.release());
+
+    /* the source in the Common Instance Reference module */
+    IODReferences references;
+    IODImageReference *ref = new IODImageReference(src->patient_id ? src->patient_id : "", src->study_instance_uid,
+                                                   src->series_instance_uid, src->sop_instance_uid, src->sop_class_uid);
+    if (!references.add(ref)) {
+        delete ref;
+        set_err(err, errlen, "cannot reference the source image (incomplete UIDs)%s", log.detail().c_str());
+        return -1;
+    }
+    if (seg->getCommonInstanceReference().addReferences(references, src->study_instance_uid) != 1) {
+        set_err(err, errlen, "cannot reference the source image's series%s", log.detail().c_str());
+        return -1;
+    }
+
+    /* the data set and the file */
+    DcmFileFormat file;
+    DcmDataset *ds = file.getDataset();
+    if (!b.ok(seg->writeDataset(*ds), "build the data set")) return -1;
+    /* What DCMTK 3.6.7 leaves out or gets wrong for a projection image: the
+     * Frame of Reference (above), Patient Orientation (Type 2C: required when
+     * there is no Plane Orientation), and the lossy compression history of
+     * the source, which a derived image inherits (PS3.3 C.7.6.1.1.5);
+     * setLossyImageCompressionFlag() keeps the ratio and method but writes
+     * "00". */
+    if (has_frame_of_reference) {
+        b.ok(ds->putAndInsertString(DCM_FrameOfReferenceUID, src->frame_of_reference_uid),
+             "set the frame of reference");
+        b.ok(ds->putAndInsertString(DCM_PositionReferenceIndicator, ""), "set the position reference indicator");
+    }
+    if (!ds->tagExists(DCM_PatientOrientation))
+        b.ok(ds->putAndInsertString(DCM_PatientOrientation, src->patient_orientation ? src->patient_orientation : ""),
+             "set the patient orientation");
+    if (src->lossy_image_compression && strcmp(src->lossy_image_compression, "01") == 0) {
+        b.ok(ds->putAndInsertString(DCM_LossyImageCompression, "01"), "set the lossy compression flag");
+        const char *ratio = src->lossy_image_compression_ratio, *method = src->lossy_image_compression_method;
+        if (ratio && *ratio)
+            b.ok(ds->putAndInsertString(DCM_LossyImageCompressionRatio, ratio), "set the compression ratio");
+        if (method && *method)
+            b.ok(ds->putAndInsertString(DCM_LossyImageCompressionMethod, method), "set the compression method");
+    }
+    if (b.failed) return -1;
+
+    lpnx_seg_uids u{};
+    OFString v;
+    auto copy_uid = [&](const DcmTagKey &tag, char *out) {
+        out[0] = '\0';
+        if (ds->findAndGetOFString(tag, v).good()) snprintf(out, 65, "%s", v.c_str());
+    };
+    copy_uid(DCM_SOPClassUID, u.sop_class_uid);
+    copy_uid(DCM_SOPInstanceUID, u.sop_instance_uid);
+    copy_uid(DCM_StudyInstanceUID, u.study_instance_uid);
+    copy_uid(DCM_SeriesInstanceUID, u.series_instance_uid);
+    copy_uid(DCM_FrameOfReferenceUID, u.frame_of_reference_uid);
+
+    lpnx_atomic_file out;
+    if (lpnx_atomic_begin(&out, path, nullptr, 0) != 0) {
+        set_err(err, errlen, "cannot create a temp file beside it (%s)", strerror(out.error));
+        return -1;
+    }
+    AtomicGuard guard{&out}; /* the temp file is removed on every way out but the commit */
+    c = file.saveFile(OFFilename(out.temp_path), EXS_LittleEndianExplicit, EET_ExplicitLength, EGL_recalcGL,
+                      EPD_noChange);
+    if (c.bad()) {
+        set_err(err, errlen, "cannot write: %s%s", c.text(), log.detail().c_str());
+        return -1;
+    }
+    if (lpnx_atomic_commit(&out, nullptr, 0) < 0) {
+        set_err(err, errlen, "cannot write (%s)", out.error ? strerror(out.error) : "short write");
+        return -1;
+    }
+    if (uids) *uids = u;
+    return 0;
+}
+
+}  // namespace
+
+/* ------------------------------------------------------------------ */
+/* reading                                                             */
+/* ------------------------------------------------------------------ */
+
+namespace {
+
+const char *const info_keys[LPNX_SEG_NSTRINGS] = {
+    "sop_class_uid",      "sop_instance_uid", "study_instance_uid", "series_instance_uid",
+    "frame_of_reference_uid", "patient_id",   "patient_name",       "patient_sex",
+    "patient_birth_date", "study_date",       "modality",           "series_description",
+    "series_number",      "content_label",    "content_description", "manufacturer",
+    "segmentation_type"};
+
+const DcmTagKey info_tags[LPNX_SEG_NSTRINGS] = {
+    DCM_SOPClassUID,      DCM_SOPInstanceUID, DCM_StudyInstanceUID, DCM_SeriesInstanceUID,
+    DCM_FrameOfReferenceUID, DCM_PatientID,   DCM_PatientName,      DCM_PatientSex,
+    DCM_PatientBirthDate, DCM_StudyDate,      DCM_Modality,         DCM_SeriesDescription,
+    DCM_SeriesNumber,     DCM_ContentLabel,   DCM_ContentDescription, DCM_Manufacturer,
+    DCM_SegmentationType};
+
+}  // namespace
+
+/* Strings of a segment and of a reference live in std::string members;
+ * the info's pointers are set once everything is parsed (no reallocation
+ * after that). */
+struct SegmentStrings {
+    std::string label, description, algorithm_type, algorithm_name;
+    std::string category[3], type[3];
+};
+struct ReferenceStrings {
+    std::string sop_class_uid, sop_instance_uid, series_instance_uid;
+};
+
+struct lpnx_seg {
+    lpnx_seg_info info{};
+    DcmFileFormat file;
+    std::string strings[LPNX_SEG_NSTRINGS];
+    std::vector<SegmentStrings> segment_strings;
+    std::vector<lpnx_seg_segment> segments;
+    std::vector<ReferenceStrings> reference_strings;
+    std::vector<lpnx_seg_reference> references;
+    std::vector<int> frame_segment;  /* (frames) segment number of each frame */
+    std::vector<Uint8> bytes;        /* the pixel data as stored, little-endian byte order */
+    int bits_allocated = 1;
+};
+
+namespace {
+
+std::string trim(const OFString &s) {
+    size_t b = 0, e = s.length();
+    while (b < e && (s[b] == ' ' || s[b] == '\0')) b++;
+    while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\0')) e--;
+    return std::string(s.c_str() + b, e - b);
+}
+
+std::string get_string(DcmItem *item, const DcmTagKey &tag) {
+    OFString v;
+    if (!item || item->findAndGetOFString(tag, v, 0).bad()) return std::string();
+    return trim(v);
+}
+
+/* A finite number from a DS or IS attribute (value pos). */
+bool get_number(DcmItem *item, const DcmTagKey &tag, unsigned long pos, double *out) {
+    if (!item) return false;
+    Float64 v = 0;
+    if (item->findAndGetFloat64(tag, v, pos).bad()) { /* DS only; IS by its string */
+        OFString s;
+        if (item->findAndGetOFString(tag, s, pos).bad()) return false;
+        std::string t = trim(s);
+        if (t.empty()) return false;
+        char *end = nullptr;
+        errno = 0;
+        v = strtod(t.c_str(), &end);
+        if (end == t.c_str() || *end != '\0' || errno == ERANGE) return false;
+    }
+    if (!std::isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+/* Item i of the sequence tag in item, or nullptr. */
+DcmItem *sequence_item(DcmItem *item, const DcmTagKey &tag, unsigned long i) {
+    DcmSequenceOfItems *seq = nullptr;
+    if (!item || item->findAndGetSequence(tag, seq).bad() || !seq || i >= seq->card()) return nullptr;
+    return seq->getItem(i);
+}
+
+unsigned long sequence_count(DcmItem *item, const DcmTagKey &tag) {
+    DcmSequenceOfItems *seq = nullptr;
+    if (!item || item->findAndGetSequence(tag, seq).bad() || !seq) return 0;
+    return seq->card();
+}
+
+void read_code(DcmItem *item, const DcmTagKey &tag, std::string out[3]) {
+    DcmItem *code = sequence_item(item, tag, 0);
+    out[0] = get_string(code, DCM_CodeValue);
+    if (out[0].empty()) out[0] = get_string(code, DCM_LongCodeValue);
+    if (out[0].empty()) out[0] = get_string(code, DCM_URNCodeValue);
+    out[1] = get_string(code, DCM_CodingSchemeDesignator);
+    out[2] = get_string(code, DCM_CodeMeaning);
+}
+
+/* The Referenced Segment Number of a functional groups item, or 0. */
+int segment_of(DcmItem *groups) {
+    DcmItem *id = sequence_item(groups, DCM_SegmentIdentificationSequence, 0);
+    Uint16 n = 0;
+    if (!id || id->findAndGetUint16(DCM_ReferencedSegmentNumber, n).bad()) return 0;
+    return n;
+}
+
+const char *cstr(const std::string &s) { return s.empty() ? nullptr : s.c_str(); }
+
+int open_seg(lpnx_seg *s, const char *path, char *err, size_t errlen) {
+    LogScope log;
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        set_err(err, errlen, "cannot open (%s)", strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        set_err(err, errlen, "cannot open (is a directory)");
+        return -1;
+    }
+    OFCondition cond = s->file.loadFile(OFFilename(path), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+    if (cond.bad()) {
+        set_err(err, errlen, "not a readable DICOM file: %s%s", cond.text(), log.detail().c_str());
+        return -1;
+    }
+    cond = s->file.loadAllDataIntoMemory();
+    if (cond.bad()) {
+        set_err(err, errlen, "cannot read the data set: %s%s", cond.text(), log.detail().c_str());
+        return -1;
+    }
+    DcmDataset *ds = s->file.getDataset();
+    lpnx_seg_info &info = s->info;
+    for (int i = 0; i < LPNX_SEG_NSTRINGS; i++) s->strings[i] = get_string(ds, info_tags[i]);
+    const std::string &sop_class = s->strings[0];
+    if (sop_class != UID_SegmentationStorage) {
+        set_err(err, errlen, "not a Segmentation (SOP class %s)", sop_class.empty() ? "missing" : sop_class.c_str());
+        return -1;
+    }
+    const std::string &type = s->strings[LPNX_SEG_NSTRINGS - 1];
+    if (type != "BINARY" && type != "FRACTIONAL") {
+        set_err(err, errlen, "SegmentationType '%s' is not supported (BINARY or FRACTIONAL)", type.c_str());
+        return -1;
+    }
+    info.fractional = type == "FRACTIONAL";
+
+    /* image attributes */
+    Uint16 rows = 0, columns = 0, ba = 0, bs = 0, samples = 1;
+    if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, columns).bad() || rows == 0 ||
+        columns == 0) {
+        set_err(err, errlen, "no image size (Rows %u, Columns %u)", (unsigned)rows, (unsigned)columns);
+        return -1;
+    }
+    ds->findAndGetUint16(DCM_SamplesPerPixel, samples);
+    if (ds->findAndGetUint16(DCM_BitsAllocated, ba).bad()) {
+        set_err(err, errlen, "no BitsAllocated attribute");
+        return -1;
+    }
+    if (ds->findAndGetUint16(DCM_BitsStored, bs).bad()) bs = ba;
+    if (samples != 1 || (info.fractional ? (ba != 8 || bs != 8) : (ba != 1 || bs != 1))) {
+        set_err(err, errlen, "%s segmentation with %u samples per pixel, BitsAllocated %u and BitsStored %u "
+                             "(expected 1 sample of %d bits)",
+                type.c_str(), (unsigned)samples, (unsigned)ba, (unsigned)bs, info.fractional ? 8 : 1);
+        return -1;
+    }
+    double frames_d = 1;
+    if (ds->tagExistsWithValue(DCM_NumberOfFrames) &&
+        (!get_number(ds, DCM_NumberOfFrames, 0, &frames_d) || frames_d != std::floor(frames_d) || frames_d < 1 ||
+         frames_d > 2147483647.0)) {
+        set_err(err, errlen, "NumberOfFrames is not a positive integer");
+        return -1;
+    }
+    double values = (double)rows * columns * frames_d;
+    if (values > 2147483647.0) {
+        set_err(err, errlen, "segmentation too large (%u rows x %u columns x %.0f frames)", (unsigned)rows,
+                (unsigned)columns, frames_d);
+        return -1;
+    }
+    info.rows = rows;
+    info.columns = columns;
+    info.number_of_frames = (int)frames_d;
+    info.max_fractional_value = 1;
+    if (info.fractional) {
+        Uint16 max = 0;
+        if (ds->findAndGetUint16(DCM_MaximumFractionalValue, max).bad() || max == 0) {
+            set_err(err, errlen, "FRACTIONAL segmentation without a MaximumFractionalValue");
+            return -1;
+        }
+        info.max_fractional_value = max;
+    }
+    s->bits_allocated = ba;
+
+    /* segments */
+    unsigned long nseg = sequence_count(ds, DCM_SegmentSequence);
+    if (nseg == 0) {
+        set_err(err, errlen, "no SegmentSequence");
+        return -1;
+    }
+    s->segment_strings.resize(nseg);
+    s->segments.resize(nseg);
+    std::map<int, size_t> by_number;
+    for (unsigned long i = 0; i < nseg; i++) {
+        DcmItem *item = sequence_item(ds, DCM_SegmentSequence, i);
+        Uint16 n = 0;
+        if (!item || item->findAndGetUint16(DCM_SegmentNumber, n).bad() || n == 0) {
+            set_err(err, errlen, "item %lu of the SegmentSequence has no SegmentNumber", i + 1);
+            return -1;
+        }
+        if (by_number.count(n)) {
+            set_err(err, errlen, "SegmentNumber %u appears twice", (unsigned)n);
+            return -1;
+        }
+        by_number[n] = i;
+        SegmentStrings &ss = s->segment_strings[i];
+        ss.label = get_string(item, DCM_SegmentLabel);
+        ss.description = get_string(item, DCM_SegmentDescription);
+        ss.algorithm_type = get_string(item, DCM_SegmentAlgorithmType);
+        ss.algorithm_name = get_string(item, DCM_SegmentAlgorithmName);
+        read_code(item, DCM_SegmentedPropertyCategoryCodeSequence, ss.category);
+        read_code(item, DCM_SegmentedPropertyTypeCodeSequence, ss.type);
+        lpnx_seg_segment &seg = s->segments[i];
+        seg = lpnx_seg_segment{};
+        seg.number = n;
+        Uint16 lab[3];
+        if (item->findAndGetUint16(DCM_RecommendedDisplayCIELabValue, lab[0], 0).good() &&
+            item->findAndGetUint16(DCM_RecommendedDisplayCIELabValue, lab[1], 1).good() &&
+            item->findAndGetUint16(DCM_RecommendedDisplayCIELabValue, lab[2], 2).good()) {
+            double r, g, bl;
+            IODCIELabUtil::dicomLab2RGB(r, g, bl, lab[0], lab[1], lab[2]);
+            auto unit = [](double v) { return v < 0 ? 0.0 : v > 1 ? 1.0 : v; };
+            seg.has_color = 1;
+            seg.color[0] = unit(r);
+            seg.color[1] = unit(g);
+            seg.color[2] = unit(bl);
+        }
+    }
+
+    /* the segment of each frame: per-frame Segment Identification, else shared */
+    DcmItem *shared = sequence_item(ds, DCM_SharedFunctionalGroupsSequence, 0);
+    int shared_segment = segment_of(shared);
+    unsigned long nper = sequence_count(ds, DCM_PerFrameFunctionalGroupsSequence);
+    if (nper != 0 && nper != (unsigned long)info.number_of_frames) {
+        set_err(err, errlen, "PerFrameFunctionalGroupsSequence has %lu items for %d frames", nper,
+                info.number_of_frames);
+        return -1;
+    }
+    s->frame_segment.resize((size_t)info.number_of_frames);
+    for (int f = 0; f < info.number_of_frames; f++) {
+        int n = nper ? segment_of(sequence_item(ds, DCM_PerFrameFunctionalGroupsSequence, (unsigned long)f)) : 0;
+        if (n == 0) n = shared_segment;
+        if (n == 0) {
+            set_err(err, errlen, "frame %d has no Segment Identification", f + 1);
+            return -1;
+        }
+        auto it = by_number.find(n);
+        if (it == by_number.end()) {
+            set_err(err, errlen, "frame %d refers to segment %d, which the SegmentSequence does not have", f + 1, n);
+            return -1;
+        }
+        s->frame_segment[(size_t)f] = n;
+        s->segments[it->second].frames++;
+    }
+
+    /* pixel measures (shared, else the first frame's) */
+    DcmItem *measures = sequence_item(shared, DCM_PixelMeasuresSequence, 0);
+    if (!measures) measures = sequence_item(sequence_item(ds, DCM_PerFrameFunctionalGroupsSequence, 0),
+                                            DCM_PixelMeasuresSequence, 0);
+    info.has_pixel_spacing = get_number(measures, DCM_PixelSpacing, 0, &info.pixel_spacing[0]) &&
+                             get_number(measures, DCM_PixelSpacing, 1, &info.pixel_spacing[1]);
+
+    /* references: the Common Instance Reference module, then the derivation sources */
+    std::map<std::string, size_t> seen;
+    auto add_reference = [&](const std::string &cls, const std::string &inst, const std::string &series) {
+        if (inst.empty()) return;
+        auto it = seen.find(inst);
+        if (it != seen.end()) {
+            ReferenceStrings &r = s->reference_strings[it->second];
+            if (r.series_instance_uid.empty()) r.series_instance_uid = series;
+            if (r.sop_class_uid.empty()) r.sop_class_uid = cls;
+            return;
+        }
+        seen[inst] = s->reference_strings.size();
+        s->reference_strings.push_back(ReferenceStrings{cls, inst, series});
+    };
+    for (unsigned long i = 0, n = sequence_count(ds, DCM_ReferencedSeriesSequence); i < n; i++) {
+        DcmItem *series = sequence_item(ds, DCM_ReferencedSeriesSequence, i);
+        std::string series_uid = get_string(series, DCM_SeriesInstanceUID);
+        for (unsigned long k = 0, m = sequence_count(series, DCM_ReferencedInstanceSequence); k < m; k++) {
+            DcmItem *inst = sequence_item(series, DCM_ReferencedInstanceSequence, k);
+            add_reference(get_string(inst, DCM_ReferencedSOPClassUID), get_string(inst, DCM_ReferencedSOPInstanceUID),
+                          series_uid);
+        }
+    }
+    auto add_derivation = [&](DcmItem *groups) {
+        for (unsigned long i = 0, n = sequence_count(groups, DCM_DerivationImageSequence); i < n; i++) {
+            DcmItem *der = sequence_item(groups, DCM_DerivationImageSequence, i);
+            for (unsigned long k = 0, m = sequence_count(der, DCM_SourceImageSequence); k < m; k++) {
+                DcmItem *img = sequence_item(der, DCM_SourceImageSequence, k);
+                add_reference(get_string(img, DCM_ReferencedSOPClassUID),
+                              get_string(img, DCM_ReferencedSOPInstanceUID), std::string());
+            }
+        }
+    };
+    add_derivation(shared);
+    for (unsigned long f = 0; f < nper; f++) add_derivation(sequence_item(ds, DCM_PerFrameFunctionalGroupsSequence, f));
+
+    /* pixel data: decoded when encapsulated, then as little-endian bytes */
+    E_TransferSyntax xfer = ds->getOriginalXfer();
+    if (xfer == EXS_Unknown) {
+        set_err(err, errlen, "unknown transfer syntax");
+        return -1;
+    }
+    if (DcmXfer(xfer).isEncapsulated()) {
+        cond = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+        if (cond.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+            set_err(err, errlen, "cannot decode the %s pixel data: %s%s", DcmXfer(xfer).getXferName(),
+                    cond.bad() ? cond.text() : "no decoder", log.detail().c_str());
+            return -1;
+        }
+    }
+    DcmElement *pixel = nullptr;
+    if (ds->findAndGetElement(DCM_PixelData, pixel).bad() || !pixel) {
+        set_err(err, errlen, "no PixelData element");
+        return -1;
+    }
+    size_t have = pixel->getLength();
+    if (pixel->getVR() == EVR_OW) {
+        Uint16 *w = nullptr;
+        cond = pixel->getUint16Array(w);
+        if (cond.good() && w) {
+            s->bytes.resize(have / 2 * 2);
+            for (size_t i = 0; i + 1 < have; i += 2) {
+                s->bytes[i] = (Uint8)(w[i / 2] & 0xFF);
+                s->bytes[i + 1] = (Uint8)(w[i / 2] >> 8);
+            }
+        }
+    } else {
+        Uint8 *p = nullptr;
+        cond = pixel->getUint8Array(p);
+        if (cond.good() && p) s->bytes.assign(p, p + have);
+    }
+    if (cond.bad()) {
+        set_err(err, errlen, "cannot read PixelData: %s%s", cond.text(), log.detail().c_str());
+        return -1;
+    }
+    double need_bits = values * (info.fractional ? 8.0 : 1.0);
+    double need = std::ceil(need_bits / 8.0);
+    if ((double)s->bytes.size() < need) {
+        set_err(err, errlen, "PixelData holds %zu bytes, expected %.0f (%u rows x %u columns x %d frame%s at %d bit%s)",
+                s->bytes.size(), need, (unsigned)rows, (unsigned)columns, info.number_of_frames,
+                info.number_of_frames == 1 ? "" : "s", info.fractional ? 8 : 1, info.fractional ? "s" : "");
+        return -1;
+    }
+    s->file.getDataset()->findAndDeleteElement(DCM_PixelData); /* the copy above is all that is needed */
+
+    /* the info's pointers */
+    for (int i = 0; i < LPNX_SEG_NSTRINGS; i++) {
+        info.strings[i].key = info_keys[i];
+        info.strings[i].value = cstr(s->strings[i]);
+    }
+    for (size_t i = 0; i < s->segments.size(); i++) {
+        SegmentStrings &ss = s->segment_strings[i];
+        lpnx_seg_segment &seg = s->segments[i];
+        seg.label = cstr(ss.label);
+        seg.description = cstr(ss.description);
+        seg.algorithm_type = cstr(ss.algorithm_type);
+        seg.algorithm_name = cstr(ss.algorithm_name);
+        seg.category = lpnx_seg_code{cstr(ss.category[0]), cstr(ss.category[1]), cstr(ss.category[2])};
+        seg.type = lpnx_seg_code{cstr(ss.type[0]), cstr(ss.type[1]), cstr(ss.type[2])};
+    }
+    s->references.resize(s->reference_strings.size());
+    for (size_t i = 0; i < s->references.size(); i++) {
+        ReferenceStrings &r = s->reference_strings[i];
+        s->references[i] = lpnx_seg_reference{cstr(r.sop_class_uid), cstr(r.sop_instance_uid),
+                                              cstr(r.series_instance_uid)};
+    }
+    info.nsegments = (int)s->segments.size();
+    info.segments = s->segments.data();
+    info.nreferences = (int)s->references.size();
+    info.references = s->references.empty() ? nullptr : s->references.data();
+    return 0;
+}
+
+void unpack(const lpnx_seg *s, int number, float *out) {
+    const lpnx_seg_info &info = s->info;
+    size_t hw = (size_t)info.rows * (size_t)info.columns;
+    const Uint8 *b = s->bytes.data();
+    float scale = 1.0f / (float)info.max_fractional_value;
+    size_t k = 0;
+    for (size_t f = 0; f < s->frame_segment.size(); f++) {
+        if (s->frame_segment[f] != number) continue;
+        float *o = out + k * hw;
+        size_t base = f * hw;
+        if (info.fractional) {
+            for (size_t i = 0; i < hw; i++) o[i] = (float)b[base + i] * scale;
+        } else {
+            for (size_t i = 0; i < hw; i++) {
+                size_t bit = base + i;
+                o[i] = (float)((b[bit >> 3] >> (bit & 7)) & 1u);
+            }
+        }
+        k++;
+    }
+}
+
+}  // namespace
+
+/* ------------------------------------------------------------------ */
+/* the C interface                                                     */
+/* ------------------------------------------------------------------ */
+
+extern "C" {
+
+void lpnx_dicom_seg_defaults(lpnx_seg_options *opt) {
+    if (!opt) return;
+    *opt = lpnx_seg_options{};
+    opt->segment_label = "Pneumothorax";
+    opt->segment_description = "Pneumothorax predicted by lpnx";
+    opt->category = lpnx_seg_code{"49755003", "SCT", "Morphologically Altered Structure"};
+    opt->type = lpnx_seg_code{"36118008", "SCT", "Pneumothorax"};
+    opt->algorithm_name = "lpnx";
+    opt->algorithm_version = "unknown";
+    opt->color[0] = 1;
+    opt->color[1] = 0;
+    opt->color[2] = 0;
+    opt->manufacturer = "lpnx";
+    opt->model_name = "lpnx";
+    opt->device_serial_number = "1";
+    opt->software_versions = "unknown";
+    opt->series_description = "Pneumothorax segmentation (lpnx)";
+    opt->series_number = "1000";
+    opt->instance_number = "1";
+    opt->content_label = "PNEUMOTHORAX";
+    opt->content_description = "Pneumothorax segmentation";
+}
+
+int lpnx_dicom_seg_write(const char *path, const unsigned char *mask, int rows, int columns,
+                         const lpnx_seg_source *src, const lpnx_seg_options *opt, lpnx_seg_uids *uids,
+                         char *err, size_t errlen) {
+    try {
+        if (!path) {
+            set_err(err, errlen, "no path");
+            return -1;
+        }
+        if (!ensure_init(err, errlen)) return -1;
+        return write_seg(path, mask, rows, columns, src, opt, uids, err, errlen);
+    } catch (const std::bad_alloc &) {
+        set_err(err, errlen, "not enough memory");
+    } catch (...) {
+        set_err(err, errlen, "unexpected error inside DCMTK");
+    }
+    return -1;
+}
+
+int lpnx_dicom_seg_open(lpnx_seg **out, const char *path, char *err, size_t errlen) {
+    if (!out) return -1;
+    *out = nullptr;
+    lpnx_seg *s = nullptr;
+    try {
+        if (!path) {
+            set_err(err, errlen, "no path");
+            return -1;
+        }
+        if (!ensure_init(err, errlen)) return -1;
+        s = new lpnx_seg();
+        if (open_seg(s, path, err, errlen) != 0) {
+            delete s;
+            return -1;
+        }
+        *out = s;
+        return 0;
+    } catch (const std::bad_alloc &) {
+        set_err(err, errlen, "not enough memory");
+    } catch (...) {
+        set_err(err, errlen, "unexpected error inside DCMTK");
+    }
+    try {
+        delete s;
+    } catch (...) {
+    }
+    return -1;
+}
+
+const lpnx_seg_info *lpnx_dicom_seg_info_of(const lpnx_seg *s) { return s ? &s->info : nullptr; }
+
+int lpnx_dicom_seg_frames(const lpnx_seg *s, int number) {
+    if (!s) return 0;
+    for (const lpnx_seg_segment &seg : s->segments)
+        if (seg.number == number) return seg.frames;
+    return 0;
+}
+
+void lpnx_dicom_seg_mask(const lpnx_seg *s, int number, float *out) {
+    if (!s || !out) return;
+    try {
+        unpack(s, number, out);
+    } catch (...) {
+    }
+}
+
+void lpnx_dicom_seg_close(lpnx_seg *s) {
+    try {
+        delete s;
+    } catch (...) {
+    }
+}
+
+}  // extern "C"
