@@ -72,7 +72,9 @@ for _, k in ipairs {"lr", "weight_decay", "val_fraction"} do
 end
 if args.size < 32 or args.size % 32 ~= 0 then fail("--size must be a positive multiple of 32") end
 if args.epochs < 1 or args.batch < 1 then fail("--epochs and --batch must be at least 1") end
-if (args.threads and args.threads < 1) or args.workers < 0 then fail("--threads must be at least 1 and --workers at least 0") end
+if (args.threads and args.threads < 1) or args.workers < 0 then
+  fail("--threads must be at least 1 and --workers at least 0")
+end
 if lpnx.sys.stat(args.data) ~= "dir" then fail(("--data %s is not a folder"):format(args.data)) end
 local csv = args.csv or (args.data .. "/train-rle.csv")
 if lpnx.sys.stat(csv) ~= "file" and lpnx.sys.stat(args.data .. "/images") ~= "dir" then

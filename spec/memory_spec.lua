@@ -154,9 +154,10 @@ describe("kernel output buffers", function()
     assert.are.equal(0, big:narrow(2, 1, 1):abs():sum() + big:narrow(2, 6, 1):abs():sum())
   end)
 
-  it("conv2d_workspace_size is what the fast kernels want: for a pointwise convolution, each image's "
-     .. "weight and bias gradient", function()
+  it("conv2d_workspace_size is what the fast kernels want: for a pointwise convolution, each image "
+     .. "group's weight and bias gradient", function()
     local x = lpnx.zeros(2, 3, 6, 5)
+    -- the 2 images make 2 groups (even and odd places): 2 x 4 x (3 + 1) floats
     assert.are.equal(2 * 4 * (3 + 1), K.conv2d_workspace_size(x, lpnx.zeros(4, 3, 1, 1), 1, 1, 0, 0, 1, 1))
     assert.is_true(K.conv2d_workspace_size(x, lpnx.zeros(4, 3, 3, 3), 1, 1, 1, 1, 1, 1) > 0)
     assert_message("expected weight (4,3,3,3) to match input channels 3, got (4,2,3,3)",

@@ -8,6 +8,9 @@
  *                   gw, gb, need_gx [, workspace [, gx]]) -> gx or nil
  *   conv2d_output_size(H, W, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w) -> Ho, Wo
  *   conv2d_workspace_size(x, w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w) -> floats
+ *   set_batch_parts(n), batch_parts() -> n    n processes share each batch
+ *     (interleaved; a power of two): the kernels then group images as the
+ *     whole batch would be grouped (ops/conv2d.h)
  *
  * y and gx are optional output buffers: the caller's own contiguous
  * tensors of exactly the output's (or the input's) shape, sharing no
@@ -332,7 +335,26 @@ static int l_conv2d_workspace_size(lua_State *L) {
     return 1;
 }
 
+/* set_batch_parts(n): n processes share every batch, interleaved (a
+ * data-parallel run); a power of two. batch_parts() -> n. */
+static int l_set_batch_parts(lua_State *L) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    if (n < 1 || n > (1 << 20) || (n & (n - 1)) != 0)
+        luaL_argerror(L, 1, lua_pushfstring(L, "expected a power of two of processes, got %I", n));
+    lpnx_conv2d_set_batch_parts((int)n);
+    return 0;
+}
+
+static int l_batch_parts(lua_State *L) {
+    lua_pushinteger(L, lpnx_conv2d_batch_parts());
+    return 1;
+}
+
 void lpnx_open_conv(lua_State *L, int kidx, int ridx) {
+    lua_pushcfunction(L, l_set_batch_parts);
+    lua_setfield(L, kidx, "set_batch_parts");
+    lua_pushcfunction(L, l_batch_parts);
+    lua_setfield(L, kidx, "batch_parts");
     lua_pushcfunction(L, l_conv2d_forward);
     lua_setfield(L, kidx, "conv2d_forward");
     lua_pushcfunction(L, l_conv2d_backward);

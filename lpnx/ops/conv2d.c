@@ -11,15 +11,11 @@
  *   input     dcol (K, T)     = weight^T (K, cout) * dout (cout, T), then
  *             col2im adds each column entry back onto the input pixel it
  *             was copied from.
- * A tile never spans two images, and how an image is cut depends on the
- * image alone: an image's output is the same bits in any batch.
- *
- * The weight gradient is summed image by image: each image's part is
- * computed on its own (in the workspace), and the parts are added in a
- * fixed tree (lpnx_conv2d_tree_sum) in which images r, r + k, r + 2k, ...
- * form a subtree for every power of two k. A batch spread over k
- * processes that each sum their images and then add the k results gets
- * the same bits as one process with the whole batch.
+ * The images are cut into groups (lpnx_conv2d_groups, conv2d.h): a tile
+ * is a run of pixels of one image, or a whole group of small images. Each
+ * group's weight gradient goes to a part of its own in the workspace, and
+ * the parts are added in the groups' tree, so a batch shared by two
+ * processes sums to the bits of the whole batch in one.
  *
  * 3x3 kernels with stride 1 go to Winograd's algorithm instead
  * (winograd.c) when an image has tiles enough for it to pay.
@@ -30,6 +26,7 @@
  * one after another, OpenBLAS threads each gemm and im2col / col2im are
  * OpenMP loops between the gemms. Convolutions too small to pay for a
  * parallel region run on one thread. */
+#include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -63,17 +60,116 @@ int lpnx_conv2d_is_pointwise(const lpnx_conv2d_dims *d) {
            d->pad_w == 0;
 }
 
-/* How the im2col path cuts the work: a tile is a run of pixels of one
- * image. */
+/* ---- groups ------------------------------------------------------------ */
+
+/* log2 of the processes sharing each batch (lpnx_conv2d_set_batch_parts). */
+static int held_levels = 0;
+
+void lpnx_conv2d_set_batch_parts(int parts) {
+    int levels = 0;
+    while (parts > 1) {
+        parts /= 2;
+        levels++;
+    }
+    held_levels = levels;
+}
+
+int lpnx_conv2d_batch_parts(void) { return 1 << held_levels; }
+
+/* Whether a list of count images at this level of the tree splits. */
+static int splits(int64_t count, int level) { return count >= 2 && level < LPNX_CONV2D_SPLIT_LEVELS; }
+
+static void add_groups(lpnx_conv2d_group *out, int64_t *k, int64_t first, int64_t stride, int64_t count,
+                       int level) {
+    if (splits(count, level)) {
+        add_groups(out, k, first, 2 * stride, (count + 1) / 2, level + 1);
+        add_groups(out, k, first + stride, 2 * stride, count / 2, level + 1);
+        return;
+    }
+    if (out) out[*k] = (lpnx_conv2d_group){first, stride, count};
+    (*k)++;
+}
+
+int64_t lpnx_conv2d_groups(lpnx_conv2d_group *out, int64_t n) {
+    int64_t k = 0;
+    if (n > 0) add_groups(out, &k, 0, 1, n, held_levels);
+    return k;
+}
+
+/* dst += src, len floats. */
+static void add_into(float *dst, const float *src, size_t len) {
+    const int64_t n = (int64_t)len;
+#pragma omp parallel for schedule(static) if (n >= LPNX_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+/* The sum of a subtree's parts into its first part; returns its index.
+ * *k: the next group's part. */
+static int64_t sum_tree(float *parts, size_t len, int64_t *k, int64_t count, int level) {
+    if (!splits(count, level)) return (*k)++;
+    const int64_t even = sum_tree(parts, len, k, (count + 1) / 2, level + 1);
+    const int64_t odd = sum_tree(parts, len, k, count / 2, level + 1);
+    add_into(parts + (size_t)even * len, parts + (size_t)odd * len, len);
+    return even;
+}
+
+void lpnx_conv2d_sum_groups(float *dst, float *parts, int64_t n, size_t len) {
+    if (n <= 0) return;
+    int64_t k = 0;
+    const int level = held_levels;
+    if (!splits(n, level)) {
+        add_into(dst, parts, len);
+        return;
+    }
+    /* the top split's two sums, added into dst in one pass: dst + (even + odd) */
+    const float *even = parts + (size_t)sum_tree(parts, len, &k, (n + 1) / 2, level + 1) * len;
+    const float *odd = parts + (size_t)sum_tree(parts, len, &k, n / 2, level + 1) * len;
+    const int64_t count = (int64_t)len;
+#pragma omp parallel for schedule(static) if (count >= LPNX_PARALLEL_MIN)
+    for (int64_t i = 0; i < count; i++) dst[i] += even[i] + odd[i];
+}
+
+static int64_t group_units(const lpnx_conv2d_group *grp, int64_t c, int64_t per) {
+    return per > 1 ? grp->count * per : (grp->count + c - 1) / c;
+}
+
+int64_t lpnx_conv2d_units(const lpnx_conv2d_group *groups, int64_t count, int64_t c, int64_t per) {
+    int64_t u = 0;
+    for (int64_t k = 0; k < count; k++) u += group_units(&groups[k], c, per);
+    return u;
+}
+
+void lpnx_conv2d_unit(const lpnx_conv2d_group *groups, int64_t count, int64_t c, int64_t per, int64_t u,
+                      int64_t *k, int64_t *j0, int64_t *nn, int64_t *piece) {
+    int64_t g = 0;
+    while (g + 1 < count && u >= group_units(&groups[g], c, per)) u -= group_units(&groups[g++], c, per);
+    *k = g;
+    if (per > 1) {
+        *j0 = u / per;
+        *nn = 1;
+        *piece = u % per;
+    } else {
+        *j0 = u * c;
+        *nn = groups[g].count - *j0 < c ? groups[g].count - *j0 : c;
+        *piece = 0;
+    }
+}
+
+/* ---- the im2col plan ------------------------------------------------------
+ * Images of ho*wo >= one tile's pixels are cut into per_image tiles;
+ * smaller images go up to c at a time, one tile for them. */
 typedef struct {
     int64_t K, P;      /* cin*kh*kw, ho*wo */
-    int64_t tile;      /* pixels per tile (the last tile of an image may be shorter) */
-    int64_t per_image; /* tiles per image */
+    int64_t c;         /* most images in a tile */
+    int64_t tile;      /* pixels per piece of one image (per_image > 1: the last may be shorter) */
+    int64_t per_image; /* pieces per image, or 1 */
+    int64_t groups;    /* groups in the batch */
     int64_t count;     /* tiles in the batch */
     int par;           /* 0: one thread does everything */
     int threads;       /* forward: threads taking whole tiles (1: tiles in sequence) */
-    int threads_back;  /* backward: threads taking whole images (1: in sequence) */
-    size_t col_floats; /* per thread: col (K, tile) */
+    int threads_back;  /* backward: threads taking whole groups (1: in sequence) */
+    size_t col_floats; /* per thread: col (K, tile pixels) */
+    size_t y_floats;   /* per thread: y (cout, tile pixels) when a tile holds several images */
 } col_plan;
 
 static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -92,16 +188,30 @@ static col_plan make_col_plan(const lpnx_conv2d_dims *d) {
     p.K = d->cin * d->kh * d->kw;
     p.P = d->ho * d->wo;
     const int64_t want = imax(COL_TILE_MIN, (int64_t)(COL_TILE_BYTES / sizeof(float)) / imax(p.K, 1));
-    p.per_image = (p.P + want - 1) / want;
-    p.tile = (p.P + p.per_image - 1) / p.per_image; /* even tiles */
-    p.count = d->n * p.per_image;
+    int64_t pixels; /* in the largest tile */
+    if (p.P >= want) {
+        p.c = 1;
+        p.per_image = (p.P + want - 1) / want;
+        p.tile = (p.P + p.per_image - 1) / p.per_image; /* even tiles */
+        pixels = p.tile;
+    } else {
+        p.c = imax(1, want / imax(p.P, 1));
+        p.per_image = 1;
+        p.tile = p.P;
+        pixels = imin(p.c, imax(d->n, 1)) * p.P;
+    }
+    lpnx_conv2d_group list[1 << LPNX_CONV2D_SPLIT_LEVELS];
+    p.groups = lpnx_conv2d_groups(list, d->n);
+    p.count = lpnx_conv2d_units(list, p.groups, p.c, p.per_image);
     p.par = (double)d->n * (double)d->cout * (double)p.P * (double)p.K >= PARALLEL_WORK;
     p.threads = p.threads_back = p.par ? max_threads() : 1;
     if (p.count < 2 * p.threads) p.threads = 1;
-    /* Tiles of one image write overlapping input gradients and one weight
-     * gradient part: the backward shares out whole images. */
-    if (d->n < p.threads_back) p.threads_back = 1;
-    p.col_floats = (size_t)p.K * (size_t)p.tile;
+    /* A group's tiles write one weight gradient part (and one image's
+     * pieces overlapping input gradients): the backward shares out whole
+     * groups. */
+    if (p.groups < p.threads_back) p.threads_back = 1;
+    p.col_floats = (size_t)p.K * (size_t)pixels;
+    p.y_floats = p.c > 1 ? (size_t)d->cout * (size_t)pixels : 0;
     return p;
 }
 
@@ -111,9 +221,7 @@ static col_plan make_col_plan(const lpnx_conv2d_dims *d) {
  * ones. F(4x4) only from WINOGRAD4_MIN_CIN input channels: below, the
  * convolution is cheap anyway and F(2x2) keeps rounding as small as the
  * direct sum's (finite-difference checks of small networks see F(4x4)'s
- * few 1e-6). The choice looks at one image, never at the batch size, so
- * an image's output is the same bits whatever batch it comes in: a batch
- * split over several processes computes what one process would. */
+ * few 1e-6). The choice looks at one image, never at the batch. */
 static int use_winograd(const lpnx_conv2d_dims *d) {
     if (!lpnx_winograd_applies(d) || d->cin == 0) return 0;
     if (d->cin >= WINOGRAD4_MIN_CIN && ((d->ho + 3) / 4) * ((d->wo + 3) / 4) >= WINOGRAD_MIN_TILES) return 4;
@@ -121,10 +229,24 @@ static int use_winograd(const lpnx_conv2d_dims *d) {
     return 0;
 }
 
-/* Floats of the backward's per-image gradient parts: (n, cout, K) for
- * the weight, then (n, cout) for the bias. */
-static size_t parts_floats(const lpnx_conv2d_dims *d) {
-    return (size_t)d->n * (size_t)d->cout * ((size_t)(d->cin * d->kh * d->kw) + 1);
+/* The groups and the backward's share of the workspace, at its start:
+ * each group's weight gradient part (groups, cout, K) and bias part
+ * (groups, cout). */
+typedef struct {
+    lpnx_conv2d_group list[1 << LPNX_CONV2D_SPLIT_LEVELS];
+    int64_t count;
+    float *wparts, *bparts;
+    size_t floats; /* of the workspace */
+} group_space;
+
+static group_space groups_of(const lpnx_conv2d_dims *d, float *ws) {
+    group_space gs;
+    gs.count = lpnx_conv2d_groups(gs.list, d->n);
+    const size_t K = (size_t)(d->cin * d->kh * d->kw);
+    gs.floats = (size_t)gs.count * (size_t)d->cout * (K + 1);
+    gs.wparts = ws;
+    gs.bparts = ws ? ws + (size_t)gs.count * (size_t)d->cout * K : NULL;
+    return gs;
 }
 
 size_t lpnx_conv2d_col_size(const lpnx_conv2d_dims *d) {
@@ -136,27 +258,9 @@ size_t lpnx_conv2d_col_size(const lpnx_conv2d_dims *d) {
     } else {
         col_plan p = make_col_plan(d);
         size_t threads = (size_t)(p.threads > p.threads_back ? p.threads : p.threads_back);
-        work = threads * p.col_floats;
+        work = threads * (p.col_floats + p.y_floats);
     }
-    return parts_floats(d) + work;
-}
-
-void lpnx_conv2d_tree_sum(float *dst, float *parts, int64_t count, size_t len) {
-    /* parts: (count, len), summed in place into parts[0] */
-    if (count <= 0) return;
-    int64_t span = 1;
-    while (span < count) span *= 2;
-    for (int64_t s = span / 2; s >= 1; s /= 2)
-        for (int64_t a = 0; a < s && a + s < count; a++) {
-            float *x = parts + (size_t)a * len;
-            const float *y = parts + (size_t)(a + s) * len;
-            const int64_t n = (int64_t)len;
-#pragma omp parallel for schedule(static) if (n >= LPNX_PARALLEL_MIN)
-            for (int64_t i = 0; i < n; i++) x[i] += y[i];
-        }
-    const int64_t n = (int64_t)len;
-#pragma omp parallel for schedule(static) if (n >= LPNX_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) dst[i] += parts[i];
+    return groups_of(d, NULL).floats + work;
 }
 
 /* lpnx_gemm that also accepts empty products: with K == 0 the product is
@@ -264,42 +368,82 @@ static void col2im(float *x, const float *col, int64_t ld, int64_t p0, int64_t n
     }
 }
 
-/* The pixels of tile t: image *n0, columns [*p0, *p0 + *np). */
-static void tile_span(const col_plan *p, int64_t t, int64_t *n0, int64_t *p0, int64_t *np) {
-    *n0 = t / p->per_image;
-    *p0 = (t % p->per_image) * p->tile;
-    *np = imin(p->tile, p->P - *p0);
+/* Tile t of the plan: images first, first + stride, ... (nn of them) and,
+ * for an image in pieces, its columns [*p0, *p0 + *np); *np counts the
+ * tile's columns in all. *k: the tile's group. */
+static void tile_span(const col_plan *p, const lpnx_conv2d_group *list, int64_t t, int64_t *k, int64_t *first,
+                      int64_t *stride, int64_t *nn, int64_t *p0, int64_t *np) {
+    int64_t j0, piece;
+    lpnx_conv2d_unit(list, p->groups, p->c, p->per_image, t, k, &j0, nn, &piece);
+    *first = list[*k].first + j0 * list[*k].stride;
+    *stride = list[*k].stride;
+    *p0 = piece * p->tile;
+    *np = *nn > 1 ? *nn * p->P : imin(p->tile, p->P - *p0);
 }
 
-/* Forward of tile t. col (K, tile) is scratch. */
+/* The column matrix of a tile into col (K, np). */
+static void tile_columns(float *col, const float *inp, const col_plan *p, const lpnx_conv2d_dims *d,
+                         int64_t first, int64_t stride, int64_t nn, int64_t p0, int64_t np, int par) {
+    const int64_t in_image = d->cin * d->h * d->w;
+    if (nn == 1) {
+        im2col(col, np, inp + first * in_image, p0, np, d, par);
+        return;
+    }
+    for (int64_t i = 0; i < nn; i++) im2col(col + i * p->P, np, inp + (first + i * stride) * in_image, 0, p->P, d, par);
+}
+
+/* Forward of tile t. col (K, np) and y (cout, np) are scratch. */
 static void tile_forward(float *out, const float *inp, const float *weight, const float *bias,
-                         float *col, const col_plan *p, const lpnx_conv2d_dims *d, int64_t t, int par) {
-    int64_t n0, p0, np;
-    tile_span(p, t, &n0, &p0, &np);
+                         float *col, float *y, const col_plan *p, const lpnx_conv2d_group *list,
+                         const lpnx_conv2d_dims *d, int64_t t, int par) {
+    int64_t k, first, stride, nn, p0, np;
+    tile_span(p, list, t, &k, &first, &stride, &nn, &p0, &np);
     const int64_t P = p->P, cout = d->cout;
-    im2col(col, np, inp + n0 * d->cin * d->h * d->w, p0, np, d, par);
-    float *dst = out + n0 * cout * P + p0; /* (cout, np) with leading dimension P */
+    tile_columns(col, inp, p, d, first, stride, nn, p0, np, par);
+    float *dst = out + first * cout * P + p0; /* (cout, np) with leading dimension P */
+    int64_t ld = P;
+    if (nn > 1) {
+        dst = y;
+        ld = np;
+    }
     if (bias)
         for (int64_t co = 0; co < cout; co++)
-            for (int64_t i = 0; i < np; i++) dst[co * P + i] = bias[co];
-    gemm(0, 0, cout, np, p->K, weight, p->K, col, np, bias ? 1.0f : 0.0f, dst, P);
+            for (int64_t i = 0; i < np; i++) dst[co * ld + i] = bias[co];
+    gemm(0, 0, cout, np, p->K, weight, p->K, col, np, bias ? 1.0f : 0.0f, dst, ld);
+    if (nn > 1)
+        for (int64_t i = 0; i < nn; i++)
+            for (int64_t co = 0; co < cout; co++)
+                memcpy(out + ((first + i * stride) * cout + co) * P, y + co * np + i * P, (size_t)P * sizeof(float));
 }
 
-/* Backward of tile t: dweight += dout col^T (dweight: the image's part),
- * and dinp += col2im(weight^T dout) when dinp is given. col (K, tile) is
- * scratch. */
-static void tile_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                          const float *weight, float *col, const col_plan *p,
-                          const lpnx_conv2d_dims *d, int64_t t, int par) {
-    int64_t n0, p0, np;
-    tile_span(p, t, &n0, &p0, &np);
+/* Backward of tile t: dweight = (first: the group's first tile) or +=
+ * dout col^T, dweight being the group's part; and dinp +=
+ * col2im(weight^T dout) when dinp is given. col (K, np) and y (cout, np)
+ * are scratch. */
+static void tile_backward(float *dinp, float *dweight, int first_tile, const float *dout, const float *inp,
+                          const float *weight, float *col, float *y, const col_plan *p,
+                          const lpnx_conv2d_group *list, const lpnx_conv2d_dims *d, int64_t t, int par) {
+    int64_t k, first, stride, nn, p0, np;
+    tile_span(p, list, t, &k, &first, &stride, &nn, &p0, &np);
     const int64_t P = p->P, cout = d->cout, K = p->K, in_image = d->cin * d->h * d->w;
-    im2col(col, np, inp + n0 * in_image, p0, np, d, par);
-    const float *g = dout + n0 * cout * P + p0; /* (cout, np) with leading dimension P */
-    gemm(0, 1, cout, K, np, g, P, col, np, 1.0f, dweight, K);
+    tile_columns(col, inp, p, d, first, stride, nn, p0, np, par);
+    const float *gy = dout + first * cout * P + p0; /* (cout, np) with leading dimension P */
+    int64_t ld = P;
+    if (nn > 1) { /* gather the tile's gradients into one matrix */
+        for (int64_t i = 0; i < nn; i++)
+            for (int64_t co = 0; co < cout; co++)
+                memcpy(y + co * np + i * P, dout + ((first + i * stride) * cout + co) * P, (size_t)P * sizeof(float));
+        gy = y;
+        ld = np;
+    }
+    gemm(0, 1, cout, K, np, gy, ld, col, np, first_tile ? 0.0f : 1.0f, dweight, K);
     if (!dinp) return;
-    gemm(1, 0, K, np, cout, weight, K, g, P, 0.0f, col, np);
-    col2im(dinp + n0 * in_image, col, np, p0, np, d, par);
+    gemm(1, 0, K, np, cout, weight, K, gy, ld, 0.0f, col, np);
+    if (nn == 1) {
+        col2im(dinp + first * in_image, col, np, p0, np, d, par);
+        return;
+    }
+    for (int64_t i = 0; i < nn; i++) col2im(dinp + (first + i * stride) * in_image, col + i * P, np, 0, P, d, par);
 }
 
 void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -326,13 +470,15 @@ void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, cons
         return;
     }
     if (use_winograd(d)) {
-        lpnx_winograd_forward(out, inp, weight, bias, col + parts_floats(d), d, use_winograd(d));
+        lpnx_winograd_forward(out, inp, weight, bias, col + groups_of(d, NULL).floats, d, use_winograd(d));
         return;
     }
     const col_plan p = make_col_plan(d);
-    col += parts_floats(d); /* the backward's part of the workspace */
+    const group_space gs = groups_of(d, col);
+    col += gs.floats; /* the backward's parts come first */
     if (p.threads == 1) {
-        for (int64_t t = 0; t < p.count; t++) tile_forward(out, inp, weight, bias, col, &p, d, t, p.par);
+        for (int64_t t = 0; t < p.count; t++)
+            tile_forward(out, inp, weight, bias, col, col + p.col_floats, &p, gs.list, d, t, p.par);
         return;
     }
 #pragma omp parallel num_threads(p.threads)
@@ -342,9 +488,10 @@ void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, cons
 #else
         const int me = 0;
 #endif
-        float *mycol = col + (size_t)me * p.col_floats; /* (K, tile) */
+        float *mycol = col + (size_t)me * (p.col_floats + p.y_floats); /* (K, tile) */
+        float *myy = mycol + p.col_floats;                               /* (cout, tile) */
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < p.count; t++) tile_forward(out, inp, weight, bias, mycol, &p, d, t, 0);
+        for (int64_t t = 0; t < p.count; t++) tile_forward(out, inp, weight, bias, mycol, myy, &p, gs.list, d, t, 0);
     }
 }
 
@@ -354,37 +501,51 @@ void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
     const int64_t K = d->cin * d->kh * d->kw, P = d->ho * d->wo, n = d->n, cout = d->cout;
     const int64_t in_image = d->cin * d->h * d->w, out_image = cout * P;
     if (n == 0 || out_image == 0) return; /* no gradient flows */
-    float *wparts = col;                      /* (n, cout, K): each image's weight gradient */
-    float *bparts = wparts + n * cout * K;    /* (n, cout): each image's bias gradient */
-    col = bparts + n * cout;
+    const group_space gs = groups_of(d, col);
+    col += gs.floats;
     if (dbias) {
 #pragma omp parallel for schedule(static) if (n * out_image >= LPNX_PARALLEL_MIN)
-        for (int64_t i = 0; i < n * cout; i++) {
-            const float *g = dout + i * P; /* (ho*wo) of image i / cout, channel i % cout */
-            double s = 0;
-            for (int64_t q = 0; q < P; q++) s += g[q];
-            bparts[i] = (float)s;
+        for (int64_t i = 0; i < gs.count * cout; i++) {
+            const lpnx_conv2d_group *grp = &gs.list[i / cout];
+            const int64_t co = i % cout;
+            float s = 0; /* the group's images in order, each summed in double */
+            for (int64_t j = 0; j < grp->count; j++) {
+                const float *g = dout + (grp->first + j * grp->stride) * out_image + co * P; /* (ho*wo) */
+                double sum = 0;
+                for (int64_t q = 0; q < P; q++) sum += g[q];
+                s += (float)sum;
+            }
+            gs.bparts[i] = s;
         }
-        lpnx_conv2d_tree_sum(dbias, bparts, n, (size_t)cout);
+        lpnx_conv2d_sum_groups(dbias, gs.bparts, n, (size_t)cout);
     }
     if (in_image == 0) return; /* nothing reaches the weight or an empty input */
-    memset(wparts, 0, (size_t)(n * cout * K) * sizeof(float));
     if (lpnx_conv2d_is_pointwise(d)) {
-        for (int64_t i = 0; i < n; i++) {
-            const float *x = inp + i * in_image;   /* (cin, h*w) */
-            const float *g = dout + i * out_image; /* (cout, ho*wo) */
-            gemm(0, 1, cout, K, P, g, P, x, P, 1.0f, wparts + i * cout * K, K);
-            if (dinp) gemm(1, 0, K, P, cout, weight, K, g, P, 1.0f, dinp + i * in_image, P);
+        for (int64_t k = 0; k < gs.count; k++) {
+            const lpnx_conv2d_group *grp = &gs.list[k];
+            for (int64_t j = 0; j < grp->count; j++) {
+                const int64_t i = grp->first + j * grp->stride;
+                const float *x = inp + i * in_image;   /* (cin, h*w) */
+                const float *g = dout + i * out_image; /* (cout, ho*wo) */
+                gemm(0, 1, cout, K, P, g, P, x, P, j ? 1.0f : 0.0f, gs.wparts + k * cout * K, K);
+                if (dinp) gemm(1, 0, K, P, cout, weight, K, g, P, 1.0f, dinp + i * in_image, P);
+            }
         }
     } else if (use_winograd(d)) {
-        lpnx_winograd_backward(dinp, wparts, dout, inp, weight, col, d, use_winograd(d));
+        lpnx_winograd_backward(dinp, gs.wparts, dout, inp, weight, col, d, use_winograd(d));
     } else {
         const col_plan p = make_col_plan(d);
         if (p.threads_back == 1) {
-            for (int64_t t = 0; t < p.count; t++)
-                tile_backward(dinp, wparts + t / p.per_image * cout * K, dout, inp, weight, col, &p, d, t, p.par);
+            int64_t prev = -1;
+            for (int64_t t = 0; t < p.count; t++) {
+                int64_t k, j0, nn, piece;
+                lpnx_conv2d_unit(gs.list, gs.count, p.c, p.per_image, t, &k, &j0, &nn, &piece);
+                tile_backward(dinp, gs.wparts + k * cout * K, k != prev, dout, inp, weight, col, col + p.col_floats,
+                              &p, gs.list, d, t, p.par);
+                prev = k;
+            }
         } else {
-            /* Each thread takes whole images; an image's tiles go in order. */
+            /* Each thread takes whole groups; a group's tiles go in order. */
 #pragma omp parallel num_threads(p.threads_back)
             {
 #ifdef _OPENMP
@@ -392,13 +553,18 @@ void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
 #else
                 const int me = 0;
 #endif
-                float *mycol = col + (size_t)me * p.col_floats; /* (K, tile) */
+                float *mycol = col + (size_t)me * (p.col_floats + p.y_floats); /* (K, tile) */
+                float *myy = mycol + p.col_floats;                               /* (cout, tile) */
 #pragma omp for schedule(static)
-                for (int64_t i = 0; i < n; i++)
-                    for (int64_t t = i * p.per_image; t < (i + 1) * p.per_image; t++)
-                        tile_backward(dinp, wparts + i * cout * K, dout, inp, weight, mycol, &p, d, t, 0);
+                for (int64_t k = 0; k < gs.count; k++) {
+                    const int64_t t0 = lpnx_conv2d_units(gs.list, k, p.c, p.per_image);
+                    const int64_t t1 = t0 + lpnx_conv2d_units(gs.list + k, 1, p.c, p.per_image);
+                    for (int64_t t = t0; t < t1; t++)
+                        tile_backward(dinp, gs.wparts + k * cout * K, t == t0, dout, inp, weight, mycol, myy, &p,
+                                      gs.list, d, t, 0);
+                }
             }
         }
     }
-    lpnx_conv2d_tree_sum(dweight, wparts, n, (size_t)(cout * K));
+    lpnx_conv2d_sum_groups(dweight, gs.wparts, n, (size_t)(cout * K));
 }

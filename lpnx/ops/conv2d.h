@@ -2,10 +2,13 @@
  * Winograd F(4x4, 3x3) or F(2x2, 3x3) for 3x3 kernels with stride 1 when
  * an image has tiles enough, else cache-blocked im2col + gemm (1x1
  * stride-1 kernels straight to gemm), and the backward of each.
- * An image's output and input gradient are the same bits whatever batch
- * it is in, and the weight gradient adds the images' parts in a fixed
- * tree (see lpnx_conv2d_tree_sum), so that a batch split over processes
- * sums to the bits of the whole batch.
+ * The images of a batch are cut into groups by a fixed rule (below) and
+ * each group is computed on its own, its weight gradient in a part of
+ * its own; the parts are added in the tree the rule builds. A batch that
+ * two processes share (one holding images 0, 2, 4, ..., the other 1, 3,
+ * 5, ...) gives each process whole groups, so the two, adding their two
+ * results, get the bits one process gets for the whole batch; and the
+ * bits never depend on the thread count.
  * Plain C on float*: no Lua, no allocation, no failure paths. The caller
  * checks every size and provides the scratch buffer. */
 #ifndef LPNX_CONV2D_H
@@ -67,19 +70,49 @@ void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, cons
  * weight  (cout, cin, kh, kw)
  * col     scratch as in forward
  * None of the outputs may overlap an input or col. dweight and dbias add
- * the images' parts by lpnx_conv2d_tree_sum: the same bits for any
- * thread count. */
+ * the groups' parts in the groups' tree: the same bits for any thread
+ * count. */
 void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                           const float *inp, const float *weight, float *col,
                           const lpnx_conv2d_dims *d);
 
-/* dst[i] += the sum of the count runs parts[k*len + i] (k < count), added
- * in a fixed tree: S(T) = S(T's even places) + S(T's odd places) over the
- * list T = 0..count-1. The runs k = r, r + s, r + 2s, ... (s a power of
- * two) are a subtree, so s processes holding those runs, summing them the
- * same way and then adding their s results pairwise (rank r with r + s/2,
- * then ... , then 0 with 1) compute the same bits. parts is overwritten. */
-void lpnx_conv2d_tree_sum(float *dst, float *parts, int64_t count, size_t len);
+/* ---- groups of images ------------------------------------------------
+ * The images 0..n-1 of a batch are split into the images at even places
+ * and those at odd places (LPNX_CONV2D_SPLIT_LEVELS times over): the
+ * groups, in that tree's depth-first order. Each group is computed on its
+ * own, in units of a few of its images (or pieces of one) in order, with
+ * a weight gradient part of its own; the parts are added in the tree. A
+ * process that holds every other image of a batch
+ * (lpnx_conv2d_set_batch_parts(2)) skips the split: its one group is a
+ * group of the whole batch, computed alike, and the two processes' sum
+ * is the one process's. */
+#define LPNX_CONV2D_SPLIT_LEVELS 1
+
+typedef struct {
+    int64_t first, stride, count; /* images first, first + stride, ... (count of them) */
+} lpnx_conv2d_group;
+
+/* How many processes share each batch, interleaved: 1 (the default), 2,
+ * or another power of two; lpnx.dist sets it. Process-wide, like the
+ * thread count. */
+void lpnx_conv2d_set_batch_parts(int parts);
+int lpnx_conv2d_batch_parts(void);
+
+/* The groups of n images into out (room for 1 << LPNX_CONV2D_SPLIT_LEVELS),
+ * in depth-first order; returns how many. out may be NULL to count them. */
+int64_t lpnx_conv2d_groups(lpnx_conv2d_group *out, int64_t n);
+
+/* dst[i] += the sum over the groups k of parts[k*len + i], added in the
+ * groups' tree (parts is overwritten). */
+void lpnx_conv2d_sum_groups(float *dst, float *parts, int64_t n, size_t len);
+
+/* A group's units: runs of up to c of its images, or, when per > 1, its
+ * images one by one, each in per pieces. The units of all the groups are
+ * numbered group after group; unit u is group *k's images *j0 .. *j0 +
+ * *nn - 1 (places in the group), piece *piece (0 when per == 1). */
+int64_t lpnx_conv2d_units(const lpnx_conv2d_group *groups, int64_t count, int64_t c, int64_t per);
+void lpnx_conv2d_unit(const lpnx_conv2d_group *groups, int64_t count, int64_t c, int64_t per, int64_t u,
+                      int64_t *k, int64_t *j0, int64_t *nn, int64_t *piece);
 
 /* ---- Winograd F(m x m, 3x3), m = 2 or 4 (winograd.c) -----------------
  * 3x3 kernels with stride 1 and dilation 1, any padding. lpnx_conv2d_*
@@ -93,13 +126,14 @@ int lpnx_winograd_applies(const lpnx_conv2d_dims *d);
 size_t lpnx_winograd_work_size(const lpnx_conv2d_dims *d, int m);
 
 /* As lpnx_conv2d_forward, with m x m output tiles and work of
- * lpnx_winograd_work_size(d, m) floats. */
+ * lpnx_winograd_work_size(d, m) floats; the images go in the batch's
+ * groups (lpnx_conv2d_groups). */
 void lpnx_winograd_forward(float *out, const float *inp, const float *weight, const float *bias,
                            float *work, const lpnx_conv2d_dims *d, int m);
 
 /* As lpnx_conv2d_backward without the bias gradient: dinp (or NULL)
- * accumulates; dweight (n, cout, cin, 3, 3), zeroed by the caller, gets
- * each image's weight gradient apart; m and work as in
+ * accumulates; dweight (groups, cout, cin, 3, 3) gets each group's
+ * weight gradient apart (written, not added); the rest as in
  * lpnx_winograd_forward. */
 void lpnx_winograd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                             const float *weight, float *work, const lpnx_conv2d_dims *d, int m);

@@ -24,16 +24,15 @@
  * F(4x4, 3x3) uses the points 0, +-1, +-2 and loses more (a relative error
  * of a few 1e-6 in float32), for 1.8 times fewer multiplies.
  *
- * Tiles are numbered over the whole batch (image, tile row, tile column)
- * and taken in blocks sized for the cache: a whole image, or rows of
- * tiles of one image, cut the same way whatever the batch, so that an
- * image's output (and input gradient) is the same bits in any batch. The
- * backward sums dU over one image's blocks, in order, and writes that
- * image's weight gradient apart; lpnx_conv2d_backward adds the images up.
- * With blocks enough, each thread takes whole blocks (backward: whole
- * images) with its own buffers and calls single-threaded gemms; otherwise
- * the blocks go in sequence, the transforms run in parallel over channels
- * and the a^2 gemms in parallel over xi. */
+ * Tiles are taken in blocks sized for the cache: a group of images
+ * (lpnx_conv2d_groups: a few small images, or one), or rows of tiles of
+ * a one-image group. The backward sums dU over one group's blocks, in
+ * order, and writes that group's weight gradient apart;
+ * lpnx_conv2d_backward adds the groups up. With blocks enough, each
+ * thread takes whole blocks (backward: whole groups) with its own buffers
+ * and calls single-threaded gemms; otherwise the blocks go in sequence,
+ * the transforms run in parallel over channels and the a^2 gemms in
+ * parallel over xi. */
 #include <string.h>
 
 #ifdef _OPENMP
@@ -73,16 +72,17 @@
 #define PH(r, k, j) ph[((r) * M_ + (k)) * PHASE_LEN + (j)]
 
 /* How the tiles are cut into blocks and shared among threads. A block is
- * a run of consecutive tiles of one image: all of them, or `rows` tile
- * rows. */
+ * a group's tiles (image by image, each in tile-row order), or `rows`
+ * tile rows of a one-image group. */
 typedef struct {
     int m, a, positions;     /* output tile m x m, input patch a x a, a*a products */
     int64_t th, tw;          /* tiles per image down and across */
     int64_t per_image;       /* th * tw */
-    int64_t total;           /* tiles in the batch */
-    int64_t images;          /* 1: a block is a whole image; 0: rows of one */
-    int64_t rows;            /* tile rows per block when images == 0 */
-    int64_t image_blocks;    /* blocks per image when images == 0 */
+    int64_t c;               /* most images in a block */
+    int64_t rows;            /* tile rows per block when image_blocks > 1 */
+    int64_t image_blocks;    /* blocks per image: 1 (then up to c images a block), or more */
+    lpnx_conv2d_group list[1 << LPNX_CONV2D_SPLIT_LEVELS]; /* the batch's groups */
+    int64_t groups;          /* how many */
     int64_t count;           /* blocks in the batch */
     int64_t block;           /* tiles in the largest block */
     int64_t ld;              /* floats per row of V and M: block and slack for whole vectors */
@@ -127,26 +127,25 @@ static plan make_plan(const lpnx_conv2d_dims *d, int m) {
     p.th = (d->ho + m - 1) / m;
     p.tw = (d->wo + m - 1) / m;
     p.per_image = p.th * p.tw;
-    p.total = d->n * p.per_image;
     const int64_t want =
         imax(BLOCK_MIN, BLOCK_BYTES / (int64_t)((size_t)p.positions * sizeof(float) * (size_t)(d->cin + d->cout)));
     if (p.per_image <= want) {
-        p.images = 1;
+        p.c = imax(1, want / imax(p.per_image, 1));
         p.rows = p.th;
         p.image_blocks = 1;
-        p.count = d->n;
-        p.block = p.per_image;
+        p.block = imin(p.c, imax(d->n, 1)) * p.per_image;
     } else {
-        p.images = 0;
+        p.c = 1;
         p.rows = imax(1, want / p.tw);
         p.image_blocks = (p.th + p.rows - 1) / p.rows;
-        p.count = d->n * p.image_blocks;
         p.block = p.rows * p.tw;
     }
+    p.groups = lpnx_conv2d_groups(p.list, d->n);
+    p.count = lpnx_conv2d_units(p.list, p.groups, p.c, p.image_blocks);
     p.par = (double)d->n * (double)d->cout * (double)(d->ho * d->wo) * (double)(d->cin * 9) >= PARALLEL_WORK;
     p.threads = p.threads_back = p.par ? max_threads() : 1;
     if (p.count < 2 * p.threads) p.threads = 1;
-    if (d->n < p.threads_back) p.threads_back = 1;
+    if (p.groups < p.threads_back) p.threads_back = 1;
     p.ld = p.block + 16;
     p.u_floats = (size_t)p.positions * (size_t)d->cout * (size_t)d->cin;
     p.v_floats = (size_t)p.positions * (size_t)d->cin * (size_t)p.ld;
@@ -154,16 +153,21 @@ static plan make_plan(const lpnx_conv2d_dims *d, int m) {
     return p;
 }
 
-/* Block b: tiles [*t0, *t0 + *nb). */
-static void block_span(const plan *p, int64_t b, int64_t *t0, int64_t *nb) {
-    if (p->images) {
-        *t0 = b * p->per_image;
-        *nb = p->per_image;
+/* Block b: the images *imgs (a run of one group's images) and their
+ * tiles [*t0, *t0 + *nb), numbered image by image; *k: the group. */
+static void block_span(const plan *p, int64_t b, lpnx_conv2d_group *imgs, int64_t *k, int64_t *t0, int64_t *nb) {
+    int64_t j0, nn, piece;
+    lpnx_conv2d_unit(p->list, p->groups, p->c, p->image_blocks, b, k, &j0, &nn, &piece);
+    imgs->first = p->list[*k].first + j0 * p->list[*k].stride;
+    imgs->stride = p->list[*k].stride;
+    imgs->count = nn;
+    if (p->image_blocks == 1) {
+        *t0 = 0;
+        *nb = nn * p->per_image;
         return;
     }
-    const int64_t n = b / p->image_blocks, k = b % p->image_blocks;
-    *t0 = n * p->per_image + k * p->rows * p->tw;
-    *nb = imin(p->rows, p->th - k * p->rows) * p->tw;
+    *t0 = piece * p->rows * p->tw;
+    *nb = imin(p->rows, p->th - piece * p->rows) * p->tw;
 }
 
 size_t lpnx_winograd_work_size(const lpnx_conv2d_dims *d, int m) {
@@ -179,13 +183,13 @@ static void gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, cons
               (int)ldc);
 }
 
-/* The run of tiles starting at global tile t and ending before `end` that
- * lies in one tile row, at most CHUNK long: image *n, tile row *ty, tile
- * columns [*tx0, *tx1). */
-static void tile_run(const plan *p, int64_t t, int64_t end, int64_t *n, int64_t *ty, int64_t *tx0,
-                     int64_t *tx1) {
+/* The run of the group's tiles starting at tile t and ending before `end`
+ * that lies in one tile row, at most CHUNK long: image *n, tile row *ty,
+ * tile columns [*tx0, *tx1). */
+static void tile_run(const plan *p, const lpnx_conv2d_group *grp, int64_t t, int64_t end, int64_t *n,
+                     int64_t *ty, int64_t *tx0, int64_t *tx1) {
     const int64_t r = t % p->per_image;
-    *n = t / p->per_image;
+    *n = grp->first + grp->stride * (t / p->per_image);
     *ty = r / p->tw;
     *tx0 = r % p->tw;
     *tx1 = imin(imin(p->tw, *tx0 + end - t), *tx0 + CHUNK);
@@ -784,14 +788,14 @@ VECTOR_CLONES static void output_run_adjoint(float *mm, int64_t xs, const float 
  * first nb columns of rows ld = p->ld long. */
 
 /* V: the transformed input patches of tiles [t0, t0 + nb). */
-static void input_block(float *V, const float *inp, const plan *p, int64_t t0, int64_t nb,
+static void input_block(float *V, const float *inp, const plan *p, const lpnx_conv2d_group *grp, int64_t t0, int64_t nb,
                         const lpnx_conv2d_dims *d, int par) {
     const int64_t h = d->h, w = d->w, cin = d->cin, ld = p->ld;
 #pragma omp parallel for schedule(static) if (par && cin * nb * p->positions >= LPNX_PARALLEL_MIN)
     for (int64_t c = 0; c < cin; c++) {
         for (int64_t t = t0; t < t0 + nb;) {
             int64_t n, ty, tx0, tx1;
-            tile_run(p, t, t0 + nb, &n, &ty, &tx0, &tx1);
+            tile_run(p, grp, t, t0 + nb, &n, &ty, &tx0, &tx1);
             input_run(V + c * ld + (t - t0), cin * ld, inp + (n * cin + c) * h * w, h, w, p->m * ty - d->pad_h,
                       p->m * tx0 - d->pad_w, tx1 - tx0, p->m);
             t += tx1 - tx0;
@@ -801,14 +805,14 @@ static void input_block(float *V, const float *inp, const plan *p, int64_t t0, i
 
 /* dinp += the patches B dV B^T of tiles [t0, t0 + nb), V holding dV.
  * Neighbouring patches overlap: parallel over channels. */
-static void input_block_adjoint(float *dinp, const float *V, const plan *p, int64_t t0, int64_t nb,
+static void input_block_adjoint(float *dinp, const float *V, const plan *p, const lpnx_conv2d_group *grp, int64_t t0, int64_t nb,
                                 const lpnx_conv2d_dims *d, int par) {
     const int64_t h = d->h, w = d->w, cin = d->cin, ld = p->ld;
 #pragma omp parallel for schedule(static) if (par && cin * nb * p->positions >= LPNX_PARALLEL_MIN)
     for (int64_t c = 0; c < cin; c++) {
         for (int64_t t = t0; t < t0 + nb;) {
             int64_t n, ty, tx0, tx1;
-            tile_run(p, t, t0 + nb, &n, &ty, &tx0, &tx1);
+            tile_run(p, grp, t, t0 + nb, &n, &ty, &tx0, &tx1);
             input_run_adjoint(dinp + (n * cin + c) * h * w, V + c * ld + (t - t0), cin * ld, h, w,
                               p->m * ty - d->pad_h, p->m * tx0 - d->pad_w, tx1 - tx0, p->m);
             t += tx1 - tx0;
@@ -818,15 +822,15 @@ static void input_block_adjoint(float *dinp, const float *V, const plan *p, int6
 
 /* out = A^T M A (+ bias) for tiles [t0, t0 + nb); the parts of edge tiles
  * past the output are dropped. */
-static void output_block(float *out, const float *M, const float *bias, const plan *p, int64_t t0,
-                         int64_t nb, const lpnx_conv2d_dims *d, int par) {
+static void output_block(float *out, const float *M, const float *bias, const plan *p,
+                         const lpnx_conv2d_group *grp, int64_t t0, int64_t nb, const lpnx_conv2d_dims *d, int par) {
     const int64_t ho = d->ho, wo = d->wo, cout = d->cout, ld = p->ld;
 #pragma omp parallel for schedule(static) if (par && cout * nb * p->positions >= LPNX_PARALLEL_MIN)
     for (int64_t co = 0; co < cout; co++) {
         const float b = bias ? bias[co] : 0.0f;
         for (int64_t t = t0; t < t0 + nb;) {
             int64_t n, ty, tx0, tx1;
-            tile_run(p, t, t0 + nb, &n, &ty, &tx0, &tx1);
+            tile_run(p, grp, t, t0 + nb, &n, &ty, &tx0, &tx1);
             output_run(out + (n * cout + co) * ho * wo, M + co * ld + (t - t0), cout * ld, b, ho, wo, p->m * ty,
                        p->m * tx0, tx1 - tx0, p->m);
             t += tx1 - tx0;
@@ -835,14 +839,14 @@ static void output_block(float *out, const float *M, const float *bias, const pl
 }
 
 /* M = A dY A^T for tiles [t0, t0 + nb), dY read from dout. */
-static void output_block_adjoint(float *M, const float *dout, const plan *p, int64_t t0, int64_t nb,
+static void output_block_adjoint(float *M, const float *dout, const plan *p, const lpnx_conv2d_group *grp, int64_t t0, int64_t nb,
                                  const lpnx_conv2d_dims *d, int par) {
     const int64_t ho = d->ho, wo = d->wo, cout = d->cout, ld = p->ld;
 #pragma omp parallel for schedule(static) if (par && cout * nb * p->positions >= LPNX_PARALLEL_MIN)
     for (int64_t co = 0; co < cout; co++) {
         for (int64_t t = t0; t < t0 + nb;) {
             int64_t n, ty, tx0, tx1;
-            tile_run(p, t, t0 + nb, &n, &ty, &tx0, &tx1);
+            tile_run(p, grp, t, t0 + nb, &n, &ty, &tx0, &tx1);
             output_run_adjoint(M + co * ld + (t - t0), cout * ld, dout + (n * cout + co) * ho * wo, ho, wo,
                                p->m * ty, p->m * tx0, tx1 - tx0, p->m);
             t += tx1 - tx0;
@@ -865,14 +869,15 @@ static void products(float *M, const float *U, const float *V, int64_t nb, const
 /* The backward products of one block, M holding dM (a*a, cout, nb) and V
  * holding V (a*a, cin, nb): dU[xi] += dM[xi] V[xi]^T, then, when want_dv,
  * V[xi] = U[xi]^T dM[xi] (dV replaces V). */
-static void products_adjoint(float *dU, float *V, const float *U, const float *M, int64_t nb, int want_dv,
+static void products_adjoint(float *dU, float beta, float *V, const float *U, const float *M, int64_t nb,
+                             int want_dv,
                              const plan *p, const lpnx_conv2d_dims *d, int par) {
     const int64_t cin = d->cin, cout = d->cout, cc = cin * cout, ld = p->ld;
 #pragma omp parallel for schedule(dynamic, 1) if (par)
     for (int xi = 0; xi < p->positions; xi++) {
         float *v = V + xi * cin * ld;        /* (cin, nb), rows ld apart */
         const float *m = M + xi * cout * ld; /* (cout, nb), rows ld apart */
-        gemm(0, 1, cout, cin, nb, m, ld, v, ld, 1.0f, dU + xi * cc, cin);
+        gemm(0, 1, cout, cin, nb, m, ld, v, ld, beta, dU + xi * cc, cin);
         if (want_dv) gemm(1, 0, cin, nb, cout, U + xi * cc, cin, m, ld, 0.0f, v, ld);
     }
 }
@@ -886,11 +891,12 @@ void lpnx_winograd_forward(float *out, const float *inp, const float *weight, co
     if (p.threads == 1) {
         float *V = buffers, *M = V + p.v_floats;
         for (int64_t b = 0; b < p.count; b++) {
-            int64_t t0, nb;
-            block_span(&p, b, &t0, &nb);
-            input_block(V, inp, &p, t0, nb, d, p.par);
+            lpnx_conv2d_group imgs;
+            int64_t k, t0, nb;
+            block_span(&p, b, &imgs, &k, &t0, &nb);
+            input_block(V, inp, &p, &imgs, t0, nb, d, p.par);
             products(M, U, V, nb, &p, d, p.par);
-            output_block(out, M, bias, &p, t0, nb, d, p.par);
+            output_block(out, M, bias, &p, &imgs, t0, nb, d, p.par);
         }
         return;
     }
@@ -899,37 +905,41 @@ void lpnx_winograd_forward(float *out, const float *inp, const float *weight, co
         float *V = buffers + (size_t)thread_num() * (p.v_floats + p.m_floats), *M = V + p.v_floats;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t b = 0; b < p.count; b++) {
-            int64_t t0, nb;
-            block_span(&p, b, &t0, &nb);
-            input_block(V, inp, &p, t0, nb, d, 0);
+            lpnx_conv2d_group imgs;
+            int64_t k, t0, nb;
+            block_span(&p, b, &imgs, &k, &t0, &nb);
+            input_block(V, inp, &p, &imgs, t0, nb, d, 0);
             products(M, U, V, nb, &p, d, 0);
-            output_block(out, M, bias, &p, t0, nb, d, 0);
+            output_block(out, M, bias, &p, &imgs, t0, nb, d, 0);
         }
     }
 }
 
 /* One block of the backward: V and M are the block's buffers, dU the
- * weight-gradient accumulator. */
-static void backward_block(float *dinp, float *dU, float *V, float *M, const float *dout, const float *inp,
-                           const float *U, const plan *p, int64_t t0, int64_t nb, const lpnx_conv2d_dims *d,
-                           int par) {
-    input_block(V, inp, p, t0, nb, d, par);
-    output_block_adjoint(M, dout, p, t0, nb, d, par);
-    products_adjoint(dU, V, U, M, nb, dinp != NULL, p, d, par);
-    if (dinp) input_block_adjoint(dinp, V, p, t0, nb, d, par);
+ * weight-gradient accumulator (beta 0: the block writes it; 1: adds). */
+static void backward_block(float *dinp, float *dU, float beta, float *V, float *M, const float *dout,
+                           const float *inp, const float *U, const plan *p, const lpnx_conv2d_group *grp,
+                           int64_t t0, int64_t nb, const lpnx_conv2d_dims *d, int par) {
+    input_block(V, inp, p, grp, t0, nb, d, par);
+    output_block_adjoint(M, dout, p, grp, t0, nb, d, par);
+    products_adjoint(dU, beta, V, U, M, nb, dinp != NULL, p, d, par);
+    if (dinp) input_block_adjoint(dinp, V, p, grp, t0, nb, d, par);
 }
 
-/* Image i's blocks, in order, with dU its own accumulator (zeroed here);
- * then its weight gradient into dweight (zeroed by the caller). */
-static void backward_image(float *dinp, float *dweight, float *dU, float *V, float *M, const float *dout,
-                           const float *inp, const float *U, const plan *p, int64_t i, const lpnx_conv2d_dims *d,
+/* Group k's blocks, in order, with dU its own accumulator; then its
+ * weight gradient into dweight (cout, cin, 3, 3). */
+static void backward_group(float *dinp, float *dweight, float *dU, float *V, float *M, const float *dout,
+                           const float *inp, const float *U, const plan *p, int64_t k, const lpnx_conv2d_dims *d,
                            int par) {
-    memset(dU, 0, p->u_floats * sizeof(float));
-    for (int64_t k = 0; k < p->image_blocks; k++) {
-        int64_t t0, nb;
-        block_span(p, i * p->image_blocks + k, &t0, &nb);
-        backward_block(dinp, dU, V, M, dout, inp, U, p, t0, nb, d, par);
+    const int64_t b0 = lpnx_conv2d_units(p->list, k, p->c, p->image_blocks);
+    const int64_t b1 = b0 + lpnx_conv2d_units(p->list + k, 1, p->c, p->image_blocks);
+    for (int64_t b = b0; b < b1; b++) {
+        lpnx_conv2d_group imgs;
+        int64_t kk, t0, nb;
+        block_span(p, b, &imgs, &kk, &t0, &nb);
+        backward_block(dinp, dU, b > b0 ? 1.0f : 0.0f, V, M, dout, inp, U, p, &imgs, t0, nb, d, par);
     }
+    memset(dweight, 0, (size_t)(d->cout * d->cin * 9) * sizeof(float));
     weight_transform_adjoint(dweight, dU, 1, p, d);
 }
 
@@ -937,15 +947,15 @@ void lpnx_winograd_backward(float *dinp, float *dweight, const float *dout, cons
                             const float *weight, float *work, const lpnx_conv2d_dims *d, int m) {
     const plan p = make_plan(d, m);
     const int threads = p.threads_back;
-    const size_t per_image = (size_t)(d->cout * d->cin * 9);
-    float *U = work;                                   /* (a*a, cout, cin) */
-    float *dU = U + p.u_floats;                        /* (threads, a*a, cout, cin): one per thread */
+    const size_t per_group = (size_t)(d->cout * d->cin * 9);
+    float *U = work;                                    /* (a*a, cout, cin) */
+    float *dU = U + p.u_floats;                         /* (threads, a*a, cout, cin): one per thread */
     float *buffers = dU + (size_t)threads * p.u_floats; /* per thread: V (a*a, cin, block), M (a*a, cout, block) */
     if (dinp) weight_transform(U, weight, &p, d);
     if (threads == 1) {
         float *V = buffers, *M = V + p.v_floats;
-        for (int64_t i = 0; i < d->n; i++)
-            backward_image(dinp, dweight + (size_t)i * per_image, dU, V, M, dout, inp, U, &p, i, d, p.par);
+        for (int64_t k = 0; k < p.groups; k++)
+            backward_group(dinp, dweight + (size_t)k * per_group, dU, V, M, dout, inp, U, &p, k, d, p.par);
         return;
     }
 #pragma omp parallel num_threads(threads)
@@ -954,7 +964,7 @@ void lpnx_winograd_backward(float *dinp, float *dweight, const float *dout, cons
         float *V = buffers + (size_t)me * (p.v_floats + p.m_floats), *M = V + p.v_floats;
         float *mine = dU + (size_t)me * p.u_floats;
 #pragma omp for schedule(static)
-        for (int64_t i = 0; i < d->n; i++)
-            backward_image(dinp, dweight + (size_t)i * per_image, mine, V, M, dout, inp, U, &p, i, d, 0);
+        for (int64_t k = 0; k < p.groups; k++)
+            backward_group(dinp, dweight + (size_t)k * per_group, mine, V, M, dout, inp, U, &p, k, d, 0);
     }
 }

@@ -266,6 +266,8 @@ function train.run(opts)
   if opts.dist then
     dist = lpnx.dist
     rank, nproc = dist.init()
+    -- group the images of each shared batch as one process would the whole batch
+    if nproc & (nproc - 1) == 0 then lpnx.kernels.set_batch_parts(nproc) end
     -- the machine's cores shared among the processes on it
     opts.threads = opts.threads or math.max(1, lpnx.get_num_threads() // dist.local_size())
   elseif opts.sync_bn then
