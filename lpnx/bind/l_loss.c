@@ -173,7 +173,7 @@ static int dice_sums(lua_State *L, int ref) {
     lpnx_Tensor *x, *t;
     lua_settop(L, 2);
     size_t n = checkpair(L, &x, &t);
-    double spt, sp, st;
+    double spt = 0, sp = 0, st = 0;
     (ref ? lpnx_ref_dice_sums : lpnx_dice_sums)(&spt, &sp, &st, lpnx_tensor_data(x), lpnx_tensor_data(t), n);
     lua_pushnumber(L, spt);
     lua_pushnumber(L, sp);
