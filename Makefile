@@ -135,7 +135,8 @@ demo: deps build
 	  $(RUN_ENV) $(LUA) examples/train.lua --data demo/data --out demo/run $(DEMO_TRAIN_ARGS)
 	@cd $(TOP) && echo "== predicting the held-out images into demo/pred" && \
 	  $(RUN_ENV) $(LUA) examples/predict.lua --model demo/run/best.safetensors \
-	    --data demo/data/dicom-images-test --out demo/pred --tta
+	    --data demo/data/dicom-images-test --out demo/pred --tta \
+	    --dicom-seg --report --truth demo/data/test-rle.csv
 	@cd $(TOP) && echo "== scoring demo/pred against demo/data/test-rle.csv" && \
 	  $(RUN_ENV) $(LUA) examples/evaluate.lua --pred demo/pred/submission.csv --truth demo/data/test-rle.csv
 
