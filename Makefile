@@ -149,7 +149,7 @@ lint: deps
 # make fuzz builds them; make fuzz-run FUZZ_SECONDS=N runs each for N
 # seconds from its committed seed corpus (lpnx/fuzz/corpus/TARGET), keeping
 # what it learns in build-fuzz/corpus/ and crashing inputs as build-fuzz/crash-*.
-FUZZ_TARGETS := safetensors png rle csv dicom
+FUZZ_TARGETS := safetensors png rle csv dicom dicom_seg
 FUZZ_BUILD := $(TOP)/build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
@@ -173,6 +173,11 @@ $(FUZZ_BUILD)/fuzz_dicom: lpnx/fuzz/fuzz_dicom.cpp lpnx/io/dicom.cpp lpnx/io/fil
 	clang -std=c99 $(FUZZ_FLAGS) -c lpnx/io/file.c -o $(FUZZ_BUILD)/file.o
 	clang++ -std=c++17 $(FUZZ_FLAGS) lpnx/fuzz/fuzz_dicom.cpp lpnx/io/dicom.cpp $(FUZZ_BUILD)/file.o \
 	  $(DCMTK_LIBS) -o $@
+$(FUZZ_BUILD)/fuzz_dicom_seg: lpnx/fuzz/fuzz_dicom_seg.cpp lpnx/io/dicom_seg.cpp lpnx/io/file.c | $(BUILD)/.deps-ok
+	@mkdir -p $(FUZZ_BUILD)
+	clang -std=c99 $(FUZZ_FLAGS) -c lpnx/io/file.c -o $(FUZZ_BUILD)/file-dicom_seg.o
+	clang++ -std=c++17 $(FUZZ_FLAGS) lpnx/fuzz/fuzz_dicom_seg.cpp lpnx/io/dicom_seg.cpp \
+	  $(FUZZ_BUILD)/file-dicom_seg.o $(DCMTK_LIBS) -o $@
 fuzz-run: fuzz
 	@cd $(TOP) && for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(FUZZ_BUILD)/corpus/$$t && cp -n lpnx/fuzz/corpus/$$t/* $(FUZZ_BUILD)/corpus/$$t/ 2>/dev/null; \

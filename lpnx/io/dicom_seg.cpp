@@ -750,10 +750,18 @@ DcmItem *sequence_item(DcmItem *item, const DcmTagKey &tag, unsigned long i) {
     return seq->getItem(i);
 }
 
-unsigned long sequence_count(DcmItem *item, const DcmTagKey &tag) {
+/* The items of the sequence tag in item, in order (empty when there is
+ * none), found in one walk of the list: getItem(i) walks it from its head
+ * every time, so indexing item by item would take quadratic time on a file
+ * with many items. Anything not an item is kept as nullptr. */
+std::vector<DcmItem *> sequence_items(DcmItem *item, const DcmTagKey &tag) {
+    std::vector<DcmItem *> items;
     DcmSequenceOfItems *seq = nullptr;
-    if (!item || item->findAndGetSequence(tag, seq).bad() || !seq) return 0;
-    return seq->card();
+    if (!item || item->findAndGetSequence(tag, seq).bad() || !seq) return items;
+    items.reserve(seq->card());
+    for (DcmObject *o = seq->nextInContainer(nullptr); o; o = seq->nextInContainer(o))
+        items.push_back(dynamic_cast<DcmItem *>(o));
+    return items;
 }
 
 void read_code(DcmItem *item, const DcmTagKey &tag, std::string out[3]) {
@@ -858,7 +866,8 @@ int open_seg(lpnx_seg *s, const char *path, char *err, size_t errlen) {
     s->bits_allocated = ba;
 
     /* segments */
-    unsigned long nseg = sequence_count(ds, DCM_SegmentSequence);
+    std::vector<DcmItem *> segment_items = sequence_items(ds, DCM_SegmentSequence);
+    unsigned long nseg = segment_items.size();
     if (nseg == 0) {
         set_err(err, errlen, "no SegmentSequence");
         return -1;
@@ -867,7 +876,7 @@ int open_seg(lpnx_seg *s, const char *path, char *err, size_t errlen) {
     s->segments.resize(nseg);
     std::map<int, size_t> by_number;
     for (unsigned long i = 0; i < nseg; i++) {
-        DcmItem *item = sequence_item(ds, DCM_SegmentSequence, i);
+        DcmItem *item = segment_items[i];
         Uint16 n = 0;
         if (!item || item->findAndGetUint16(DCM_SegmentNumber, n).bad() || n == 0) {
             set_err(err, errlen, "item %lu of the SegmentSequence has no SegmentNumber", i + 1);
@@ -902,76 +911,9 @@ int open_seg(lpnx_seg *s, const char *path, char *err, size_t errlen) {
         }
     }
 
-    /* the segment of each frame: per-frame Segment Identification, else shared */
-    DcmItem *shared = sequence_item(ds, DCM_SharedFunctionalGroupsSequence, 0);
-    int shared_segment = segment_of(shared);
-    unsigned long nper = sequence_count(ds, DCM_PerFrameFunctionalGroupsSequence);
-    if (nper != 0 && nper != (unsigned long)info.number_of_frames) {
-        set_err(err, errlen, "PerFrameFunctionalGroupsSequence has %lu items for %d frames", nper,
-                info.number_of_frames);
-        return -1;
-    }
-    s->frame_segment.resize((size_t)info.number_of_frames);
-    for (int f = 0; f < info.number_of_frames; f++) {
-        int n = nper ? segment_of(sequence_item(ds, DCM_PerFrameFunctionalGroupsSequence, (unsigned long)f)) : 0;
-        if (n == 0) n = shared_segment;
-        if (n == 0) {
-            set_err(err, errlen, "frame %d has no Segment Identification", f + 1);
-            return -1;
-        }
-        auto it = by_number.find(n);
-        if (it == by_number.end()) {
-            set_err(err, errlen, "frame %d refers to segment %d, which the SegmentSequence does not have", f + 1, n);
-            return -1;
-        }
-        s->frame_segment[(size_t)f] = n;
-        s->segments[it->second].frames++;
-    }
-
-    /* pixel measures (shared, else the first frame's) */
-    DcmItem *measures = sequence_item(shared, DCM_PixelMeasuresSequence, 0);
-    if (!measures) measures = sequence_item(sequence_item(ds, DCM_PerFrameFunctionalGroupsSequence, 0),
-                                            DCM_PixelMeasuresSequence, 0);
-    info.has_pixel_spacing = get_number(measures, DCM_PixelSpacing, 0, &info.pixel_spacing[0]) &&
-                             get_number(measures, DCM_PixelSpacing, 1, &info.pixel_spacing[1]);
-
-    /* references: the Common Instance Reference module, then the derivation sources */
-    std::map<std::string, size_t> seen;
-    auto add_reference = [&](const std::string &cls, const std::string &inst, const std::string &series) {
-        if (inst.empty()) return;
-        auto it = seen.find(inst);
-        if (it != seen.end()) {
-            ReferenceStrings &r = s->reference_strings[it->second];
-            if (r.series_instance_uid.empty()) r.series_instance_uid = series;
-            if (r.sop_class_uid.empty()) r.sop_class_uid = cls;
-            return;
-        }
-        seen[inst] = s->reference_strings.size();
-        s->reference_strings.push_back(ReferenceStrings{cls, inst, series});
-    };
-    for (unsigned long i = 0, n = sequence_count(ds, DCM_ReferencedSeriesSequence); i < n; i++) {
-        DcmItem *series = sequence_item(ds, DCM_ReferencedSeriesSequence, i);
-        std::string series_uid = get_string(series, DCM_SeriesInstanceUID);
-        for (unsigned long k = 0, m = sequence_count(series, DCM_ReferencedInstanceSequence); k < m; k++) {
-            DcmItem *inst = sequence_item(series, DCM_ReferencedInstanceSequence, k);
-            add_reference(get_string(inst, DCM_ReferencedSOPClassUID), get_string(inst, DCM_ReferencedSOPInstanceUID),
-                          series_uid);
-        }
-    }
-    auto add_derivation = [&](DcmItem *groups) {
-        for (unsigned long i = 0, n = sequence_count(groups, DCM_DerivationImageSequence); i < n; i++) {
-            DcmItem *der = sequence_item(groups, DCM_DerivationImageSequence, i);
-            for (unsigned long k = 0, m = sequence_count(der, DCM_SourceImageSequence); k < m; k++) {
-                DcmItem *img = sequence_item(der, DCM_SourceImageSequence, k);
-                add_reference(get_string(img, DCM_ReferencedSOPClassUID),
-                              get_string(img, DCM_ReferencedSOPInstanceUID), std::string());
-            }
-        }
-    };
-    add_derivation(shared);
-    for (unsigned long f = 0; f < nper; f++) add_derivation(sequence_item(ds, DCM_PerFrameFunctionalGroupsSequence, f));
-
-    /* pixel data: decoded when encapsulated, then as little-endian bytes */
+    /* pixel data: decoded when encapsulated, then as little-endian bytes; checked
+     * before anything is allocated per frame, so that NumberOfFrames can claim no
+     * more frames than the file holds bits for */
     E_TransferSyntax xfer = ds->getOriginalXfer();
     if (xfer == EXS_Unknown) {
         set_err(err, errlen, "unknown transfer syntax");
@@ -1019,6 +961,71 @@ int open_seg(lpnx_seg *s, const char *path, char *err, size_t errlen) {
         return -1;
     }
     s->file.getDataset()->findAndDeleteElement(DCM_PixelData); /* the copy above is all that is needed */
+
+    /* the segment of each frame: per-frame Segment Identification, else shared */
+    DcmItem *shared = sequence_item(ds, DCM_SharedFunctionalGroupsSequence, 0);
+    int shared_segment = segment_of(shared);
+    std::vector<DcmItem *> per_frame = sequence_items(ds, DCM_PerFrameFunctionalGroupsSequence);
+    unsigned long nper = per_frame.size();
+    if (nper != 0 && nper != (unsigned long)info.number_of_frames) {
+        set_err(err, errlen, "PerFrameFunctionalGroupsSequence has %lu items for %d frames", nper,
+                info.number_of_frames);
+        return -1;
+    }
+    s->frame_segment.resize((size_t)info.number_of_frames);
+    for (int f = 0; f < info.number_of_frames; f++) {
+        int n = nper ? segment_of(per_frame[(size_t)f]) : 0;
+        if (n == 0) n = shared_segment;
+        if (n == 0) {
+            set_err(err, errlen, "frame %d has no Segment Identification", f + 1);
+            return -1;
+        }
+        auto it = by_number.find(n);
+        if (it == by_number.end()) {
+            set_err(err, errlen, "frame %d refers to segment %d, which the SegmentSequence does not have", f + 1, n);
+            return -1;
+        }
+        s->frame_segment[(size_t)f] = n;
+        s->segments[it->second].frames++;
+    }
+
+    /* pixel measures (shared, else the first frame's) */
+    DcmItem *measures = sequence_item(shared, DCM_PixelMeasuresSequence, 0);
+    if (!measures && nper) measures = sequence_item(per_frame[0], DCM_PixelMeasuresSequence, 0);
+    info.has_pixel_spacing = get_number(measures, DCM_PixelSpacing, 0, &info.pixel_spacing[0]) &&
+                             get_number(measures, DCM_PixelSpacing, 1, &info.pixel_spacing[1]);
+
+    /* references: the Common Instance Reference module, then the derivation sources */
+    std::map<std::string, size_t> seen;
+    auto add_reference = [&](const std::string &cls, const std::string &inst, const std::string &series) {
+        if (inst.empty()) return;
+        auto it = seen.find(inst);
+        if (it != seen.end()) {
+            ReferenceStrings &r = s->reference_strings[it->second];
+            if (r.series_instance_uid.empty()) r.series_instance_uid = series;
+            if (r.sop_class_uid.empty()) r.sop_class_uid = cls;
+            return;
+        }
+        seen[inst] = s->reference_strings.size();
+        s->reference_strings.push_back(ReferenceStrings{cls, inst, series});
+    };
+    for (DcmItem *series : sequence_items(ds, DCM_ReferencedSeriesSequence)) {
+        std::string series_uid = get_string(series, DCM_SeriesInstanceUID);
+        for (DcmItem *inst : sequence_items(series, DCM_ReferencedInstanceSequence)) {
+            add_reference(get_string(inst, DCM_ReferencedSOPClassUID), get_string(inst, DCM_ReferencedSOPInstanceUID),
+                          series_uid);
+        }
+    }
+    auto add_derivation = [&](DcmItem *groups) {
+        for (DcmItem *der : sequence_items(groups, DCM_DerivationImageSequence)) {
+            for (DcmItem *img : sequence_items(der, DCM_SourceImageSequence)) {
+                add_reference(get_string(img, DCM_ReferencedSOPClassUID),
+                              get_string(img, DCM_ReferencedSOPInstanceUID), std::string());
+            }
+        }
+    };
+    add_derivation(shared);
+    for (DcmItem *groups : per_frame) add_derivation(groups);
 
     /* the info's pointers */
     for (int i = 0; i < LPNX_SEG_NSTRINGS; i++) {
