@@ -425,8 +425,9 @@ describe("lpnx.dist under mpirun #mpi", function()
       if f then f:close() end
       if lines > 3 then
         -- rank 1 (and its data worker): the processes whose environment says so
-        local p = io.popen(("for p in $(pgrep -f '[o]ut %s/killed'); do "
-                            .. "tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | "
+        -- (procps tools are run without the sanitizer a make ASAN=1 run preloads)
+        local p = io.popen(("for p in $(env -u LD_PRELOAD pgrep -f '[o]ut %s/killed'); do "
+                            .. "{ tr '\\0' '\\n' < /proc/$p/environ; } 2>/dev/null | "
                             .. "grep -qx OMPI_COMM_WORLD_RANK=1 && kill -9 $p && echo $p; done"):format(dir))
         killed = p:read("a") ~= ""
         p:close()
@@ -444,7 +445,7 @@ describe("lpnx.dist under mpirun #mpi", function()
     assert.matches("exited on signal 9", text, 1, true)
     assert.not_matches("exit=0", text, 1, true)
     assert.not_matches("exit=124", text, 1, true)
-    local left = sh(("pgrep -f '[o]ut %s/killed' || true"):format(dir))
+    local left = sh(("env -u LD_PRELOAD pgrep -f '[o]ut %s/killed' || true"):format(dir))
     assert.are.equal("exit=0\n", left)
 
     local bad = sh(mpirun(2, ("lua5.4 examples/train.lua --data %s/data --out %s/bad --batch 1 --dist --size 64")
