@@ -258,23 +258,46 @@ static int batchnorm_eval(lua_State *L, int ref) {
     return 1;
 }
 
-static int batchnorm_backward(lua_State *L, int ref) {
+/* The arguments train-mode backward passes share, at 1..7:
+ * x, gy, weight, save_mean, save_invstd, gweight, gbias. */
+typedef struct {
+    lpnx_Tensor *x, *gy;
+    int64_t N, C, HW;
+    const float *weight, *save_mean, *save_invstd;
+    float *gweight, *gbias;
+} bn_backward_args;
+
+static bn_backward_args check_bn_backward(lua_State *L) {
+    bn_backward_args a;
+    a.x = lpnx_checknchw(L, 1);
+    a.N = a.x->size[0];
+    a.C = a.x->size[1];
+    a.HW = mul(a.x->size[2], a.x->size[3]);
+    a.gy = checklike(L, 2, "gy", a.x, "x");
+    a.weight = checkchannel(L, 3, "weight", a.C, 0);
+    a.save_mean = checkchannel(L, 4, "save_mean", a.C, 0);
+    a.save_invstd = checkchannel(L, 5, "save_invstd", a.C, 0);
+    a.gweight = checkchannel(L, 6, "gweight", a.C, 1);
+    a.gbias = checkchannel(L, 7, "gbias", a.C, 1);
+    return a;
+}
+
+/* The input gradient buffer at arg (nil: a new one) for the arguments of
+ * check_bn_backward; it may be gy itself. */
+static lpnx_Tensor *bn_backward_output(lua_State *L, int arg, const bn_backward_args *a) {
     static const int args[] = {1, 2, 3, 4, 5, 6, 7, 0};
-    lua_settop(L, 8);
-    lpnx_Tensor *x = lpnx_checknchw(L, 1);
-    const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
-    lpnx_Tensor *gy = checklike(L, 2, "gy", x, "x");
-    const float *weight = checkchannel(L, 3, "weight", C, 0);
-    const float *save_mean = checkchannel(L, 4, "save_mean", C, 0);
-    const float *save_invstd = checkchannel(L, 5, "save_invstd", C, 0);
-    float *gweight = checkchannel(L, 6, "gweight", C, 1);
-    float *gbias = checkchannel(L, 7, "gbias", C, 1);
-    lpnx_Tensor *out = opt_output(L, 8, "gx", "input gradient", 4, x->size, args, 2,
+    lpnx_Tensor *out = opt_output(L, arg, "gx", "input gradient", 4, a->x->size, args, 2,
                                   "x, the per-channel tensors or, partly, gy");
-    lpnx_Tensor *gx = result(L, out, 8, 4, x->size, 0);
+    return result(L, out, arg, 4, a->x->size, 0);
+}
+
+static int batchnorm_backward(lua_State *L, int ref) {
+    lua_settop(L, 8);
+    const bn_backward_args a = check_bn_backward(L);
+    lpnx_Tensor *gx = bn_backward_output(L, 8, &a);
     if (lpnx_tensor_numel(gx) == 0) return 1;
     (ref ? lpnx_ref_batchnorm_train_backward : lpnx_batchnorm_train_backward)(
-        data(gx), gweight, gbias, data(gy), data(x), weight, save_mean, save_invstd, N, C, HW);
+        data(gx), a.gweight, a.gbias, data(a.gy), data(a.x), a.weight, a.save_mean, a.save_invstd, a.N, a.C, a.HW);
     return 1;
 }
 
@@ -413,29 +436,19 @@ static int batchnorm_backward_reduce(lua_State *L, int ref) {
 }
 
 static int batchnorm_backward_input(lua_State *L, int ref) {
-    static const int args[] = {1, 2, 3, 4, 5, 6, 7, 0};
     lua_settop(L, 12);
-    lpnx_Tensor *x = lpnx_checknchw(L, 1);
-    const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
-    lpnx_Tensor *gy = checklike(L, 2, "gy", x, "x");
-    const float *weight = checkchannel(L, 3, "weight", C, 0);
-    const float *save_mean = checkchannel(L, 4, "save_mean", C, 0);
-    const float *save_invstd = checkchannel(L, 5, "save_invstd", C, 0);
-    float *gweight = checkchannel(L, 6, "gweight", C, 1);
-    float *gbias = checkchannel(L, 7, "gbias", C, 1);
-    const double *sum_gy = checknumbers(L, 8, "sum_gy", C);
-    const double *dot = checknumbers(L, 9, "dot", C);
-    double count = checkcount(L, 10, mul(N, HW));
+    const bn_backward_args a = check_bn_backward(L);
+    const double *sum_gy = checknumbers(L, 8, "sum_gy", a.C);
+    const double *dot = checknumbers(L, 9, "dot", a.C);
+    double count = checkcount(L, 10, mul(a.N, a.HW));
     double part = luaL_checknumber(L, 11);
     if (!(part > 0 && part <= 1))
         luaL_argerror(L, 11, lua_pushfstring(L, "part must be in (0, 1], got %f", part));
-    lpnx_Tensor *out = opt_output(L, 12, "gx", "input gradient", 4, x->size, args, 2,
-                                  "x, the per-channel tensors or, partly, gy");
-    lpnx_Tensor *gx = result(L, out, 12, 4, x->size, 0);
+    lpnx_Tensor *gx = bn_backward_output(L, 12, &a);
     if (lpnx_tensor_numel(gx) == 0) return 1;
     (ref ? lpnx_ref_batchnorm_backward_input : lpnx_batchnorm_backward_input)(
-        data(gx), gweight, gbias, data(gy), data(x), weight, save_mean, save_invstd, sum_gy, dot, count,
-        (float)part, N, C, HW);
+        data(gx), a.gweight, a.gbias, data(a.gy), data(a.x), a.weight, a.save_mean, a.save_invstd, sum_gy, dot,
+        count, (float)part, a.N, a.C, a.HW);
     return 1;
 }
 
