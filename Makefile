@@ -168,15 +168,17 @@ $(FUZZ_BUILD)/fuzz_$(1): lpnx/fuzz/fuzz_$(1).c $(FUZZ_SRC_$(1)) | $(BUILD)/.deps
 	clang -std=c99 $(FUZZ_FLAGS) $$(filter %.c,$$^) $(FUZZ_LIBS_$(1)) -o $$@
 endef
 $(foreach t,safetensors png rle csv,$(eval $(call FUZZ_C_RULE,$(t))))
-$(FUZZ_BUILD)/fuzz_dicom: lpnx/fuzz/fuzz_dicom.cpp lpnx/io/dicom.cpp lpnx/io/file.c | $(BUILD)/.deps-ok
+$(FUZZ_BUILD)/fuzz_dicom: lpnx/fuzz/fuzz_dicom.cpp lpnx/io/dicom.cpp lpnx/io/dcm_util.cpp lpnx/io/dcm_util.hpp \
+  lpnx/io/file.c | $(BUILD)/.deps-ok
 	@mkdir -p $(FUZZ_BUILD)
 	clang -std=c99 $(FUZZ_FLAGS) -c lpnx/io/file.c -o $(FUZZ_BUILD)/file.o
-	clang++ -std=c++17 $(FUZZ_FLAGS) lpnx/fuzz/fuzz_dicom.cpp lpnx/io/dicom.cpp $(FUZZ_BUILD)/file.o \
+	clang++ -std=c++17 $(FUZZ_FLAGS) lpnx/fuzz/fuzz_dicom.cpp lpnx/io/dicom.cpp lpnx/io/dcm_util.cpp $(FUZZ_BUILD)/file.o \
 	  $(DCMTK_LIBS) -o $@
-$(FUZZ_BUILD)/fuzz_dicom_seg: lpnx/fuzz/fuzz_dicom_seg.cpp lpnx/io/dicom_seg.cpp lpnx/io/file.c | $(BUILD)/.deps-ok
+$(FUZZ_BUILD)/fuzz_dicom_seg: lpnx/fuzz/fuzz_dicom_seg.cpp lpnx/io/dicom_seg.cpp lpnx/io/dcm_util.cpp \
+  lpnx/io/dcm_util.hpp lpnx/io/file.c | $(BUILD)/.deps-ok
 	@mkdir -p $(FUZZ_BUILD)
 	clang -std=c99 $(FUZZ_FLAGS) -c lpnx/io/file.c -o $(FUZZ_BUILD)/file-dicom_seg.o
-	clang++ -std=c++17 $(FUZZ_FLAGS) lpnx/fuzz/fuzz_dicom_seg.cpp lpnx/io/dicom_seg.cpp \
+	clang++ -std=c++17 $(FUZZ_FLAGS) lpnx/fuzz/fuzz_dicom_seg.cpp lpnx/io/dicom_seg.cpp lpnx/io/dcm_util.cpp \
 	  $(FUZZ_BUILD)/file-dicom_seg.o $(DCMTK_LIBS) -o $@
 fuzz-run: fuzz
 	@cd $(TOP) && for t in $(FUZZ_TARGETS); do \

@@ -46,6 +46,11 @@ lpnx_file_bytes *lpnx_pushfile(lua_State *L, const char *path, const char *where
 /* Frees the bytes now rather than at collection (safe twice). */
 void lpnx_freefile(lpnx_file_bytes *fb);
 
+/* Raises an argument error naming arg ("unknown option 'x' (expected one
+ * of a, b)") unless every key of the table at arg (an absolute index) is
+ * one of keys (NULL-terminated). */
+void lpnx_checkkeys(lua_State *L, int arg, const char *const *keys);
+
 /* The generator at i when it is one, else the default generator. */
 lpnx_rng *lpnx_optgenerator(lua_State *L, int i);
 

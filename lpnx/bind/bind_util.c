@@ -1,7 +1,9 @@
-/* Helpers the file-format bindings share: a whole file read into a
- * Lua-owned holder, so that a Lua error raised while it is decoded (out of
- * memory for a tensor, a bad value) frees it through the collector. */
+/* Helpers the bindings share: a whole file read into a Lua-owned holder,
+ * so that a Lua error raised while it is decoded (out of memory for a
+ * tensor, a bad value) frees it through the collector; the check of an
+ * options table's keys. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "../io/file.h"
 #include "bind.h"
@@ -31,4 +33,26 @@ lpnx_file_bytes *lpnx_pushfile(lua_State *L, const char *path, const char *where
 void lpnx_freefile(lpnx_file_bytes *fb) {
     free(fb->bytes);
     fb->bytes = NULL;
+}
+
+void lpnx_checkkeys(lua_State *L, int arg, const char *const *keys) {
+    lua_pushnil(L);
+    while (lua_next(L, arg)) {
+        lua_pop(L, 1);
+        int known = 0;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            for (const char *const *k = keys; *k && !known; k++) known = strcmp(*k, lua_tostring(L, -1)) == 0;
+        if (!known) {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (const char *const *k = keys; *k; k++) {
+                if (k != keys) luaL_addstring(&b, ", ");
+                luaL_addstring(&b, *k);
+            }
+            luaL_pushresult(&b);
+            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2);
+            luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s' (expected one of %s)", key,
+                                                  lua_tostring(L, -1)));
+        }
+    }
 }

@@ -31,17 +31,34 @@
 #include "bind.h"
 
 #define HANDLE_MT "lpnx.DicomHandle"
-#define SEG_HANDLE_MT "lpnx.DicomSegHandle"
 
+/* A decoded image (d) or segmentation (s) held by Lua while it is turned
+ * into a tensor and a table; each NULL when not open. */
 typedef struct {
-    lpnx_dicom *d; /* NULL when closed */
+    lpnx_dicom *d;
+    lpnx_seg *s;
 } handle;
 
-static int handle_gc(lua_State *L) {
-    handle *h = luaL_checkudata(L, 1, HANDLE_MT);
+/* Closes what the handle holds (safe twice). */
+static void closehandle(handle *h) {
     lpnx_dicom_close(h->d);
     h->d = NULL;
+    lpnx_dicom_seg_close(h->s);
+    h->s = NULL;
+}
+
+static int handle_gc(lua_State *L) {
+    closehandle(luaL_checkudata(L, 1, HANDLE_MT));
     return 0;
+}
+
+/* Pushes an empty handle. */
+static handle *pushhandle(lua_State *L) {
+    handle *h = lua_newuserdatauv(L, sizeof *h, 0);
+    h->d = NULL;
+    h->s = NULL;
+    luaL_setmetatable(L, HANDLE_MT);
+    return h;
 }
 
 static void setnumber(lua_State *L, int t, const char *key, int has, double v) {
@@ -119,9 +136,7 @@ static int l_read(lua_State *L) {
         }
         lua_pop(L, 1);
     }
-    handle *h = lua_newuserdatauv(L, sizeof *h, 0);
-    h->d = NULL;
-    luaL_setmetatable(L, HANDLE_MT);
+    handle *h = pushhandle(L);
     if (lpnx_dicom_open(&h->d, path, frame, err, sizeof err) != 0)
         return luaL_error(L, "lpnx.dicom.read: %s: %s", path, err);
     const lpnx_dicom_info *info = lpnx_dicom_info_of(h->d);
@@ -129,8 +144,7 @@ static int l_read(lua_State *L) {
     lpnx_Tensor *t = lpnx_pushnew(L, 3, size, 0); /* (C, H, W) */
     lpnx_dicom_pixels(h->d, lpnx_tensor_data(t));
     pushmeta(L, info);
-    lpnx_dicom_close(h->d); /* done early; the collector would do it too */
-    h->d = NULL;
+    closehandle(h); /* done early; the collector would do it too */
     return 2;
 }
 
@@ -350,29 +364,6 @@ static const char *const SEG_OPTION_KEYS[] = {
     "content_label", "content_description", "content_creator", "manufacturer", "model_name",
     "device_serial_number", NULL};
 
-/* Raises unless every key of the table at arg is one of keys. */
-static void checkkeys(lua_State *L, int arg, const char *const *keys) {
-    lua_pushnil(L);
-    while (lua_next(L, arg)) {
-        lua_pop(L, 1);
-        int known = 0;
-        if (lua_type(L, -1) == LUA_TSTRING)
-            for (const char *const *k = keys; *k && !known; k++) known = strcmp(*k, lua_tostring(L, -1)) == 0;
-        if (!known) {
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            for (const char *const *k = keys; *k; k++) {
-                if (k != keys) luaL_addstring(&b, ", ");
-                luaL_addstring(&b, *k);
-            }
-            luaL_pushresult(&b);
-            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2);
-            luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s' (expected one of %s)", key,
-                                                  lua_tostring(L, -1)));
-        }
-    }
-}
-
 static void setstring(lua_State *L, int t, const char *key, const char *v) {
     if (!v || !*v) return;
     lua_pushstring(L, v);
@@ -393,7 +384,7 @@ static int l_write_seg(lua_State *L) {
         if (!lua_istable(L, 4))
             return luaL_argerror(L, 4, lua_pushfstring(L, "expected a table of options, got %s", luaL_typename(L, 4)));
         opts = 4;
-        checkkeys(L, 4, SEG_OPTION_KEYS);
+        lpnx_checkkeys(L, 4, SEG_OPTION_KEYS);
     }
     lua_settop(L, 4);
 
@@ -538,17 +529,6 @@ static int l_write_seg(lua_State *L) {
     return 1;
 }
 
-typedef struct {
-    lpnx_seg *s; /* NULL when closed */
-} seg_handle;
-
-static int seg_handle_gc(lua_State *L) {
-    seg_handle *h = luaL_checkudata(L, 1, SEG_HANDLE_MT);
-    lpnx_dicom_seg_close(h->s);
-    h->s = NULL;
-    return 0;
-}
-
 /* {code = , scheme = , meaning = } or nothing when the code is empty */
 static void setcode(lua_State *L, int t, const char *key, const lpnx_seg_code *c) {
     if (!c->value && !c->scheme && !c->meaning) return;
@@ -617,7 +597,7 @@ static int l_read_seg(lua_State *L) {
         if (!lua_istable(L, 2))
             return luaL_argerror(L, 2, lua_pushfstring(L, "expected a table of options, got %s", luaL_typename(L, 2)));
         static const char *const keys[] = {"segment", NULL};
-        checkkeys(L, 2, keys);
+        lpnx_checkkeys(L, 2, keys);
         if (lua_getfield(L, 2, "segment") != LUA_TNIL) {
             int isint = 0;
             number = lua_tointegerx(L, -1, &isint);
@@ -627,9 +607,7 @@ static int l_read_seg(lua_State *L) {
         }
         lua_pop(L, 1);
     }
-    seg_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
-    h->s = NULL;
-    luaL_setmetatable(L, SEG_HANDLE_MT);
+    handle *h = pushhandle(L);
     if (lpnx_dicom_seg_open(&h->s, path, err, sizeof err) != 0)
         return luaL_error(L, "lpnx.dicom.read_seg: %s: %s", path, err);
     const lpnx_seg_info *info = lpnx_dicom_seg_info_of(h->s);
@@ -653,8 +631,7 @@ static int l_read_seg(lua_State *L) {
     lpnx_Tensor *t = lpnx_pushnew(L, 3, size, 1); /* (F, H, W); zeros for a segment without frames */
     lpnx_dicom_seg_mask(h->s, chosen->number, lpnx_tensor_data(t));
     pushseginfo(L, info, chosen, frames);
-    lpnx_dicom_seg_close(h->s); /* done early; the collector would do it too */
-    h->s = NULL;
+    closehandle(h); /* done early; the collector would do it too */
     return 2;
 }
 
@@ -664,10 +641,6 @@ static const luaL_Reg functions[] = {
 void lpnx_open_dicom(lua_State *L) {
     luaL_newmetatable(L, HANDLE_MT);
     lua_pushcfunction(L, handle_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-    luaL_newmetatable(L, SEG_HANDLE_MT);
-    lua_pushcfunction(L, seg_handle_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     luaL_newlib(L, functions);

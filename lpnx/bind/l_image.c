@@ -170,25 +170,7 @@ static void checkopts(lua_State *L, int arg, const char *const *keys) {
     if (lua_isnoneornil(L, arg)) return;
     if (!lua_istable(L, arg))
         luaL_argerror(L, arg, lua_pushfstring(L, "expected a table of options, got %s", luaL_typename(L, arg)));
-    lua_pushnil(L);
-    while (lua_next(L, arg)) {
-        lua_pop(L, 1);
-        int known = 0;
-        if (lua_type(L, -1) == LUA_TSTRING)
-            for (const char *const *k = keys; *k && !known; k++) known = strcmp(*k, lua_tostring(L, -1)) == 0;
-        if (!known) {
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            for (const char *const *k = keys; *k; k++) {
-                if (k != keys) luaL_addstring(&b, ", ");
-                luaL_addstring(&b, *k);
-            }
-            luaL_pushresult(&b);
-            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2);
-            luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s' (expected one of %s)", key,
-                                                  lua_tostring(L, -1)));
-        }
-    }
+    lpnx_checkkeys(L, arg, keys);
 }
 
 /* Pushes opts[key], or nil when there is no options table. */

@@ -1,6 +1,6 @@
 /* DICOM reading and writing through DCMTK, behind the plain C interface of
- * dicom.h. This is the only C++ file of lpnx: every entry point catches
- * every exception (catch (...)) and turns it into an error code plus a
+ * dicom.h. Every entry point catches every exception (catch (...),
+ * through lpnx_dcm::guarded) and turns it into an error code plus a
  * message, so nothing C++ ever unwinds into C or Lua.
  *
  * Reading: DcmFileFormat::loadFile, the image attributes are checked (sizes,
@@ -10,19 +10,16 @@
  * and the raw 8- or 16-bit words are turned into floats here, so lossless
  * syntaxes give the stored values exactly.
  *
- * DCMTK logs through oflog, by default to stderr. The "dcmtk" logger is
- * detached from the console: its error messages go to a per-thread capture
- * buffer that adds DCMTK's own words to lpnx's error messages ("PixelData
- * larger (1230) than remaining bytes (530) in file"), everything below error
- * level is dropped. */
+ * DCMTK's error messages, captured while a call runs (dcm_util.hpp), are
+ * added to lpnx's error messages ("PixelData larger (1230) than remaining
+ * bytes (530) in file"). */
 #include "dicom.h"
-#include "file.h"
+#include "dcm_util.hpp"
 
 #include <dcmtk/config/osconfig.h>
 
 #include <dcmtk/dcmdata/dccodec.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
-#include <dcmtk/dcmdata/dcdict.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcpixel.h>
@@ -30,97 +27,27 @@
 #include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcuid.h>
-#include <dcmtk/dcmdata/dcvras.h>
-#include <dcmtk/dcmdata/dcvrcs.h>
-#include <dcmtk/dcmdata/dcvrda.h>
-#include <dcmtk/dcmdata/dcvrlo.h>
-#include <dcmtk/dcmdata/dcvrpn.h>
-#include <dcmtk/dcmdata/dcvrui.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
 #include <dcmtk/dcmjpeg/djencode.h>
 #include <dcmtk/dcmjpeg/djrploss.h>
 #include <dcmtk/dcmjpls/djdecode.h>
-#include <dcmtk/oflog/appender.h>
-#include <dcmtk/oflog/oflog.h>
-#include <dcmtk/oflog/spi/logevent.h>
 
 #include <cerrno>
 #include <cmath>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
-#include <new>
 #include <string>
-
-#include <sys/stat.h>
 
 namespace {
 
+using namespace lpnx_dcm; /* the shared parts of the DCMTK shims */
+
 /* ------------------------------------------------------------------ */
-/* errors and DCMTK's log                                              */
+/* set-up                                                              */
 /* ------------------------------------------------------------------ */
-
-void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-/* What DCMTK logs while a call of this thread runs: error messages, and
- * warnings separately (the JPEG and RLE decoders report damaged data only
- * as warnings). */
-struct Captured {
-    std::string errors, warnings;
-};
-thread_local Captured *log_capture = nullptr;
-
-void append_capped(std::string &to, const char *msg) {
-    if (to.size() >= 400) return;
-    if (!to.empty()) to.append("; ");
-    to.append(msg);
-}
-
-class CaptureAppender : public dcmtk::log4cplus::Appender {
-public:
-    ~CaptureAppender() override { destructorImpl(); }
-    void close() override { closed = true; }
-
-protected:
-    void append(const dcmtk::log4cplus::spi::InternalLoggingEvent &event) override {
-        if (!log_capture) return;
-        try {
-            const char *msg = event.getMessage().c_str();
-            if (event.getLogLevel() >= OFLogger::ERROR_LOG_LEVEL)
-                append_capped(log_capture->errors, msg);
-            else if (event.getLogLevel() >= OFLogger::WARN_LOG_LEVEL)
-                append_capped(log_capture->warnings, msg);
-        } catch (...) {
-        }
-    }
-};
-
-/* Captures DCMTK's messages for the lifetime of the object. */
-class LogScope {
-public:
-    LogScope() : previous(log_capture) { log_capture = &captured; }
-    ~LogScope() { log_capture = previous; }
-    /* " (error messages)" or "" */
-    std::string detail() const { return captured.errors.empty() ? std::string() : " (" + captured.errors + ")"; }
-    Captured captured;
-
-private:
-    Captured *previous;
-};
-
-std::once_flag init_once;
-bool init_ok = false;
 
 /* Deregisters the codecs at exit, so the process ends with their
  * registrations freed. */
@@ -134,48 +61,21 @@ void cleanup_dcmtk() {
     }
 }
 
-void init_dcmtk() {
-    try {
-        OFLogger logger = OFLog::getLogger("dcmtk");
-        logger.setAdditivity(false); /* nothing reaches the console appender */
-        logger.setLogLevel(OFLogger::WARN_LOG_LEVEL);
-        logger.addAppender(dcmtk::log4cplus::SharedAppenderPtr(new CaptureAppender()));
-        DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation, EUC_never);
-        DJLSDecoderRegistration::registerCodecs(EJLSUC_never);
-        DcmRLEDecoderRegistration::registerCodecs();
-        /* Lossy JPEG must keep the SOP instance UID the caller chose and
-         * the pixel values as they are (pUsePixelValues = false: no
-         * shifting of the used range to 0). */
-        DJEncoderRegistration::registerCodecs(ECC_lossyYCbCr, EUC_never, OFFalse, 0, 0, 0, OFTrue, ESS_422, OFTrue,
-                                              OFFalse, 0, 0, 0.0, 0.0, 0, 0, 0, 0, OFFalse /* pUsePixelValues */,
-                                              OFFalse, OFFalse, OFFalse, OFTrue);
-        std::atexit(cleanup_dcmtk);
-        init_ok = true;
-    } catch (...) {
-        init_ok = false;
-    }
+/* Registers the decoders (JPEG, JPEG-LS, RLE) and the JPEG encoder. */
+void register_codecs() {
+    DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation, EUC_never);
+    DJLSDecoderRegistration::registerCodecs(EJLSUC_never);
+    DcmRLEDecoderRegistration::registerCodecs();
+    /* Lossy JPEG must keep the SOP instance UID the caller chose and
+     * the pixel values as they are (pUsePixelValues = false: no
+     * shifting of the used range to 0). */
+    DJEncoderRegistration::registerCodecs(ECC_lossyYCbCr, EUC_never, OFFalse, 0, 0, 0, OFTrue, ESS_422, OFTrue,
+                                          OFFalse, 0, 0, 0.0, 0.0, 0, 0, 0, 0, OFFalse /* pUsePixelValues */,
+                                          OFFalse, OFFalse, OFFalse, OFTrue);
+    std::atexit(cleanup_dcmtk);
 }
 
-/* Registers the codecs and detaches the log once; checks the dictionary. */
-bool ensure_init(char *err, size_t errlen) {
-    try {
-        std::call_once(init_once, init_dcmtk);
-    } catch (...) {
-        set_err(err, errlen, "could not initialise DCMTK");
-        return false;
-    }
-    if (!init_ok) {
-        set_err(err, errlen, "could not initialise DCMTK (codec registration failed)");
-        return false;
-    }
-    if (!dcmDataDict.isDictionaryLoaded()) {
-        set_err(err, errlen,
-                "DCMTK's data dictionary is not loaded; set DCMDICTPATH to the path of dicom.dic "
-                "(Debian: /usr/share/libdcmtk17/dicom.dic)");
-        return false;
-    }
-    return true;
-}
+lpnx_dcm::Init dcmtk_init{register_codecs, "could not initialise DCMTK (codec registration failed)"};
 
 /* ------------------------------------------------------------------ */
 /* reading                                                             */
@@ -225,20 +125,6 @@ struct lpnx_dicom {
 
 namespace {
 
-std::string trim(const OFString &s) {
-    size_t b = 0, e = s.length();
-    while (b < e && (s[b] == ' ' || s[b] == '\0')) b++;
-    while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\0')) e--;
-    return std::string(s.c_str() + b, e - b);
-}
-
-/* First value of a string attribute, trimmed; empty when absent. */
-std::string get_string(DcmItem *item, const DcmTagKey &tag) {
-    OFString v;
-    if (item->findAndGetOFString(tag, v, 0).bad()) return std::string();
-    return trim(v);
-}
-
 /* Every value of a string attribute, backslash-separated, each trimmed. */
 std::string get_all_strings(DcmItem *item, const DcmTagKey &tag) {
     OFString v;
@@ -254,25 +140,6 @@ std::string get_all_strings(DcmItem *item, const DcmTagKey &tag) {
         begin = end + 1;
     }
     return out.find_first_not_of('\\') == std::string::npos ? std::string() : out;
-}
-
-/* A finite number from a DS/IS/US attribute (value pos). */
-bool get_number(DcmItem *item, const DcmTagKey &tag, unsigned long pos, double *out) {
-    Float64 v = 0;
-    if (item->findAndGetFloat64(tag, v, pos).bad()) {
-        /* DS is read by findAndGetFloat64; IS by its string. */
-        OFString s;
-        if (item->findAndGetOFString(tag, s, pos).bad()) return false;
-        std::string t = trim(s);
-        if (t.empty()) return false;
-        char *end = nullptr;
-        errno = 0;
-        v = strtod(t.c_str(), &end);
-        if (end == t.c_str() || *end != '\0' || errno == ERANGE) return false;
-    }
-    if (!std::isfinite(v)) return false;
-    *out = v;
-    return true;
 }
 
 /* A US attribute; absent -> dflt with *present = false. */
@@ -386,28 +253,10 @@ std::string damage_reported(const std::string &warnings) {
 
 int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_t errlen) {
     LogScope log;
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        set_err(err, errlen, "cannot open (%s)", strerror(errno));
+    if (!lpnx_dcm::check_path(path, err, errlen) || !sniff(path, err, errlen) ||
+        !lpnx_dcm::load_file(d->file, path, log, err, errlen))
         return -1;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        set_err(err, errlen, "cannot open (is a directory)");
-        return -1;
-    }
-    if (!sniff(path, err, errlen)) return -1;
-    OFCondition cond = d->file.loadFile(OFFilename(path), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
-    if (cond.bad()) {
-        set_err(err, errlen, "not a readable DICOM file: %s%s", cond.text(), log.detail().c_str());
-        return -1;
-    }
-    /* Everything, the pixel data too, into memory now: a truncated or
-     * unreadable value fails here rather than half way through decoding. */
-    cond = d->file.loadAllDataIntoMemory();
-    if (cond.bad()) {
-        set_err(err, errlen, "cannot read the data set: %s%s", cond.text(), log.detail().c_str());
-        return -1;
-    }
+    OFCondition cond;
     DcmDataset *ds = d->file.getDataset();
     DcmMetaInfo *mi = d->file.getMetaInfo();
     lpnx_dicom_info &info = d->info;
@@ -738,77 +587,6 @@ void pixels(const lpnx_dicom *d, float *out) {
  * sub-roots; frames of reference get .1.5 beside them. */
 #define FRAME_OF_REFERENCE_UID_ROOT SITE_UID_ROOT ".1.5"
 
-enum Check { CHECK_CS, CHECK_AS, CHECK_DA, CHECK_LO, CHECK_PN, CHECK_UI };
-
-/* Characters (UTF-8 code points) in s[begin, end). */
-size_t characters(const std::string &s, size_t begin, size_t end) {
-    size_t n = 0;
-    for (size_t i = begin; i < end; i++) n += ((unsigned char)s[i] & 0xC0u) != 0x80u;
-    return n;
-}
-
-/* At most 64 characters in each '='-separated group (PN) or in all (LO):
- * DCMTK's checks look at the characters, not at the length. */
-bool short_enough(const std::string &v, bool groups) {
-    size_t begin = 0;
-    for (;;) {
-        size_t end = groups ? v.find('=', begin) : std::string::npos;
-        if (end == std::string::npos) end = v.size();
-        if (characters(v, begin, end) > 64) return false;
-        if (end == v.size()) return true;
-        begin = end + 1;
-    }
-}
-
-/* Checks a value against its VR (value multiplicity 1). */
-bool valid(Check check, const std::string &v, const char *charset) {
-    OFString s(v.c_str());
-    switch (check) {
-    case CHECK_CS: return DcmCodeString::checkStringValue(s, "1").good();
-    case CHECK_AS: return DcmAgeString::checkStringValue(s, "1").good();
-    case CHECK_DA: return DcmDate::checkStringValue(s, "1").good();
-    case CHECK_LO: return short_enough(v, false) && DcmLongString::checkStringValue(s, "1", charset).good();
-    case CHECK_PN: return short_enough(v, true) && DcmPersonName::checkStringValue(s, "1", charset).good();
-    case CHECK_UI: return v.size() <= 64 && DcmUniqueIdentifier::checkStringValue(s, "1").good();
-    }
-    return false;
-}
-
-const char *check_name(Check check) {
-    switch (check) {
-    case CHECK_CS: return "code string (CS: up to 16 of A-Z 0-9 space _)";
-    case CHECK_AS: return "age string (AS: nnnD, nnnW, nnnM or nnnY)";
-    case CHECK_DA: return "date (DA: YYYYMMDD)";
-    case CHECK_LO: return "long string (LO: up to 64 characters, no backslash)";
-    case CHECK_PN: return "person name (PN: up to 64 characters per group, no backslash)";
-    case CHECK_UI: return "UID (up to 64 digits and dots, no leading zeros)";
-    }
-    return "value";
-}
-
-bool non_ascii(const char *s) {
-    for (; s && *s; s++)
-        if ((unsigned char)*s >= 0x80) return true;
-    return false;
-}
-
-/* A DS value of at most 16 characters for v > 0. */
-std::string format_ds(double v) {
-    char buf[64];
-    for (int precision = 12; precision > 1; precision--) {
-        snprintf(buf, sizeof buf, "%.*g", precision, v);
-        if (strlen(buf) <= 16) return buf;
-    }
-    snprintf(buf, sizeof buf, "%.1g", v);
-    return buf;
-}
-
-/* Aborts an atomic write when it goes out of scope (a no-op once committed). */
-struct AtomicGuard {
-    lpnx_atomic_file *f;
-    ~AtomicGuard() { lpnx_atomic_abort(f); }
-};
-
 int write_file(const char *path, const unsigned char *pixels_in, int rows, int columns,
                const lpnx_dicom_write_meta *meta, int jpeg, int quality, lpnx_dicom_uids *uids, char *err,
                size_t errlen) {
@@ -828,38 +606,30 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
         const char *name;
         const char *value;
         DcmTagKey tag;
-        Check check;
+        Vr vr;
         const char *dflt; /* nullptr: leave out when not given; "": empty (Type 2) */
     };
     const Field fields[] = {
-        {"patient_name", meta->patient_name, DCM_PatientName, CHECK_PN, ""},
-        {"patient_id", meta->patient_id, DCM_PatientID, CHECK_LO, ""},
-        {"patient_sex", meta->patient_sex, DCM_PatientSex, CHECK_CS, ""},
-        {"patient_age", meta->patient_age, DCM_PatientAge, CHECK_AS, nullptr},
-        {"study_date", meta->study_date, DCM_StudyDate, CHECK_DA, ""},
-        {"modality", meta->modality, DCM_Modality, CHECK_CS, "CR"},
-        {"view_position", meta->view_position, DCM_ViewPosition, CHECK_CS, nullptr},
-        {"body_part_examined", meta->body_part_examined, DCM_BodyPartExamined, CHECK_CS, nullptr},
-        {"series_description", meta->series_description, DCM_SeriesDescription, CHECK_LO, nullptr},
+        {"patient_name", meta->patient_name, DCM_PatientName, VR_PN, ""},
+        {"patient_id", meta->patient_id, DCM_PatientID, VR_LO, ""},
+        {"patient_sex", meta->patient_sex, DCM_PatientSex, VR_CS, ""},
+        {"patient_age", meta->patient_age, DCM_PatientAge, VR_AS, nullptr},
+        {"study_date", meta->study_date, DCM_StudyDate, VR_DA, ""},
+        {"modality", meta->modality, DCM_Modality, VR_CS, "CR"},
+        {"view_position", meta->view_position, DCM_ViewPosition, VR_CS, nullptr},
+        {"body_part_examined", meta->body_part_examined, DCM_BodyPartExamined, VR_CS, nullptr},
+        {"series_description", meta->series_description, DCM_SeriesDescription, VR_LO, nullptr},
     };
     bool utf8 = false;
     for (const Field &fd : fields) utf8 = utf8 || non_ascii(fd.value);
     const char *charset = utf8 ? "ISO_IR 192" : "";
     for (const Field &fd : fields) {
-        if (fd.value && !valid(fd.check, fd.value, charset)) {
-            set_err(err, errlen, "meta.%s '%.80s' is not a valid %s", fd.name, fd.value, check_name(fd.check));
+        if (fd.value && !valid(fd.vr, fd.value, "1", charset)) {
+            set_err(err, errlen, "meta.%s '%.80s' is not a valid %s", fd.name, fd.value, vr_name(fd.vr));
             return -1;
         }
     }
-    if (meta->has_pixel_spacing) {
-        for (int k = 0; k < 2; k++) {
-            if (!std::isfinite(meta->pixel_spacing[k]) || meta->pixel_spacing[k] <= 0) {
-                set_err(err, errlen, "meta.pixel_spacing[%d] must be a positive number, got %g", k + 1,
-                        meta->pixel_spacing[k]);
-                return -1;
-            }
-        }
-    }
+    if (meta->has_pixel_spacing && !check_spacing("meta", meta->pixel_spacing, err, errlen)) return -1;
 
     /* UIDs: given (checked) or generated */
     struct Uid {
@@ -878,8 +648,8 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
     };
     for (const Uid &x : uid_list) {
         if (x.given) {
-            if (!valid(CHECK_UI, x.given, "")) {
-                set_err(err, errlen, "meta.%s '%.80s' is not a valid %s", x.name, x.given, check_name(CHECK_UI));
+            if (!valid(VR_UI, x.given, "1", "")) {
+                set_err(err, errlen, "meta.%s '%.80s' is not a valid %s", x.name, x.given, vr_name(VR_UI));
                 return -1;
             }
             snprintf(x.out, 65, "%s", x.given);
@@ -946,23 +716,7 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
         }
     }
 
-    lpnx_atomic_file out;
-    if (lpnx_atomic_begin(&out, path, nullptr, 0) != 0) {
-        set_err(err, errlen, "cannot create a temp file beside it (%s)", strerror(out.error));
-        return -1;
-    }
-    AtomicGuard guard{&out}; /* the temp file is removed on every way out but the commit */
-    c = file.saveFile(OFFilename(out.temp_path), xfer, EET_ExplicitLength, EGL_recalcGL, EPD_noChange);
-    if (c.bad()) {
-        set_err(err, errlen, "cannot write: %s%s", c.text(), log.detail().c_str());
-        return -1;
-    }
-    /* 1 (in place, but the folder's fsync failed) is success here: the
-     * folder's sync is best effort */
-    if (lpnx_atomic_commit(&out, nullptr, 0) < 0) {
-        set_err(err, errlen, "cannot write (%s)", out.error ? strerror(out.error) : "short write");
-        return -1;
-    }
+    if (!lpnx_dcm::save_file(file, path, xfer, log, err, errlen)) return -1;
     if (uids) *uids = u;
     return 0;
 }
@@ -979,31 +733,19 @@ int lpnx_dicom_open(lpnx_dicom **out, const char *path, long long frame, char *e
     if (!out) return -1;
     *out = nullptr;
     lpnx_dicom *d = nullptr;
-    try {
-        if (!path) {
-            set_err(err, errlen, "no path");
-            return -1;
-        }
-        if (!ensure_init(err, errlen)) return -1;
+    int rc = lpnx_dcm::guarded(dcmtk_init, path, err, errlen, [&] {
         d = new lpnx_dicom();
         d->info = lpnx_dicom_info{};
-        if (open_file(d, path, frame, err, errlen) != 0) {
-            delete d;
-            return -1;
-        }
+        if (open_file(d, path, frame, err, errlen) != 0) return -1;
         d->info.photometric = d->photometric.c_str();
-        *out = d;
         return 0;
-    } catch (const std::bad_alloc &) {
-        set_err(err, errlen, "not enough memory");
-    } catch (...) {
-        set_err(err, errlen, "unexpected error inside DCMTK");
+    });
+    if (rc != 0) {
+        lpnx_dicom_close(d);
+        return -1;
     }
-    try {
-        delete d;
-    } catch (...) {
-    }
-    return -1;
+    *out = d;
+    return 0;
 }
 
 const lpnx_dicom_info *lpnx_dicom_info_of(const lpnx_dicom *d) { return d ? &d->info : nullptr; }
@@ -1026,19 +768,9 @@ void lpnx_dicom_close(lpnx_dicom *d) {
 int lpnx_dicom_write(const char *path, const unsigned char *pixels_in, int rows, int columns,
                      const lpnx_dicom_write_meta *meta, int jpeg, int quality, lpnx_dicom_uids *uids, char *err,
                      size_t errlen) {
-    try {
-        if (!path) {
-            set_err(err, errlen, "no path");
-            return -1;
-        }
-        if (!ensure_init(err, errlen)) return -1;
+    return lpnx_dcm::guarded(dcmtk_init, path, err, errlen, [&] {
         return write_file(path, pixels_in, rows, columns, meta, jpeg, quality, uids, err, errlen);
-    } catch (const std::bad_alloc &) {
-        set_err(err, errlen, "not enough memory");
-    } catch (...) {
-        set_err(err, errlen, "unexpected error inside DCMTK");
-    }
-    return -1;
+    });
 }
 
 }  // extern "C"

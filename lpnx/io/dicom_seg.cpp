@@ -22,31 +22,17 @@
  * bit, frames contiguous without padding), and so that reading back what
  * dcmseg wrote is a check on it.
  *
- * DCMTK's log: the "dcmtk" logger gets an appender that sends its error and
- * warning messages to a per-thread capture buffer while a call of this file
- * runs; they are added to lpnx's messages. (io/dicom.cpp attaches its own
- * capture the same way; each only listens while its own calls run.) */
+ * DCMTK's error messages (else its warnings), captured while a call runs
+ * (dcm_util.hpp), are added to lpnx's messages. */
 #include "dicom_seg.h"
-#include "file.h"
+#include "dcm_util.hpp"
 
 #include <dcmtk/config/osconfig.h>
 
 #include <dcmtk/dcmdata/dcdeftag.h>
-#include <dcmtk/dcmdata/dcdict.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcuid.h>
-#include <dcmtk/dcmdata/dcvras.h>
-#include <dcmtk/dcmdata/dcvrcs.h>
-#include <dcmtk/dcmdata/dcvrda.h>
-#include <dcmtk/dcmdata/dcvrds.h>
-#include <dcmtk/dcmdata/dcvris.h>
-#include <dcmtk/dcmdata/dcvrlo.h>
-#include <dcmtk/dcmdata/dcvrpn.h>
-#include <dcmtk/dcmdata/dcvrsh.h>
-#include <dcmtk/dcmdata/dcvrst.h>
-#include <dcmtk/dcmdata/dcvrtm.h>
-#include <dcmtk/dcmdata/dcvrui.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmfg/fgderimg.h>
 #include <dcmtk/dcmfg/fgfracon.h>
@@ -56,89 +42,19 @@
 #include <dcmtk/dcmiod/iodreferences.h>
 #include <dcmtk/dcmseg/segdoc.h>
 #include <dcmtk/dcmseg/segment.h>
-#include <dcmtk/oflog/appender.h>
-#include <dcmtk/oflog/oflog.h>
-#include <dcmtk/oflog/spi/logevent.h>
 
-#include <cerrno>
 #include <cmath>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <new>
 #include <string>
 #include <vector>
 
-#include <sys/stat.h>
-
 namespace {
 
-/* ------------------------------------------------------------------ */
-/* errors and DCMTK's log                                              */
-/* ------------------------------------------------------------------ */
-
-void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-/* Error and warning messages DCMTK logs while a call of this thread runs. */
-struct Captured {
-    std::string errors, warnings;
-};
-thread_local Captured *log_capture = nullptr;
-
-void append_capped(std::string &to, const char *msg) {
-    if (to.size() >= 400) return;
-    if (!to.empty()) to.append("; ");
-    to.append(msg);
-}
-
-class CaptureAppender : public dcmtk::log4cplus::Appender {
-public:
-    ~CaptureAppender() override { destructorImpl(); }
-    void close() override { closed = true; }
-
-protected:
-    void append(const dcmtk::log4cplus::spi::InternalLoggingEvent &event) override {
-        if (!log_capture) return;
-        try {
-            const char *msg = event.getMessage().c_str();
-            if (event.getLogLevel() >= OFLogger::ERROR_LOG_LEVEL)
-                append_capped(log_capture->errors, msg);
-            else if (event.getLogLevel() >= OFLogger::WARN_LOG_LEVEL)
-                append_capped(log_capture->warnings, msg);
-        } catch (...) {
-        }
-    }
-};
-
-/* Captures DCMTK's messages for the lifetime of the object. */
-class LogScope {
-public:
-    LogScope() : previous(log_capture) { log_capture = &captured; }
-    ~LogScope() { log_capture = previous; }
-    /* " (messages)" or "": the errors, else the warnings */
-    std::string detail() const {
-        const std::string &m = captured.errors.empty() ? captured.warnings : captured.errors;
-        return m.empty() ? std::string() : " (" + m + ")";
-    }
-    Captured captured;
-
-private:
-    Captured *previous;
-};
-
-std::once_flag init_once;
-bool init_ok = false;
+using namespace lpnx_dcm; /* the shared parts of the DCMTK shims */
 
 void cleanup_dcmtk() {
     try {
@@ -147,127 +63,16 @@ void cleanup_dcmtk() {
     }
 }
 
-void init_dcmtk() {
-    try {
-        OFLogger logger = OFLog::getLogger("dcmtk");
-        logger.setAdditivity(false); /* nothing reaches the console appender */
-        logger.setLogLevel(OFLogger::WARN_LOG_LEVEL);
-        logger.addAppender(dcmtk::log4cplus::SharedAppenderPtr(new CaptureAppender()));
-        DcmRLEDecoderRegistration::registerCodecs(); /* a no-op when io/dicom.cpp did it */
-        std::atexit(cleanup_dcmtk);
-        init_ok = true;
-    } catch (...) {
-        init_ok = false;
-    }
+void register_codecs() {
+    DcmRLEDecoderRegistration::registerCodecs(); /* a no-op when io/dicom.cpp did it */
+    std::atexit(cleanup_dcmtk);
 }
 
-bool ensure_init(char *err, size_t errlen) {
-    try {
-        std::call_once(init_once, init_dcmtk);
-    } catch (...) {
-        set_err(err, errlen, "could not initialise DCMTK");
-        return false;
-    }
-    if (!init_ok) {
-        set_err(err, errlen, "could not initialise DCMTK");
-        return false;
-    }
-    if (!dcmDataDict.isDictionaryLoaded()) {
-        set_err(err, errlen,
-                "DCMTK's data dictionary is not loaded; set DCMDICTPATH to the path of dicom.dic "
-                "(Debian: /usr/share/libdcmtk17/dicom.dic)");
-        return false;
-    }
-    return true;
-}
-
-/* ------------------------------------------------------------------ */
-/* value checks                                                        */
-/* ------------------------------------------------------------------ */
-
-enum Vr { VR_AS, VR_CS, VR_DA, VR_DS, VR_IS, VR_LO, VR_PN, VR_SH, VR_ST, VR_TM, VR_UI };
-
-/* Characters (UTF-8 code points) in s[begin, end). */
-size_t characters(const std::string &s, size_t begin, size_t end) {
-    size_t n = 0;
-    for (size_t i = begin; i < end; i++) n += ((unsigned char)s[i] & 0xC0u) != 0x80u;
-    return n;
-}
-
-/* At most max characters in each '='-separated group (PN) or in all. */
-bool short_enough(const std::string &v, size_t max, bool groups) {
-    size_t begin = 0;
-    for (;;) {
-        size_t end = groups ? v.find('=', begin) : std::string::npos;
-        if (end == std::string::npos) end = v.size();
-        if (characters(v, begin, end) > max) return false;
-        if (end == v.size()) return true;
-        begin = end + 1;
-    }
-}
-
-/* v against its VR; vm "1" or "1-n" (backslash-separated values). */
-bool valid(Vr vr, const std::string &v, const char *vm, const char *charset) {
-    OFString s(v.c_str());
-    switch (vr) {
-    case VR_AS: return DcmAgeString::checkStringValue(s, vm).good();
-    case VR_CS: return DcmCodeString::checkStringValue(s, vm).good();
-    case VR_DA: return DcmDate::checkStringValue(s, vm).good();
-    case VR_DS: return DcmDecimalString::checkStringValue(s, vm).good();
-    case VR_IS: return DcmIntegerString::checkStringValue(s, vm).good();
-    case VR_LO: return short_enough(v, 64, false) && DcmLongString::checkStringValue(s, vm, charset).good();
-    case VR_PN: return short_enough(v, 64, true) && DcmPersonName::checkStringValue(s, vm, charset).good();
-    case VR_SH: return short_enough(v, 16, false) && DcmShortString::checkStringValue(s, vm, charset).good();
-    case VR_ST: return characters(v, 0, v.size()) <= 1024 && DcmShortText::checkStringValue(s, charset).good();
-    case VR_TM: return DcmTime::checkStringValue(s, vm).good();
-    case VR_UI: return v.size() <= 64 && DcmUniqueIdentifier::checkStringValue(s, vm).good();
-    }
-    return false;
-}
-
-const char *vr_name(Vr vr) {
-    switch (vr) {
-    case VR_AS: return "age string (AS: nnnD, nnnW, nnnM or nnnY)";
-    case VR_CS: return "code string (CS: up to 16 of A-Z 0-9 space _)";
-    case VR_DA: return "date (DA: YYYYMMDD)";
-    case VR_DS: return "decimal string (DS)";
-    case VR_IS: return "integer string (IS)";
-    case VR_LO: return "long string (LO: up to 64 characters, no backslash)";
-    case VR_PN: return "person name (PN: up to 64 characters per group, no backslash)";
-    case VR_SH: return "short string (SH: up to 16 characters, no backslash)";
-    case VR_ST: return "short text (ST: up to 1024 characters)";
-    case VR_TM: return "time (TM: HHMMSS.FFFFFF)";
-    case VR_UI: return "UID (up to 64 digits and dots, no leading zeros)";
-    }
-    return "value";
-}
-
-bool non_ascii(const char *s) {
-    for (; s && *s; s++)
-        if ((unsigned char)*s >= 0x80) return true;
-    return false;
-}
-
-/* A DS value of at most 16 characters for v > 0. */
-std::string format_ds(double v) {
-    char buf[64];
-    for (int precision = 12; precision > 1; precision--) {
-        snprintf(buf, sizeof buf, "%.*g", precision, v);
-        if (strlen(buf) <= 16) return buf;
-    }
-    snprintf(buf, sizeof buf, "%.1g", v);
-    return buf;
-}
+lpnx_dcm::Init dcmtk_init{register_codecs, "could not initialise DCMTK"};
 
 /* ------------------------------------------------------------------ */
 /* writing                                                             */
 /* ------------------------------------------------------------------ */
-
-/* Aborts an atomic write when it goes out of scope (a no-op once committed). */
-struct AtomicGuard {
-    lpnx_atomic_file *f;
-    ~AtomicGuard() { lpnx_atomic_abort(f); }
-};
 
 /* A string attribute to check and set: name for messages, the value
  * (NULL = not given), its VR, and whether it is required. */
@@ -304,7 +109,7 @@ template <class Setter> void set_if(Build &b, const char *v, const char *what, S
 
 int write_seg(const char *path, const unsigned char *mask, int rows, int columns, const lpnx_seg_source *src,
               const lpnx_seg_options *opt, lpnx_seg_uids *uids, char *err, size_t errlen) {
-    LogScope log;
+    LogScope log(true); /* messages end with DCMTK's errors, else its warnings */
     if (!mask || rows < 1 || columns < 1 || rows > 65535 || columns > 65535) {
         set_err(err, errlen, "mask size %d x %d is outside 1..65535", rows, columns);
         return -1;
@@ -416,15 +221,7 @@ int write_seg(const char *path, const unsigned char *mask, int rows, int columns
             return -1;
         }
     }
-    if (src->has_pixel_spacing) {
-        for (int k = 0; k < 2; k++) {
-            if (!std::isfinite(src->pixel_spacing[k]) || src->pixel_spacing[k] <= 0) {
-                set_err(err, errlen, "source_meta.pixel_spacing[%d] must be a positive number, got %g", k + 1,
-                        src->pixel_spacing[k]);
-                return -1;
-            }
-        }
-    }
+    if (src->has_pixel_spacing && !check_spacing("source_meta", src->pixel_spacing, err, errlen)) return -1;
     for (int k = 0; k < 3; k++) {
         if (!(opt->color[k] >= 0 && opt->color[k] <= 1)) {
             set_err(err, errlen, "opts.color[%d] must be in [0, 1], got %g", k + 1, opt->color[k]);
@@ -641,22 +438,7 @@ int write_seg(const char *path, const unsigned char *mask, int rows, int columns
     copy_uid(DCM_SeriesInstanceUID, u.series_instance_uid);
     copy_uid(DCM_FrameOfReferenceUID, u.frame_of_reference_uid);
 
-    lpnx_atomic_file out;
-    if (lpnx_atomic_begin(&out, path, nullptr, 0) != 0) {
-        set_err(err, errlen, "cannot create a temp file beside it (%s)", strerror(out.error));
-        return -1;
-    }
-    AtomicGuard guard{&out}; /* the temp file is removed on every way out but the commit */
-    c = file.saveFile(OFFilename(out.temp_path), EXS_LittleEndianExplicit, EET_ExplicitLength, EGL_recalcGL,
-                      EPD_noChange);
-    if (c.bad()) {
-        set_err(err, errlen, "cannot write: %s%s", c.text(), log.detail().c_str());
-        return -1;
-    }
-    if (lpnx_atomic_commit(&out, nullptr, 0) < 0) {
-        set_err(err, errlen, "cannot write (%s)", out.error ? strerror(out.error) : "short write");
-        return -1;
-    }
+    if (!lpnx_dcm::save_file(file, path, EXS_LittleEndianExplicit, log, err, errlen)) return -1;
     if (uids) *uids = u;
     return 0;
 }
@@ -711,38 +493,6 @@ struct lpnx_seg {
 
 namespace {
 
-std::string trim(const OFString &s) {
-    size_t b = 0, e = s.length();
-    while (b < e && (s[b] == ' ' || s[b] == '\0')) b++;
-    while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\0')) e--;
-    return std::string(s.c_str() + b, e - b);
-}
-
-std::string get_string(DcmItem *item, const DcmTagKey &tag) {
-    OFString v;
-    if (!item || item->findAndGetOFString(tag, v, 0).bad()) return std::string();
-    return trim(v);
-}
-
-/* A finite number from a DS or IS attribute (value pos). */
-bool get_number(DcmItem *item, const DcmTagKey &tag, unsigned long pos, double *out) {
-    if (!item) return false;
-    Float64 v = 0;
-    if (item->findAndGetFloat64(tag, v, pos).bad()) { /* DS only; IS by its string */
-        OFString s;
-        if (item->findAndGetOFString(tag, s, pos).bad()) return false;
-        std::string t = trim(s);
-        if (t.empty()) return false;
-        char *end = nullptr;
-        errno = 0;
-        v = strtod(t.c_str(), &end);
-        if (end == t.c_str() || *end != '\0' || errno == ERANGE) return false;
-    }
-    if (!std::isfinite(v)) return false;
-    *out = v;
-    return true;
-}
-
 /* Item i of the sequence tag in item, or nullptr. */
 DcmItem *sequence_item(DcmItem *item, const DcmTagKey &tag, unsigned long i) {
     DcmSequenceOfItems *seq = nullptr;
@@ -784,26 +534,9 @@ int segment_of(DcmItem *groups) {
 const char *cstr(const std::string &s) { return s.empty() ? nullptr : s.c_str(); }
 
 int open_seg(lpnx_seg *s, const char *path, char *err, size_t errlen) {
-    LogScope log;
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        set_err(err, errlen, "cannot open (%s)", strerror(errno));
-        return -1;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        set_err(err, errlen, "cannot open (is a directory)");
-        return -1;
-    }
-    OFCondition cond = s->file.loadFile(OFFilename(path), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
-    if (cond.bad()) {
-        set_err(err, errlen, "not a readable DICOM file: %s%s", cond.text(), log.detail().c_str());
-        return -1;
-    }
-    cond = s->file.loadAllDataIntoMemory();
-    if (cond.bad()) {
-        set_err(err, errlen, "cannot read the data set: %s%s", cond.text(), log.detail().c_str());
-        return -1;
-    }
+    LogScope log(true); /* messages end with DCMTK's errors, else its warnings */
+    if (!lpnx_dcm::check_path(path, err, errlen) || !lpnx_dcm::load_file(s->file, path, log, err, errlen)) return -1;
+    OFCondition cond;
     DcmDataset *ds = s->file.getDataset();
     lpnx_seg_info &info = s->info;
     for (int i = 0; i < LPNX_SEG_NSTRINGS; i++) s->strings[i] = get_string(ds, info_tags[i]);
@@ -1111,48 +844,24 @@ void lpnx_dicom_seg_defaults(lpnx_seg_options *opt) {
 int lpnx_dicom_seg_write(const char *path, const unsigned char *mask, int rows, int columns,
                          const lpnx_seg_source *src, const lpnx_seg_options *opt, lpnx_seg_uids *uids,
                          char *err, size_t errlen) {
-    try {
-        if (!path) {
-            set_err(err, errlen, "no path");
-            return -1;
-        }
-        if (!ensure_init(err, errlen)) return -1;
-        return write_seg(path, mask, rows, columns, src, opt, uids, err, errlen);
-    } catch (const std::bad_alloc &) {
-        set_err(err, errlen, "not enough memory");
-    } catch (...) {
-        set_err(err, errlen, "unexpected error inside DCMTK");
-    }
-    return -1;
+    return lpnx_dcm::guarded(dcmtk_init, path, err, errlen,
+                             [&] { return write_seg(path, mask, rows, columns, src, opt, uids, err, errlen); });
 }
 
 int lpnx_dicom_seg_open(lpnx_seg **out, const char *path, char *err, size_t errlen) {
     if (!out) return -1;
     *out = nullptr;
     lpnx_seg *s = nullptr;
-    try {
-        if (!path) {
-            set_err(err, errlen, "no path");
-            return -1;
-        }
-        if (!ensure_init(err, errlen)) return -1;
+    int rc = lpnx_dcm::guarded(dcmtk_init, path, err, errlen, [&] {
         s = new lpnx_seg();
-        if (open_seg(s, path, err, errlen) != 0) {
-            delete s;
-            return -1;
-        }
-        *out = s;
-        return 0;
-    } catch (const std::bad_alloc &) {
-        set_err(err, errlen, "not enough memory");
-    } catch (...) {
-        set_err(err, errlen, "unexpected error inside DCMTK");
+        return open_seg(s, path, err, errlen);
+    });
+    if (rc != 0) {
+        lpnx_dicom_seg_close(s);
+        return -1;
     }
-    try {
-        delete s;
-    } catch (...) {
-    }
-    return -1;
+    *out = s;
+    return 0;
 }
 
 const lpnx_seg_info *lpnx_dicom_seg_info_of(const lpnx_seg *s) { return s ? &s->info : nullptr; }

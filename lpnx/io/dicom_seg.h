@@ -36,6 +36,8 @@
 
 #include <stddef.h>
 
+#include "dicom.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -85,14 +87,9 @@ typedef struct {
     const char *series_instance_uid, *sop_instance_uid;
 } lpnx_seg_options;
 
-/* The UIDs a written object carries, NUL-terminated ("" when absent). */
-typedef struct {
-    char sop_class_uid[65];
-    char sop_instance_uid[65];
-    char study_instance_uid[65];
-    char series_instance_uid[65];
-    char frame_of_reference_uid[65];
-} lpnx_seg_uids;
+/* The UIDs a written object carries, NUL-terminated ("" when absent): the
+ * same fields as a written image's (dicom.h). */
+typedef lpnx_dicom_uids lpnx_seg_uids;
 
 /* lpnx's defaults: segment "Pneumothorax", category SCT 49755003
  * "Morphologically Altered Structure", type SCT 36118008 "Pneumothorax",

@@ -17,6 +17,7 @@ local data = require "lpnx.data"
 local siim = require "lpnx.siim"
 local metrics = require "lpnx.metrics"
 local models = require "lpnx.models"
+local util = require "lpnx.util"
 
 local predict = {}
 
@@ -39,19 +40,7 @@ end
 
 -- Raises when opts has a key that is not in allowed (a typo such as
 -- "min-area" would otherwise be ignored silently).
-local function check_keys(name, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(("%s: expected an options table, got %s"):format(name, type(opts)), 3) end
-  local ok = {}
-  for _, k in ipairs(allowed) do ok[k] = true end
-  for k in pairs(opts) do
-    if not ok[k] then
-      table.sort(allowed)
-      error(("%s: unknown option '%s' (expected one of %s)"):format(name, tostring(k), table.concat(allowed, ", ")), 3)
-    end
-  end
-  return opts
-end
+local check_keys = util.check_keys
 
 local function number_in(name, key, v, lo, hi)
   if type(v) ~= "number" or v ~= v or v < lo or v > hi then

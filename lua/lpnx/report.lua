@@ -26,6 +26,7 @@ local lpnx = require "lpnx"
 local cjson = require "cjson"
 local data = require "lpnx.data"
 local siim = require "lpnx.siim"
+local util = require "lpnx.util"
 
 local report = {}
 
@@ -42,16 +43,7 @@ local NEW_KEYS = {"out", "truth", "title", "thumb_size", "view_size", "low_dice"
 ---------------------------------------------------------------------------
 -- helpers
 
-local function check_keys(name, opts, allowed)
-  local ok = {}
-  for _, k in ipairs(allowed) do ok[k] = true end
-  for k in pairs(opts) do
-    if not ok[k] then
-      table.sort(allowed)
-      error(("%s: unknown option '%s' (expected one of %s)"):format(name, tostring(k), table.concat(allowed, ", ")), 3)
-    end
-  end
-end
+local check_keys = util.check_keys
 
 local function positive_integer(name, key, v)
   if math.type(v) ~= "integer" or v < 1 then

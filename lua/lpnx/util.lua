@@ -35,6 +35,23 @@ function util.check_options(opts, allowed, where, level)
   return opts
 end
 
+-- opts (nil gives {}) with every key one of the names in the array allowed,
+-- for module functions: the error is raised at level 3 (the caller of the
+-- function that checks) and lists the names allowed, sorted in place.
+function util.check_keys(name, opts, allowed)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error(("%s: expected an options table, got %s"):format(name, type(opts)), 3) end
+  local ok = {}
+  for _, k in ipairs(allowed) do ok[k] = true end
+  for k in pairs(opts) do
+    if not ok[k] then
+      table.sort(allowed)
+      error(("%s: unknown option '%s' (expected one of %s)"):format(name, tostring(k), table.concat(allowed, ", ")), 3)
+    end
+  end
+  return opts
+end
+
 -- v, a finite number in [lo, hi] (hi_open: [lo, hi); no hi: >= lo; lo =
 -- -math.huge: any finite number).
 function util.check_number(where, what, v, lo, hi, hi_open, level)

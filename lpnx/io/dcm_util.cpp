@@ -1,0 +1,328 @@
+/* The parts of the DCMTK shims that dicom.cpp and dicom_seg.cpp share
+ * (dcm_util.hpp).
+ *
+ * DCMTK logs through oflog, by default to stderr. The "dcmtk" logger is
+ * detached from the console once: its error and warning messages go to a
+ * per-thread capture buffer while a LogScope of that thread is alive, and
+ * the shims add them to lpnx's messages ("PixelData larger (1230) than
+ * remaining bytes (530) in file"); everything below warning level, and
+ * anything logged outside a scope, is dropped. */
+#include "dcm_util.hpp"
+
+#include "file.h"
+
+#include <dcmtk/dcmdata/dcdict.h>
+#include <dcmtk/dcmdata/dcvras.h>
+#include <dcmtk/dcmdata/dcvrcs.h>
+#include <dcmtk/dcmdata/dcvrda.h>
+#include <dcmtk/dcmdata/dcvrds.h>
+#include <dcmtk/dcmdata/dcvris.h>
+#include <dcmtk/dcmdata/dcvrlo.h>
+#include <dcmtk/dcmdata/dcvrpn.h>
+#include <dcmtk/dcmdata/dcvrsh.h>
+#include <dcmtk/dcmdata/dcvrst.h>
+#include <dcmtk/dcmdata/dcvrtm.h>
+#include <dcmtk/dcmdata/dcvrui.h>
+#include <dcmtk/oflog/appender.h>
+#include <dcmtk/oflog/oflog.h>
+#include <dcmtk/oflog/spi/logevent.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include <sys/stat.h>
+
+namespace lpnx_dcm {
+
+/* ------------------------------------------------------------------ */
+/* errors and DCMTK's log                                              */
+/* ------------------------------------------------------------------ */
+
+void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+namespace {
+
+thread_local Captured *log_capture = nullptr;
+
+void append_capped(std::string &to, const char *msg) {
+    if (to.size() >= 400) return;
+    if (!to.empty()) to.append("; ");
+    to.append(msg);
+}
+
+class CaptureAppender : public dcmtk::log4cplus::Appender {
+public:
+    ~CaptureAppender() override { destructorImpl(); }
+    void close() override { closed = true; }
+
+protected:
+    void append(const dcmtk::log4cplus::spi::InternalLoggingEvent &event) override {
+        if (!log_capture) return;
+        try {
+            const char *msg = event.getMessage().c_str();
+            if (event.getLogLevel() >= OFLogger::ERROR_LOG_LEVEL)
+                append_capped(log_capture->errors, msg);
+            else if (event.getLogLevel() >= OFLogger::WARN_LOG_LEVEL)
+                append_capped(log_capture->warnings, msg);
+        } catch (...) {
+        }
+    }
+};
+
+std::once_flag log_once;
+bool log_ok = false;
+
+void attach_log() {
+    try {
+        OFLogger logger = OFLog::getLogger("dcmtk");
+        logger.setAdditivity(false); /* nothing reaches the console appender */
+        logger.setLogLevel(OFLogger::WARN_LOG_LEVEL);
+        logger.addAppender(dcmtk::log4cplus::SharedAppenderPtr(new CaptureAppender()));
+        log_ok = true;
+    } catch (...) {
+        log_ok = false;
+    }
+}
+
+void run_setup(Init *init) {
+    try {
+        std::call_once(log_once, attach_log);
+        if (!log_ok) return;
+        init->setup();
+        init->ok = true;
+    } catch (...) {
+        init->ok = false;
+    }
+}
+
+}  // namespace
+
+LogScope::LogScope(bool warnings_too_) : previous(log_capture), warnings_too(warnings_too_) {
+    log_capture = &captured;
+}
+
+LogScope::~LogScope() { log_capture = previous; }
+
+std::string LogScope::detail() const {
+    const std::string &m = captured.errors.empty() && warnings_too ? captured.warnings : captured.errors;
+    return m.empty() ? std::string() : " (" + m + ")";
+}
+
+/* ------------------------------------------------------------------ */
+/* set-up                                                              */
+/* ------------------------------------------------------------------ */
+
+bool ensure_init(Init &init, char *err, size_t errlen) {
+    try {
+        std::call_once(init.once, run_setup, &init);
+    } catch (...) {
+        set_err(err, errlen, "could not initialise DCMTK");
+        return false;
+    }
+    if (!init.ok) {
+        set_err(err, errlen, "%s", init.failure);
+        return false;
+    }
+    if (!dcmDataDict.isDictionaryLoaded()) {
+        set_err(err, errlen,
+                "DCMTK's data dictionary is not loaded; set DCMDICTPATH to the path of dicom.dic "
+                "(Debian: /usr/share/libdcmtk17/dicom.dic)");
+        return false;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* values                                                              */
+/* ------------------------------------------------------------------ */
+
+namespace {
+
+/* Characters (UTF-8 code points) in s[begin, end). */
+size_t characters(const std::string &s, size_t begin, size_t end) {
+    size_t n = 0;
+    for (size_t i = begin; i < end; i++) n += ((unsigned char)s[i] & 0xC0u) != 0x80u;
+    return n;
+}
+
+/* At most max characters in each '='-separated group (PN) or in all:
+ * DCMTK's checks look at the characters, not at the length. */
+bool short_enough(const std::string &v, size_t max, bool groups) {
+    size_t begin = 0;
+    for (;;) {
+        size_t end = groups ? v.find('=', begin) : std::string::npos;
+        if (end == std::string::npos) end = v.size();
+        if (characters(v, begin, end) > max) return false;
+        if (end == v.size()) return true;
+        begin = end + 1;
+    }
+}
+
+}  // namespace
+
+bool valid(Vr vr, const std::string &v, const char *vm, const char *charset) {
+    OFString s(v.c_str());
+    switch (vr) {
+    case VR_AS: return DcmAgeString::checkStringValue(s, vm).good();
+    case VR_CS: return DcmCodeString::checkStringValue(s, vm).good();
+    case VR_DA: return DcmDate::checkStringValue(s, vm).good();
+    case VR_DS: return DcmDecimalString::checkStringValue(s, vm).good();
+    case VR_IS: return DcmIntegerString::checkStringValue(s, vm).good();
+    case VR_LO: return short_enough(v, 64, false) && DcmLongString::checkStringValue(s, vm, charset).good();
+    case VR_PN: return short_enough(v, 64, true) && DcmPersonName::checkStringValue(s, vm, charset).good();
+    case VR_SH: return short_enough(v, 16, false) && DcmShortString::checkStringValue(s, vm, charset).good();
+    case VR_ST: return characters(v, 0, v.size()) <= 1024 && DcmShortText::checkStringValue(s, charset).good();
+    case VR_TM: return DcmTime::checkStringValue(s, vm).good();
+    case VR_UI: return v.size() <= 64 && DcmUniqueIdentifier::checkStringValue(s, vm).good();
+    }
+    return false;
+}
+
+const char *vr_name(Vr vr) {
+    switch (vr) {
+    case VR_AS: return "age string (AS: nnnD, nnnW, nnnM or nnnY)";
+    case VR_CS: return "code string (CS: up to 16 of A-Z 0-9 space _)";
+    case VR_DA: return "date (DA: YYYYMMDD)";
+    case VR_DS: return "decimal string (DS)";
+    case VR_IS: return "integer string (IS)";
+    case VR_LO: return "long string (LO: up to 64 characters, no backslash)";
+    case VR_PN: return "person name (PN: up to 64 characters per group, no backslash)";
+    case VR_SH: return "short string (SH: up to 16 characters, no backslash)";
+    case VR_ST: return "short text (ST: up to 1024 characters)";
+    case VR_TM: return "time (TM: HHMMSS.FFFFFF)";
+    case VR_UI: return "UID (up to 64 digits and dots, no leading zeros)";
+    }
+    return "value";
+}
+
+bool non_ascii(const char *s) {
+    for (; s && *s; s++)
+        if ((unsigned char)*s >= 0x80) return true;
+    return false;
+}
+
+std::string format_ds(double v) {
+    char buf[64];
+    for (int precision = 12; precision > 1; precision--) {
+        snprintf(buf, sizeof buf, "%.*g", precision, v);
+        if (strlen(buf) <= 16) return buf;
+    }
+    snprintf(buf, sizeof buf, "%.1g", v);
+    return buf;
+}
+
+std::string trim(const OFString &s) {
+    size_t b = 0, e = s.length();
+    while (b < e && (s[b] == ' ' || s[b] == '\0')) b++;
+    while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\0')) e--;
+    return std::string(s.c_str() + b, e - b);
+}
+
+std::string get_string(DcmItem *item, const DcmTagKey &tag) {
+    OFString v;
+    if (!item || item->findAndGetOFString(tag, v, 0).bad()) return std::string();
+    return trim(v);
+}
+
+bool get_number(DcmItem *item, const DcmTagKey &tag, unsigned long pos, double *out) {
+    if (!item) return false;
+    Float64 v = 0;
+    if (item->findAndGetFloat64(tag, v, pos).bad()) { /* DS only; IS by its string */
+        OFString s;
+        if (item->findAndGetOFString(tag, s, pos).bad()) return false;
+        std::string t = trim(s);
+        if (t.empty()) return false;
+        char *end = nullptr;
+        errno = 0;
+        v = strtod(t.c_str(), &end);
+        if (end == t.c_str() || *end != '\0' || errno == ERANGE) return false;
+    }
+    if (!std::isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+bool check_spacing(const char *where, const double spacing[2], char *err, size_t errlen) {
+    for (int k = 0; k < 2; k++) {
+        if (!std::isfinite(spacing[k]) || spacing[k] <= 0) {
+            set_err(err, errlen, "%s.pixel_spacing[%d] must be a positive number, got %g", where, k + 1, spacing[k]);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* files                                                               */
+/* ------------------------------------------------------------------ */
+
+bool check_path(const char *path, char *err, size_t errlen) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        set_err(err, errlen, "cannot open (%s)", strerror(errno));
+        return false;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        set_err(err, errlen, "cannot open (is a directory)");
+        return false;
+    }
+    return true;
+}
+
+bool load_file(DcmFileFormat &file, const char *path, const LogScope &log, char *err, size_t errlen) {
+    OFCondition cond = file.loadFile(OFFilename(path), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+    if (cond.bad()) {
+        set_err(err, errlen, "not a readable DICOM file: %s%s", cond.text(), log.detail().c_str());
+        return false;
+    }
+    cond = file.loadAllDataIntoMemory();
+    if (cond.bad()) {
+        set_err(err, errlen, "cannot read the data set: %s%s", cond.text(), log.detail().c_str());
+        return false;
+    }
+    return true;
+}
+
+namespace {
+
+/* Aborts an atomic write when it goes out of scope (a no-op once committed). */
+struct AtomicGuard {
+    lpnx_atomic_file *f;
+    ~AtomicGuard() { lpnx_atomic_abort(f); }
+};
+
+}  // namespace
+
+bool save_file(DcmFileFormat &file, const char *path, E_TransferSyntax xfer, const LogScope &log, char *err,
+               size_t errlen) {
+    lpnx_atomic_file out;
+    if (lpnx_atomic_begin(&out, path, nullptr, 0) != 0) {
+        set_err(err, errlen, "cannot create a temp file beside it (%s)", strerror(out.error));
+        return false;
+    }
+    AtomicGuard guard{&out}; /* the temp file is removed on every way out but the commit */
+    OFCondition c = file.saveFile(OFFilename(out.temp_path), xfer, EET_ExplicitLength, EGL_recalcGL, EPD_noChange);
+    if (c.bad()) {
+        set_err(err, errlen, "cannot write: %s%s", c.text(), log.detail().c_str());
+        return false;
+    }
+    /* 1 (in place, but the folder's fsync failed) is success here: the
+     * folder's sync is best effort */
+    if (lpnx_atomic_commit(&out, nullptr, 0) < 0) {
+        set_err(err, errlen, "cannot write (%s)", out.error ? strerror(out.error) : "short write");
+        return false;
+    }
+    return true;
+}
+
+}  // namespace lpnx_dcm

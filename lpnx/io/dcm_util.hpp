@@ -1,0 +1,142 @@
+/* What the two DCMTK shims (dicom.cpp, dicom_seg.cpp) share: error
+ * messages, the capture of DCMTK's log, the one-time set-up, the checks of
+ * string values against their VR, attribute getters, loading a whole file
+ * and saving one atomically. C++ inside lpnx's C++ files only; nothing here
+ * throws out of a C entry point, since every entry point goes through
+ * guarded(). */
+#ifndef LPNX_IO_DCM_UTIL_HPP
+#define LPNX_IO_DCM_UTIL_HPP
+
+#include <dcmtk/config/osconfig.h>
+
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcxfer.h>
+
+#include <cstddef>
+#include <mutex>
+#include <new>
+#include <string>
+
+namespace lpnx_dcm {
+
+/* ------------------------------------------------------------------ */
+/* errors and DCMTK's log                                              */
+/* ------------------------------------------------------------------ */
+
+/* printf into err (nothing when err is NULL or errlen 0). */
+void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* What DCMTK logs while a call of this thread runs: error messages, and
+ * warnings separately (the JPEG and RLE decoders report damaged data only
+ * as warnings). Each list is capped near 400 characters. */
+struct Captured {
+    std::string errors, warnings;
+};
+
+/* Captures DCMTK's messages for the lifetime of the object (the innermost
+ * scope of the thread gets them). */
+class LogScope {
+public:
+    /* warnings_too: detail() falls back on the warnings when no error was
+     * logged */
+    explicit LogScope(bool warnings_too = false);
+    ~LogScope();
+    LogScope(const LogScope &) = delete;
+    LogScope &operator=(const LogScope &) = delete;
+    /* " (messages)" or "": the errors (else the warnings, when asked for) */
+    std::string detail() const;
+    Captured captured;
+
+private:
+    Captured *previous;
+    bool warnings_too;
+};
+
+/* ------------------------------------------------------------------ */
+/* set-up                                                              */
+/* ------------------------------------------------------------------ */
+
+/* A shim's one-time set-up: the "dcmtk" logger is detached from the
+ * console into the capture (once for every shim), then setup() registers
+ * the shim's codecs (it may throw; that is a failed set-up, reported as
+ * failure). */
+struct Init {
+    Init(void (*setup_)(), const char *failure_) : setup(setup_), failure(failure_) {}
+    void (*setup)();
+    const char *failure; /* the message when the set-up failed */
+    std::once_flag once;
+    bool ok = false;
+};
+
+/* Runs init once; checks that DCMTK's data dictionary is loaded. False with
+ * a reason in err otherwise. */
+bool ensure_init(Init &init, char *err, size_t errlen);
+
+/* The frame of every C entry point that takes a path: "no path" for NULL,
+ * the set-up, then body() (which returns 0 or -1 with err set); whatever
+ * is thrown becomes -1 with "not enough memory" or "unexpected error
+ * inside DCMTK". */
+template <class Body> int guarded(Init &init, const char *path, char *err, size_t errlen, Body body) {
+    try {
+        if (!path) {
+            set_err(err, errlen, "no path");
+            return -1;
+        }
+        if (!ensure_init(init, err, errlen)) return -1;
+        return body();
+    } catch (const std::bad_alloc &) {
+        set_err(err, errlen, "not enough memory");
+    } catch (...) {
+        set_err(err, errlen, "unexpected error inside DCMTK");
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* values                                                              */
+/* ------------------------------------------------------------------ */
+
+enum Vr { VR_AS, VR_CS, VR_DA, VR_DS, VR_IS, VR_LO, VR_PN, VR_SH, VR_ST, VR_TM, VR_UI };
+
+/* v against its VR; vm "1" or "1-n" (backslash-separated values) or "2". */
+bool valid(Vr vr, const std::string &v, const char *vm, const char *charset);
+/* What the VR allows, for messages: "date (DA: YYYYMMDD)". */
+const char *vr_name(Vr vr);
+/* Any byte >= 0x80 in s (NULL is fine). */
+bool non_ascii(const char *s);
+/* A DS value of at most 16 characters for v > 0. */
+std::string format_ds(double v);
+
+/* s without leading and trailing spaces and NULs. */
+std::string trim(const OFString &s);
+/* First value of a string attribute, trimmed; empty when absent (or item
+ * is NULL). */
+std::string get_string(DcmItem *item, const DcmTagKey &tag);
+/* A finite number from a DS, IS or US attribute (value pos); false when
+ * absent, unreadable or item is NULL. */
+bool get_number(DcmItem *item, const DcmTagKey &tag, unsigned long pos, double *out);
+
+/* Checks that both spacings (row, column) are positive finite numbers;
+ * the message names them as where.pixel_spacing[1] and [2]. */
+bool check_spacing(const char *where, const double spacing[2], char *err, size_t errlen);
+
+/* ------------------------------------------------------------------ */
+/* files                                                               */
+/* ------------------------------------------------------------------ */
+
+/* Checks that path exists and is not a folder. */
+bool check_path(const char *path, char *err, size_t errlen);
+
+/* Loads path into file, the pixel data too, so that a truncated or
+ * unreadable value fails here rather than half way through decoding. */
+bool load_file(DcmFileFormat &file, const char *path, const LogScope &log, char *err, size_t errlen);
+
+/* Saves file with transfer syntax xfer atomically (file.h): a temp file
+ * beside path, renamed over it; on failure no temp file is left and a file
+ * already at path is untouched. */
+bool save_file(DcmFileFormat &file, const char *path, E_TransferSyntax xfer, const LogScope &log, char *err,
+               size_t errlen);
+
+}  // namespace lpnx_dcm
+
+#endif /* LPNX_IO_DCM_UTIL_HPP */
