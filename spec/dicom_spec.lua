@@ -467,6 +467,32 @@ describe("lpnx.dicom.write", function()
     assert.are.same(meta.pixel_spacing, m2.pixel_spacing)
   end)
 
+  it("writes the study's date, time and id, and a JPEG file that dciodvfy finds no error in #dciodvfy",
+     function()
+    local path = tmp .. "/study.dcm"
+    lpnx.dicom.write(path, image(30, 41, p8), {study_date = "19010101", study_time = "000000.00", study_id = "7",
+                                               patient_id = "p-1", patient_name = "p-1", view_position = "PA",
+                                               body_part_examined = "CHEST"})
+    local _, m = lpnx.dicom.read(path)
+    assert.are.equal("19010101", m.study_date)
+    assert.are.equal("000000.00", m.study_time)
+    assert.are.equal("7", m.study_id)
+    local text = dump(path)
+    -- the lossy encoder's DERIVED, and a second value
+    assert.matches("%[DERIVED\\PRIMARY%]%s+#%s+%d+, 2 ImageType", text)
+    assert.has_error(function() lpnx.dicom.write(path, image(30, 41, p8), {study_time = "25:00"}) end,
+                     "lpnx.dicom.write: " .. path
+                     .. ": meta.study_time '25:00' is not a valid time (TM: HHMMSS.FFFFFF)")
+    if os.execute("command -v dciodvfy > /dev/null 2>&1") ~= true then
+      return pending("dciodvfy is not installed (make deps installs dicom3tools)")
+    end
+    local p = assert(io.popen("env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS dciodvfy '" .. path .. "' 2>&1"))
+    local out = p:read("a")
+    p:close()
+    assert.not_matches("\nError", "\n" .. out)
+    assert.matches("SCImage", out, 1, true)
+  end)
+
   it("rounds and clamps to 0..255", function()
     local path = tmp .. "/clamp.dcm"
     lpnx.dicom.write(path, lpnx.tensor({{-5, 300, 12.4, 12.6}, {0.49, 254.5, 1e9, -1e9}}), nil, {jpeg = false})

@@ -248,6 +248,8 @@ static int l_write(lua_State *L) {
     m.modality = optfield(L, meta, "modality");
     m.series_description = optfield(L, meta, "series_description");
     m.study_date = optfield(L, meta, "study_date");
+    m.study_time = optfield(L, meta, "study_time");
+    m.study_id = optfield(L, meta, "study_id");
     m.study_instance_uid = optfield(L, meta, "study_instance_uid");
     m.series_instance_uid = optfield(L, meta, "series_instance_uid");
     m.sop_instance_uid = optfield(L, meta, "sop_instance_uid");

@@ -615,6 +615,8 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
         {"patient_sex", meta->patient_sex, DCM_PatientSex, VR_CS, ""},
         {"patient_age", meta->patient_age, DCM_PatientAge, VR_AS, nullptr},
         {"study_date", meta->study_date, DCM_StudyDate, VR_DA, ""},
+        {"study_time", meta->study_time, DCM_StudyTime, VR_TM, ""},
+        {"study_id", meta->study_id, DCM_StudyID, VR_SH, ""},
         {"modality", meta->modality, DCM_Modality, VR_CS, "CR"},
         {"view_position", meta->view_position, DCM_ViewPosition, VR_CS, nullptr},
         {"body_part_examined", meta->body_part_examined, DCM_BodyPartExamined, VR_CS, nullptr},
@@ -670,14 +672,12 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
     if (utf8) put(DCM_SpecificCharacterSet, "ISO_IR 192");
     put(DCM_SOPClassUID, u.sop_class_uid);
     put(DCM_SOPInstanceUID, u.sop_instance_uid);
-    put(DCM_StudyTime, "");
     put(DCM_AccessionNumber, "");
     put(DCM_ConversionType, "WSD");
     put(DCM_ReferringPhysicianName, "");
     put(DCM_PatientBirthDate, "");
     put(DCM_StudyInstanceUID, u.study_instance_uid);
     put(DCM_SeriesInstanceUID, u.series_instance_uid);
-    put(DCM_StudyID, "");
     put(DCM_SeriesNumber, "1");
     put(DCM_InstanceNumber, "1");
     put(DCM_PatientOrientation, "");
@@ -707,6 +707,8 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
     E_TransferSyntax xfer = EXS_LittleEndianExplicit;
     if (jpeg) {
         xfer = EXS_JPEGProcess1;
+        /* the lossy encoder makes the first value DERIVED: keep a second */
+        put(DCM_ImageType, "ORIGINAL\\PRIMARY");
         DJ_RPLossy param(quality);
         c = ds->chooseRepresentation(xfer, &param);
         if (c.bad() || !ds->canWriteXfer(xfer)) {

@@ -102,6 +102,7 @@ void lpnx_dicom_close(lpnx_dicom *d);
 typedef struct {
     const char *patient_id, *patient_name, *patient_sex, *patient_age;
     const char *view_position, *body_part_examined, *modality, *series_description, *study_date;
+    const char *study_time, *study_id;
     const char *study_instance_uid, *series_instance_uid, *sop_instance_uid, *frame_of_reference_uid;
     int has_pixel_spacing;
     double pixel_spacing[2]; /* row, column; > 0 */

@@ -415,12 +415,16 @@ local function image_generator(seed, i)
   return lpnx.Generator(mix ~ (i * 0x9E3779B1))
 end
 
--- Metadata of one image, as the SIIM-ACR files carry it.
+-- Metadata of one image, as the SIIM-ACR files carry it (anonymised: the
+-- patient's name is the patient id, the study dated 1 January 1901).
 local function dicom_meta(g, p)
   local age = g:random(18, 88)
+  local anon_id = uid(g):sub(-12)
   return {
-    patient_id = uid(g):sub(-12),
-    patient_name = "Anonymous",
+    patient_id = anon_id,
+    patient_name = anon_id,
+    study_date = "19010101",
+    study_time = "000000.00",
     patient_sex = g:uniform() < (p.female and 1 or 0) and "F" or "M",
     patient_age = ("%03dY"):format(age),
     view_position = p.view,
