@@ -9,57 +9,10 @@
 -- Exit codes: 0 done, 2 a bad flag or a missing file, 1 a failure while running.
 local argparse = require "argparse"
 local lpnx = require "lpnx"
+local cli = require "lpnx.cli"
 
 local PROGRAM = "evaluate.lua"
-
--- argparse converters whose errors name the flag.
-local function integer(flag)
-  return function(s)
-    local v = math.tointeger(tonumber(s))
-    if v then return v end
-    return nil, ("%s expects an integer, got '%s'"):format(flag, s)
-  end
-end
-
--- A progress callback fn(i, n, ...) for predict.run / predict.search:
--- lpnx.progress's bar (redrawn on a terminal, plain lines elsewhere) where
--- the build has it, else a count redrawn with \r on stderr.
-local function reporter(label)
-  local bar, plain
-  return function(i, n, _, positive)
-    if bar == nil and not plain then
-      local made, b = pcall(function() return lpnx.progress.new{total = n, label = label, unit = "img"} end)
-      if made then bar = b else plain = true end
-    end
-    if bar then
-      bar:update(i)
-      if i == n then bar:finish() end
-    else
-      io.stderr:write(("\r%s %d/%d%s   "):format(label, i, n,
-                                              positive == nil and "" or positive and " (pneumothorax)" or " (clear)"))
-      if i == n then io.stderr:write("\n") end
-    end
-  end
-end
-
-local function fail(code, msg)
-  io.stderr:write(("%s: %s\n"):format(PROGRAM, (tostring(msg):gsub("^[^:\n]*%.lua:%d+: ", ""))))
-  os.exit(code)
-end
-
--- A converter of "0.5,0.6,0.7" to {0.5, 0.6, 0.7}.
-local function list_of_numbers(flag)
-  return function(s)
-    local list = {}
-    for item in s:gmatch("[^,%s]+") do
-      local v = tonumber(item)
-      if not v then return nil, ("%s expects numbers separated by commas, got '%s'"):format(flag, s) end
-      list[#list + 1] = v
-    end
-    if #list == 0 then return nil, ("%s expects numbers separated by commas, got '%s'"):format(flag, s) end
-    return list
-  end
-end
+local fail = cli.failer(PROGRAM)
 
 local function join(list)
   local parts = {}
@@ -75,24 +28,24 @@ local parser = argparse(PROGRAM, "Score a SIIM-ACR submission: mean Dice and IoU
 parser:option("--pred", "The submission to score (ImageId,EncodedPixels)."):argname("<csv>")
 parser:option("--truth", "The true masks, in the same CSV form (e.g. train-rle.csv)."):argname("<csv>")
 parser:option("--size", "Height and width of every image, when all have one size.", "1024"):argname("<pixels>")
-  :convert(integer("--size"))
+  :convert(cli.integer("--size"))
 parser:option("--sizes-from", "A folder with the images (DICOM or PNG): each image's size is read from its file.")
   :argname("<dir>")
 parser:flag("--search", "Search the post-processing triplet on labelled images instead of scoring a submission.")
 parser:option("--model", "--search: the model file."):argname("<file>")
 parser:option("--data", "--search: the folder of the labelled images (DICOM files named by image id)."):argname("<dir>")
 parser:option("--tops", "--search: values of --top to try.", join(grid.tops)):argname("<list>")
-  :convert(list_of_numbers("--tops"))
+  :convert(cli.numbers("--tops"))
 parser:option("--min-areas", "--search: values of --min-area to try (pixels of a 1024x1024 image).",
-              join(grid.min_areas)):argname("<list>"):convert(list_of_numbers("--min-areas"))
+              join(grid.min_areas)):argname("<list>"):convert(cli.numbers("--min-areas"))
 parser:option("--bottoms", "--search: values of --bottom to try.", join(grid.bottoms)):argname("<list>")
-  :convert(list_of_numbers("--bottoms"))
+  :convert(cli.numbers("--bottoms"))
 parser:option("--min-component", "--search: drop mask regions smaller than this (pixels), as predict.lua does.",
-              "0"):argname("<pixels>"):convert(integer("--min-component"))
+              "0"):argname("<pixels>"):convert(cli.integer("--min-component"))
 parser:flag("--tta", "--search: horizontal-flip test-time augmentation, as predict.lua --tta.")
-parser:option("--batch", "--search: images per forward pass.", "4"):argname("<n>"):convert(integer("--batch"))
+parser:option("--batch", "--search: images per forward pass.", "4"):argname("<n>"):convert(cli.integer("--batch"))
 parser:option("--threads", "Threads for lpnx's kernels and OpenBLAS.", tostring(lpnx.get_num_threads())):argname("<n>")
-  :convert(integer("--threads"))
+  :convert(cli.integer("--threads"))
 
 local ok, args = parser:pparse()
 if not ok then fail(2, args .. " (see --help)") end
@@ -132,7 +85,7 @@ if args.search then
   local best, _, tried = attempt(lpnx.predict.search, {
     model = args.model, data = args.data, csv = args.truth, tops = args.tops, min_areas = args.min_areas,
     bottoms = args.bottoms, min_component = args.min_component, tta = args.tta, batch = args.batch,
-    progress = reporter("search"),
+    progress = cli.reporter("search"),
   })
   if best.missing > 0 then
     print(("%d images of %s are not under %s and were left out"):format(best.missing, args.truth, args.data))

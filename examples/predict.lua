@@ -7,51 +7,11 @@
 -- Exit codes: 0 done, 2 a bad flag or a missing file, 1 a failure while running.
 local argparse = require "argparse"
 local lpnx = require "lpnx"
+local cli = require "lpnx.cli"
 
 local PROGRAM = "predict.lua"
+local fail = cli.failer(PROGRAM)
 local d = lpnx.predict.defaults
-
--- argparse converters whose errors name the flag.
-local function number(flag)
-  return function(s)
-    local v = tonumber(s)
-    if v then return v end
-    return nil, ("%s expects a number, got '%s'"):format(flag, s)
-  end
-end
-local function integer(flag)
-  return function(s)
-    local v = math.tointeger(tonumber(s))
-    if v then return v end
-    return nil, ("%s expects an integer, got '%s'"):format(flag, s)
-  end
-end
-
--- A progress callback fn(i, n, ...) for predict.run / predict.search:
--- lpnx.progress's bar (redrawn on a terminal, plain lines elsewhere) where
--- the build has it, else a count redrawn with \r on stderr.
-local function reporter(label)
-  local bar, plain
-  return function(i, n, _, positive)
-    if bar == nil and not plain then
-      local made, b = pcall(function() return lpnx.progress.new{total = n, label = label, unit = "img"} end)
-      if made then bar = b else plain = true end
-    end
-    if bar then
-      bar:update(i)
-      if i == n then bar:finish() end
-    else
-      io.stderr:write(("\r%s %d/%d%s   "):format(label, i, n,
-                                              positive == nil and "" or positive and " (pneumothorax)" or " (clear)"))
-      if i == n then io.stderr:write("\n") end
-    end
-  end
-end
-
-local function fail(code, msg)
-  io.stderr:write(("%s: %s\n"):format(PROGRAM, (tostring(msg):gsub("^[^:\n]*%.lua:%d+: ", ""))))
-  os.exit(code)
-end
 
 local parser = argparse(PROGRAM, "Predict pneumothorax masks with a trained lpnx U-Net and write a SIIM-ACR "
                                  .. "submission, PNG masks and overlays.")
@@ -65,18 +25,19 @@ parser:option("--data", "A folder (searched recursively for .dcm and .png files)
 parser:option("--out", "Output folder: submission.csv, masks/ID.png, overlays/ID.png."):argname("<dir>")
 parser:flag("--tta", "Average the prediction with the one on the horizontally flipped image.")
 parser:option("--top", ("Triplet: the high threshold that decides whether an image is positive (default %g).")
-              :format(d.top)):argname("<p>"):convert(number("--top"))
+              :format(d.top)):argname("<p>"):convert(cli.number("--top"))
 parser:option("--min-area", ("Triplet: pixels above --top needed for a positive, for a 1024x1024 image "
-                             .. "(default %d)."):format(d.min_area)):argname("<pixels>"):convert(number("--min-area"))
+                             .. "(default %d)."):format(d.min_area))
+  :argname("<pixels>"):convert(cli.number("--min-area"))
 parser:option("--bottom", ("Triplet: the threshold of the mask of a positive image (default %g)."):format(d.bottom))
-  :argname("<p>"):convert(number("--bottom"))
+  :argname("<p>"):convert(cli.number("--bottom"))
 parser:option("--threshold", "One plain threshold instead of the triplet."):argname("<p>")
-  :convert(number("--threshold"))
+  :convert(cli.number("--threshold"))
 parser:option("--min-component", "Drop mask regions smaller than this many pixels at the image's size.", "0")
-  :argname("<pixels>"):convert(integer("--min-component"))
-parser:option("--batch", "Images per forward pass.", tostring(d.batch)):argname("<n>"):convert(integer("--batch"))
+  :argname("<pixels>"):convert(cli.integer("--min-component"))
+parser:option("--batch", "Images per forward pass.", tostring(d.batch)):argname("<n>"):convert(cli.integer("--batch"))
 parser:option("--threads", "Threads for lpnx's kernels and OpenBLAS.", tostring(lpnx.get_num_threads())):argname("<n>")
-  :convert(integer("--threads"))
+  :convert(cli.integer("--threads"))
 parser:flag("--dicom-seg", "Write seg/ID.dcm: a DICOM Segmentation (one binary segment, \"Pneumothorax\") of each "
                            .. "DICOM input with a predicted mask, referencing its source image, for PACS viewers.")
 parser:flag("--dicom-seg-empty", "With --dicom-seg, also write an empty-segment object for images without one.")
@@ -84,7 +45,7 @@ parser:flag("--report", "Write index.html (and report/): a self-contained page t
 parser:option("--truth", "SIIM-form CSV of the true masks: the report shows each image's Dice and flags "
                          .. "disagreements (needs --report)."):argname("<csv>")
 parser:option("--report-size", "Long side of the report's full-size images, in pixels.", "1024"):argname("<pixels>")
-  :convert(integer("--report-size"))
+  :convert(cli.integer("--report-size"))
 parser:flag("--no-overlays", "Do not write overlays/.")
 parser:flag("--no-masks", "Do not write masks/.")
 parser:flag("--quiet", "No progress on stderr.")
@@ -139,7 +100,7 @@ local done, summary = xpcall(function()
     min_component = args.min_component, write_masks = not args.no_masks, write_overlays = not args.no_overlays,
     dicom_seg = args.dicom_seg, dicom_seg_empty = args.dicom_seg_empty,
     each = review and function(result, image, mask) review:add(result, image, mask) end,
-    progress = not args.quiet and reporter("predict") or nil,
+    progress = not args.quiet and cli.reporter("predict") or nil,
   }
   if review then page, reviewed = review:finish{segs = args.dicom_seg and s.segs or nil} end
   return s
