@@ -297,6 +297,11 @@ function train.run(opts)
   if #train_ids < 2 then error(("only %d training images: need at least 2"):format(#train_ids), 0) end
   local norm = {mean = lpnx.models.imagenet_mean, std = lpnx.models.imagenet_std, in_channels = opts.in_channels}
   local augment = opts.augment and lpnx.transforms.siim_train(opts.size) or nil
+  if dist and opts.sync_bn and (opts.batch % nproc ~= 0 or nproc & (nproc - 1) ~= 0) then
+    say(opts, "note: %d processes share each batch of %d%s: the run matches a 1-process run to rounding only, "
+        .. "not bit for bit (that takes 2 processes and an even batch)", nproc, opts.batch,
+        opts.batch % nproc ~= 0 and " unevenly" or "")
+  end
   if dist and opts.batch < nproc then
     error(("a global batch of %d images cannot be shared by %d processes: use --batch %d or more")
           :format(opts.batch, nproc, nproc), 0)
@@ -414,7 +419,12 @@ function train.run(opts)
       sched:step()
       state.step = state.step + 1
       do
-        local d = lpnx.metrics.dice(logits:sigmoid():gt(0.5), batch.masks)
+        local d = lpnx.metrics.dice(logits:sigmoid():gt(0.5), batch.masks) -- mean over this batch's images
+        if dist then -- over the whole global batch
+          local n = batch.images:size(1)
+          local t = sum({d * n, n})
+          d = t[1] / t[2]
+        end
         local r = run_stats
         r.loss = (r.seen * r.loss + loss) / (r.seen + 1)
         r.dice = (r.seen * r.dice + d) / (r.seen + 1)
