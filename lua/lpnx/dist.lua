@@ -15,6 +15,8 @@
 --   dist.broadcast_module(m [, root])                parameters and buffers
 --   dist.broadcast_buffers(m [, root])               buffers only (BN statistics)
 --   dist.sync_batchnorm(m [, on])                    BatchNorm2d statistics over every process
+--   dist.summer() -> fn(list) -> list                 a sum over every process (what
+--                             nn.BatchNorm2d.sync and a loss's distribute() take)
 --   dist.shard(list [, rank, size]) -> list          items rank+1, rank+1+size, ...
 local dist = {}
 
