@@ -69,6 +69,15 @@ describe("regression inputs fail cleanly", function()
     assert.matches("PixelData holds 12 bytes, expected 268435456", err, 1, true)
   end)
 
+  it("a 3 KB RLE file claiming 46340 x 46340 pixels fails before the decoder allocates them", function()
+    -- DCMTK's RLE decoder took 4 GB and 11 s before giving up on it
+    local path = h.fixture("regress/dicom/rle_claims_46340x46340.dcm")
+    local ok, err = pcall(lpnx.dicom.read, path)
+    assert.is_false(ok, path .. " was accepted")
+    assert.matches("corrupt RLE Lossless pixel data (2584 bytes of RLE data cannot hold the 4294791200 bytes the "
+                   .. "image needs (RLE packs at most 64 to 1))", err, 1, true)
+  end)
+
   it("a segmentation with many per-frame items is read in linear time", function()
     local dir = h.tmpdir()
     local path = dir .. "/many_frames.dcm"

@@ -11,7 +11,11 @@
 
 #include "file.h"
 
+#include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcdict.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcvras.h>
 #include <dcmtk/dcmdata/dcvrcs.h>
 #include <dcmtk/dcmdata/dcvrda.h>
@@ -323,6 +327,26 @@ bool save_file(DcmFileFormat &file, const char *path, E_TransferSyntax xfer, con
         return false;
     }
     return true;
+}
+
+std::string rle_capacity_problem(DcmDataset *ds, E_TransferSyntax xfer, double decoded) {
+    if (xfer != EXS_RLELossless) return "";
+    DcmElement *el = nullptr;
+    if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el) return "";
+    DcmPixelSequence *seq = nullptr;
+    if (OFstatic_cast(DcmPixelData *, el)->getEncapsulatedRepresentation(xfer, nullptr, seq).bad() || !seq)
+        return "";
+    double bytes = 0; /* the fragments after the offset table, walked once */
+    bool first = true;
+    for (DcmObject *o = seq->nextInContainer(nullptr); o; o = seq->nextInContainer(o)) {
+        if (!first) bytes += (double)o->getLength();
+        first = false;
+    }
+    if (64.0 * bytes >= decoded) return "";
+    char text[200];
+    std::snprintf(text, sizeof text, "%.0f bytes of RLE data cannot hold the %.0f bytes the image needs "
+                  "(RLE packs at most 64 to 1)", bytes, decoded);
+    return text;
 }
 
 }  // namespace lpnx_dcm

@@ -120,6 +120,13 @@ bool get_number(DcmItem *item, const DcmTagKey &tag, unsigned long pos, double *
  * the message names them as where.pixel_spacing[1] and [2]. */
 bool check_spacing(const char *where, const double spacing[2], char *err, size_t errlen);
 
+/* For RLE Lossless pixel data: a message when its fragments are too
+ * short to decode to `decoded` bytes (PackBits makes at most 128 bytes of
+ * 2, and each frame's 64-byte header counts), so that a small file cannot
+ * make the decoder allocate a huge image; "" when they can, and for any
+ * other transfer syntax. */
+std::string rle_capacity_problem(DcmDataset *ds, E_TransferSyntax xfer, double decoded);
+
 /* ------------------------------------------------------------------ */
 /* files                                                               */
 /* ------------------------------------------------------------------ */

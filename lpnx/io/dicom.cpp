@@ -407,6 +407,11 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
                 }
             }
         }
+        std::string short_rle = rle_capacity_problem(ds, xfer, values * (ba / 8));
+        if (!short_rle.empty()) {
+            set_err(err, errlen, "corrupt %s pixel data (%s)", d->ts_name.c_str(), short_rle.c_str());
+            return -1;
+        }
         log.captured.warnings.clear();
         cond = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
 

@@ -653,6 +653,11 @@ int open_seg(lpnx_seg *s, const char *path, char *err, size_t errlen) {
         return -1;
     }
     if (DcmXfer(xfer).isEncapsulated()) {
+        std::string short_rle = rle_capacity_problem(ds, xfer, info.fractional ? values : values / 8);
+        if (!short_rle.empty()) {
+            set_err(err, errlen, "corrupt %s pixel data (%s)", DcmXfer(xfer).getXferName(), short_rle.c_str());
+            return -1;
+        }
         cond = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
         if (cond.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
             set_err(err, errlen, "cannot decode the %s pixel data: %s%s", DcmXfer(xfer).getXferName(),
