@@ -79,6 +79,13 @@ void lpnx_open_layers(lua_State *L, int kidx, int ridx); /* l_layers.c: bn, pool
 void lpnx_open_loss(lua_State *L, int kidx, int ridx);   /* l_loss.c: losses */
 void lpnx_open_optim(lua_State *L, int kidx, int ridx);  /* l_optim.c: optimizer updates */
 
+/* Writes t's sizes as "(64,3,7,7)" ("scalar" for a 0-dim tensor) into
+ * buf (len bytes, cut short if need be); returns buf. */
+const char *lpnx_shape_of(char *buf, size_t len, const lpnx_Tensor *t);
+/* 1 when a and b share storage over overlapping spans (a strided tensor
+ * counts as its whole span); NULLs never overlap. */
+int lpnx_overlaps(const lpnx_Tensor *a, const lpnx_Tensor *b);
+
 /* Shared argument checks for kernel bindings. */
 /* The (N,C,H,W) tensor at i, contiguous: itself, or a copy pushed onto the
  * stack; an argument error showing the shape otherwise. */

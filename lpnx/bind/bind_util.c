@@ -56,3 +56,34 @@ void lpnx_checkkeys(lua_State *L, int arg, const char *const *keys) {
         }
     }
 }
+
+const char *lpnx_shape_of(char *buf, size_t len, const lpnx_Tensor *t) {
+    size_t used = 0;
+    if (len == 0) return buf;
+    if (t->ndim == 0) {
+        snprintf(buf, len, "scalar");
+        return buf;
+    }
+    buf[0] = '\0';
+    for (int d = 0; d < t->ndim && used < len; d++) {
+        int n = snprintf(buf + used, len - used, "%s%lld%s", d ? "," : "(", (long long)t->size[d],
+                         d == t->ndim - 1 ? ")" : "");
+        if (n < 0) break;
+        used += (size_t)n;
+    }
+    return buf;
+}
+
+/* Floats from t's offset to one past its last element (0 when empty). */
+static size_t extent(const lpnx_Tensor *t) {
+    size_t last = 0;
+    if (lpnx_tensor_numel(t) == 0) return 0;
+    for (int d = 0; d < t->ndim; d++) last += (size_t)(t->size[d] - 1) * (size_t)t->stride[d];
+    return last + 1;
+}
+
+int lpnx_overlaps(const lpnx_Tensor *a, const lpnx_Tensor *b) {
+    if (!a || !b || !a->storage || a->storage != b->storage) return 0;
+    size_t na = extent(a), nb = extent(b);
+    return na && nb && a->offset < b->offset + nb && b->offset < a->offset + na;
+}

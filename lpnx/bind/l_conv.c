@@ -33,22 +33,6 @@
 
 #define SHAPE_LEN 160
 
-/* "(64,3,7,7)"; "scalar" for a 0-dim tensor. */
-static const char *shape(char *buf, const lpnx_Tensor *t) {
-    size_t used = 0;
-    if (t->ndim == 0) {
-        snprintf(buf, SHAPE_LEN, "scalar");
-        return buf;
-    }
-    for (int d = 0; d < t->ndim && used < SHAPE_LEN; d++) {
-        int n = snprintf(buf + used, SHAPE_LEN - used, "%s%lld%s", d ? "," : "(",
-                         (long long)t->size[d], d == t->ndim - 1 ? ")" : "");
-        if (n < 0) break;
-        used += (size_t)n;
-    }
-    return buf;
-}
-
 /* An integer argument in [min, INT_MAX]; what names it in the message. */
 static int64_t check_param(lua_State *L, int arg, const char *what, int64_t min) {
     int ok;
@@ -86,7 +70,7 @@ static void read_geometry(lua_State *L, int first, int xarg, const lpnx_Tensor *
     d->wo = lpnx_conv2d_output_size(d->w, d->kw, d->stride_w, d->pad_w, d->dil_w);
     if (d->ho < 1 || d->wo < 1) {
         if (x)
-            shape(s, x);
+            lpnx_shape_of(s, SHAPE_LEN, x);
         else
             snprintf(s, sizeof s, "%lldx%lld", (long long)d->h, (long long)d->w);
         luaL_argerror(L, xarg, lua_pushfstring(L,
@@ -106,20 +90,28 @@ static void check_input_weight(lua_State *L, lpnx_Tensor **px, lpnx_Tensor **pw,
     lpnx_Tensor *x = lpnx_checknchw(L, 1);
     lpnx_Tensor *w = lpnx_checktensor(L, 2);
     if (w->ndim != 4)
-        luaL_argerror(L, 2, lua_pushfstring(L, "expected weight (Cout,Cin,kh,kw), got %s", shape(s1, w)));
+        luaL_argerror(L, 2,
+                      lua_pushfstring(L, "expected weight (Cout,Cin,kh,kw), got %s", lpnx_shape_of(s1, SHAPE_LEN, w)));
     if (w->size[1] != x->size[1]) {
         lpnx_Tensor want = *w;
         want.size[1] = x->size[1];
-        luaL_argerror(L, 2, lua_pushfstring(L, "expected weight %s to match input channels %I, got %s",
-                                            shape(s1, &want), (lua_Integer)x->size[1], shape(s2, w)));
+        luaL_argerror(L, 2,
+                      lua_pushfstring(L, "expected weight %s to match input channels %I, got %s",
+                                      lpnx_shape_of(s1, SHAPE_LEN, &want), (lua_Integer)x->size[1],
+                                      lpnx_shape_of(s2, SHAPE_LEN, w)));
     }
     if (w->size[2] < 1 || w->size[3] < 1)
-        luaL_argerror(L, 2, lua_pushfstring(L, "expected a kernel of at least 1x1, got weight %s", shape(s1, w)));
+        luaL_argerror(
+            L, 2,
+            lua_pushfstring(L, "expected a kernel of at least 1x1, got weight %s", lpnx_shape_of(s1, SHAPE_LEN, w)));
     if (w->size[0] > INT_MAX || int_product(int_product(w->size[1], w->size[2]), w->size[3]) < 0)
-        luaL_argerror(L, 2, lua_pushfstring(L, "weight %s is too large: Cout and Cin*kh*kw must be at most %d",
-                                            shape(s1, w), INT_MAX));
+        luaL_argerror(L, 2,
+                      lua_pushfstring(L, "weight %s is too large: Cout and Cin*kh*kw must be at most %d",
+                                      lpnx_shape_of(s1, SHAPE_LEN, w), INT_MAX));
     if (int_product(x->size[2], x->size[3]) < 0)
-        luaL_argerror(L, 1, lua_pushfstring(L, "input %s has more than %d pixels per channel", shape(s1, x), INT_MAX));
+        luaL_argerror(L, 1,
+                      lua_pushfstring(L, "input %s has more than %d pixels per channel",
+                                      lpnx_shape_of(s1, SHAPE_LEN, x), INT_MAX));
     w = lpnx_checkcontiguous(L, 2);
     d->n = x->size[0];
     d->cin = x->size[1];
@@ -139,25 +131,10 @@ static lpnx_Tensor *opt_vector(lua_State *L, int arg, const char *what, int64_t 
     if (lua_isnoneornil(L, arg)) return NULL;
     lpnx_Tensor *t = inplace ? lpnx_checkcontiguous_inplace(L, arg) : lpnx_checktensor(L, arg);
     if (t->ndim != 1 || t->size[0] != cout)
-        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s (%I) for %I output channels, got %s", what,
-                                              (lua_Integer)cout, (lua_Integer)cout, shape(s, t)));
+        luaL_argerror(L, arg,
+                      lua_pushfstring(L, "expected %s (%I) for %I output channels, got %s", what, (lua_Integer)cout,
+                                      (lua_Integer)cout, lpnx_shape_of(s, SHAPE_LEN, t)));
     return inplace ? t : lpnx_checkcontiguous(L, arg);
-}
-
-/* Floats from t's offset to one past its last element (0 when empty). */
-static size_t extent(const lpnx_Tensor *t) {
-    size_t last = 0;
-    if (lpnx_tensor_numel(t) == 0) return 0;
-    for (int d = 0; d < t->ndim; d++) last += (size_t)(t->size[d] - 1) * (size_t)t->stride[d];
-    return last + 1;
-}
-
-/* 1 when the spans of two tensors overlap in one storage (a strided
- * tensor counts as its whole span). */
-static int overlaps(const lpnx_Tensor *a, const lpnx_Tensor *b) {
-    if (!a || !b || !a->storage || a->storage != b->storage) return 0;
-    size_t na = extent(a), nb = extent(b);
-    return na && nb && a->offset < b->offset + nb && b->offset < a->offset + na;
 }
 
 /* Raises, naming arg, when t shares memory with one of the count tensors
@@ -165,7 +142,7 @@ static int overlaps(const lpnx_Tensor *a, const lpnx_Tensor *b) {
 static void check_disjoint(lua_State *L, int arg, const char *what, const lpnx_Tensor *t,
                            const lpnx_Tensor *const *others, int count, const char *names) {
     for (int i = 0; i < count; i++)
-        if (overlaps(t, others[i]))
+        if (lpnx_overlaps(t, others[i]))
             luaL_argerror(L, arg, lua_pushfstring(L, "%s must not share memory with %s", what, names));
 }
 
@@ -183,8 +160,9 @@ static lpnx_Tensor *opt_output(lua_State *L, int arg, const char *what, const ch
     int same = t->ndim == want->ndim;
     for (int k = 0; same && k < t->ndim; k++) same = t->size[k] == want->size[k];
     if (!same)
-        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s %s to hold the %s, got %s", what,
-                                              shape(s1, want), role, shape(s2, t)));
+        luaL_argerror(L, arg,
+                      lua_pushfstring(L, "expected %s %s to hold the %s, got %s", what,
+                                      lpnx_shape_of(s1, SHAPE_LEN, want), role, lpnx_shape_of(s2, SHAPE_LEN, t)));
     if (!lpnx_tensor_is_contiguous(t))
         luaL_argerror(L, arg, lua_pushfstring(L, "expected %s to be contiguous: it is written in place", what));
     check_disjoint(L, arg, what, t, others, count, names);
@@ -253,14 +231,16 @@ static int conv2d_backward(lua_State *L, int fast) {
         want.size[1] = d.cout;
         want.size[2] = d.ho;
         want.size[3] = d.wo;
-        luaL_argerror(L, 3, lua_pushfstring(L, "expected gy %s to match the forward output, got %s",
-                                            shape(s1, &want), shape(s2, gy)));
+        luaL_argerror(L, 3,
+                      lua_pushfstring(L, "expected gy %s to match the forward output, got %s",
+                                      lpnx_shape_of(s1, SHAPE_LEN, &want), lpnx_shape_of(s2, SHAPE_LEN, gy)));
     }
     lpnx_Tensor *gw = lpnx_checkcontiguous_inplace(L, 10);
     if (gw->ndim != 4 || gw->size[0] != w->size[0] || gw->size[1] != w->size[1] ||
         gw->size[2] != w->size[2] || gw->size[3] != w->size[3])
-        luaL_argerror(L, 10, lua_pushfstring(L, "expected gw %s like the weight, got %s", shape(s1, w),
-                                             shape(s2, gw)));
+        luaL_argerror(L, 10,
+                      lua_pushfstring(L, "expected gw %s like the weight, got %s", lpnx_shape_of(s1, SHAPE_LEN, w),
+                                      lpnx_shape_of(s2, SHAPE_LEN, gw)));
     lpnx_Tensor *gb = opt_vector(L, 11, "gb", d.cout, 1);
     luaL_checktype(L, 12, LUA_TBOOLEAN);
     int need_gx = lua_toboolean(L, 12);

@@ -47,16 +47,6 @@
 
 /* ---- argument helpers ------------------------------------------------ */
 
-/* Formats sizes as "(2,3,4)" into buf. */
-static const char *shape_of(char *buf, size_t len, const lpnx_Tensor *t) {
-    size_t at = 0;
-    buf[at++] = '(';
-    for (int d = 0; d < t->ndim && at + 24 < len; d++)
-        at += (size_t)snprintf(buf + at, len - at, d ? ",%lld" : "%lld", (long long)t->size[d]);
-    snprintf(buf + at, len - at, ")");
-    return buf;
-}
-
 /* A number as Lua users write it ("2", "0.5", "inf"), pushed on the stack. */
 static const char *num(lua_State *L, double v) {
     char buf[64];
@@ -91,8 +81,9 @@ static image_arg checkimage(lua_State *L, int arg, int maxdim) {
     char s[160];
     lpnx_Tensor *t = checklive(L, arg);
     if (t->ndim < 2 || t->ndim > maxdim)
-        luaL_argerror(L, arg, lua_pushfstring(L, "expected an image %s, got %s", ranks_text(maxdim),
-                                              shape_of(s, sizeof s, t)));
+        luaL_argerror(
+            L, arg,
+            lua_pushfstring(L, "expected an image %s, got %s", ranks_text(maxdim), lpnx_shape_of(s, sizeof s, t)));
     t = lpnx_checkcontiguous(L, arg);
     image_arg a = {t, 1, t->size[t->ndim - 2], t->size[t->ndim - 1]};
     for (int d = 0; d < t->ndim - 2; d++) a.planes = mul(a.planes, t->size[d]);
@@ -104,8 +95,9 @@ static int is_empty(const image_arg *a) { return a->planes == 0 || a->H == 0 || 
 static void checknonempty(lua_State *L, int arg, const image_arg *a) {
     char s[160];
     if (a->H < 1 || a->W < 1)
-        luaL_argerror(L, arg, lua_pushfstring(L, "expected an image of at least 1x1 pixels, got %s",
-                                              shape_of(s, sizeof s, a->t)));
+        luaL_argerror(
+            L, arg,
+            lua_pushfstring(L, "expected an image of at least 1x1 pixels, got %s", lpnx_shape_of(s, sizeof s, a->t)));
 }
 
 /* A single-channel image (H,W) or (1,H,W) at arg, contiguous. */
@@ -113,8 +105,8 @@ static image_arg checkplane(lua_State *L, int arg, const char *name) {
     char s[160];
     lpnx_Tensor *t = checklive(L, arg);
     if (!(t->ndim == 2 || (t->ndim == 3 && t->size[0] == 1)))
-        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s (H,W) or (1,H,W), got %s", name,
-                                              shape_of(s, sizeof s, t)));
+        luaL_argerror(L, arg,
+                      lua_pushfstring(L, "expected %s (H,W) or (1,H,W), got %s", name, lpnx_shape_of(s, sizeof s, t)));
     t = lpnx_checkcontiguous(L, arg);
     image_arg a = {t, 1, t->size[t->ndim - 2], t->size[t->ndim - 1]};
     return a;
@@ -366,9 +358,10 @@ static lpnx_Tensor *checkfield(lua_State *L, int arg, const image_arg *a) {
     lpnx_Tensor *f = checklive(L, arg);
     if (f->ndim != 3 || f->size[0] != 2 || f->size[1] != a->H || f->size[2] != a->W) {
         const lpnx_Tensor want = {.ndim = 3, .size = {2, a->H, a->W}};
-        luaL_argerror(L, arg, lua_pushfstring(L, "expected field %s (dx, dy) to match the image %s, got %s",
-                                              shape_of(s1, sizeof s1, &want), shape_of(s2, sizeof s2, a->t),
-                                              shape_of(s3, sizeof s3, f)));
+        luaL_argerror(L, arg,
+                      lua_pushfstring(L, "expected field %s (dx, dy) to match the image %s, got %s",
+                                      lpnx_shape_of(s1, sizeof s1, &want), lpnx_shape_of(s2, sizeof s2, a->t),
+                                      lpnx_shape_of(s3, sizeof s3, f)));
     }
     return lpnx_checkcontiguous(L, arg);
 }
@@ -532,8 +525,9 @@ static int l_to_rgb(lua_State *L) {
     const int nd = a.t->ndim;
     const int64_t C = nd == 2 ? 1 : a.t->size[nd - 3];
     if (C != 1 && C != 3)
-        luaL_argerror(L, 1, lua_pushfstring(L, "expected 1 channel (or 3, returned as a copy), got %s",
-                                            shape_of(s, sizeof s, a.t)));
+        luaL_argerror(L, 1,
+                      lua_pushfstring(L, "expected 1 channel (or 3, returned as a copy), got %s",
+                                      lpnx_shape_of(s, sizeof s, a.t)));
     int64_t size[LPNX_MAXDIM];
     int ndim = nd == 2 ? 3 : nd;
     if (nd == 2) {
@@ -661,8 +655,9 @@ static int image_overlay(lua_State *L, int ref) {
     char s1[160], s2[160];
     lpnx_Tensor *img = checklive(L, 1);
     if (!(img->ndim == 2 || (img->ndim == 3 && (img->size[0] == 1 || img->size[0] == 3))))
-        luaL_argerror(L, 1, lua_pushfstring(L, "expected image (H,W), (1,H,W) or (3,H,W), got %s",
-                                            shape_of(s1, sizeof s1, img)));
+        luaL_argerror(
+            L, 1,
+            lua_pushfstring(L, "expected image (H,W), (1,H,W) or (3,H,W), got %s", lpnx_shape_of(s1, sizeof s1, img)));
     img = lpnx_checkcontiguous(L, 1);
     const int64_t channels = img->ndim == 3 ? img->size[0] : 1;
     const int64_t H = img->size[img->ndim - 2], W = img->size[img->ndim - 1];
@@ -670,9 +665,10 @@ static int image_overlay(lua_State *L, int ref) {
     const int mask_ok = (mask->ndim == 2 || (mask->ndim == 3 && mask->size[0] == 1)) &&
                         mask->size[mask->ndim - 2] == H && mask->size[mask->ndim - 1] == W;
     if (!mask_ok)
-        luaL_argerror(L, 2, lua_pushfstring(L, "expected mask (%I,%I) or (1,%I,%I) to match image %s, got %s",
-                                            (lua_Integer)H, (lua_Integer)W, (lua_Integer)H, (lua_Integer)W,
-                                            shape_of(s1, sizeof s1, img), shape_of(s2, sizeof s2, mask)));
+        luaL_argerror(L, 2,
+                      lua_pushfstring(L, "expected mask (%I,%I) or (1,%I,%I) to match image %s, got %s", (lua_Integer)H,
+                                      (lua_Integer)W, (lua_Integer)H, (lua_Integer)W, lpnx_shape_of(s1, sizeof s1, img),
+                                      lpnx_shape_of(s2, sizeof s2, mask)));
     mask = lpnx_checkcontiguous(L, 2);
     checkopts(L, 3, keys);
     lpnx_overlay_opts o = {{1, 0, 0}, 0.4f, 1, {1, 0, 0}, 1};

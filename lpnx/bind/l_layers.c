@@ -55,16 +55,6 @@
 
 /* ---- argument helpers ------------------------------------------------ */
 
-/* Formats sizes as "(2,3,4,4)" into buf. */
-static const char *shape_of(char *buf, size_t len, const lpnx_Tensor *t) {
-    size_t at = 0;
-    buf[at++] = '(';
-    for (int d = 0; d < t->ndim && at + 24 < len; d++)
-        at += (size_t)snprintf(buf + at, len - at, d ? ",%lld" : "%lld", (long long)t->size[d]);
-    snprintf(buf + at, len - at, ")");
-    return buf;
-}
-
 static lpnx_Tensor *checklive(lua_State *L, int arg) {
     lpnx_Tensor *t = lpnx_checktensor(L, arg);
     if (!t->storage) luaL_argerror(L, arg, "tensor was closed");
@@ -99,8 +89,9 @@ static float *checkchannel(lua_State *L, int arg, const char *name, int64_t C, i
     char s[160];
     lpnx_Tensor *t = checklive(L, arg);
     if (t->ndim != 1 || t->size[0] != C)
-        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s (%I) to match input channels %I, got %s",
-                                              name, (lua_Integer)C, (lua_Integer)C, shape_of(s, sizeof s, t)));
+        luaL_argerror(L, arg,
+                      lua_pushfstring(L, "expected %s (%I) to match input channels %I, got %s", name, (lua_Integer)C,
+                                      (lua_Integer)C, lpnx_shape_of(s, sizeof s, t)));
     t = inplace ? lpnx_checkcontiguous_inplace(L, arg) : lpnx_checkcontiguous(L, arg);
     return lpnx_tensor_data(t);
 }
@@ -114,9 +105,9 @@ static lpnx_Tensor *checklike(lua_State *L, int arg, const char *name, const lpn
     int same = t->ndim == like->ndim;
     for (int d = 0; same && d < t->ndim; d++) same = t->size[d] == like->size[d];
     if (!same)
-        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s %s to match %s, got %s", name,
-                                              shape_of(s1, sizeof s1, like), like_name,
-                                              shape_of(s2, sizeof s2, t)));
+        luaL_argerror(L, arg,
+                      lua_pushfstring(L, "expected %s %s to match %s, got %s", name, lpnx_shape_of(s1, sizeof s1, like),
+                                      like_name, lpnx_shape_of(s2, sizeof s2, t)));
     return lpnx_checkcontiguous(L, arg);
 }
 
@@ -131,22 +122,6 @@ static void checkplane(lua_State *L, int arg, int64_t H, int64_t W, const char *
 static float *data(const lpnx_Tensor *t) { return lpnx_tensor_data(t); }
 
 /* ---- output buffers -------------------------------------------------- */
-
-/* Floats from t's offset to one past its last element (0 when empty). */
-static size_t extent(const lpnx_Tensor *t) {
-    size_t last = 0;
-    if (lpnx_tensor_numel(t) == 0) return 0;
-    for (int d = 0; d < t->ndim; d++) last += (size_t)(t->size[d] - 1) * (size_t)t->stride[d];
-    return last + 1;
-}
-
-/* 1 when the spans of a and b overlap in one storage (a strided tensor
- * counts as its whole span). */
-static int overlaps(const lpnx_Tensor *a, const lpnx_Tensor *b) {
-    if (!a || !b || !a->storage || a->storage != b->storage) return 0;
-    size_t na = extent(a), nb = extent(b);
-    return na && nb && a->offset < b->offset + nb && b->offset < a->offset + na;
-}
 
 /* 1 when a and b are the same view: one storage, offset and shape. */
 static int same_view(const lpnx_Tensor *a, const lpnx_Tensor *b) {
@@ -173,15 +148,16 @@ static lpnx_Tensor *opt_output(lua_State *L, int arg, const char *what, const ch
         lpnx_Tensor want = {0};
         want.ndim = ndim;
         for (int d = 0; d < ndim; d++) want.size[d] = size[d];
-        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s %s to hold the %s, got %s", what,
-                                              shape_of(s1, sizeof s1, &want), role, shape_of(s2, sizeof s2, t)));
+        luaL_argerror(L, arg,
+                      lua_pushfstring(L, "expected %s %s to hold the %s, got %s", what,
+                                      lpnx_shape_of(s1, sizeof s1, &want), role, lpnx_shape_of(s2, sizeof s2, t)));
     }
     if (!lpnx_tensor_is_contiguous(t))
         luaL_argerror(L, arg, lua_pushfstring(L, "expected %s to be contiguous: it is written in place", what));
     for (const int *a = args; *a; a++) {
         const lpnx_Tensor *other = lpnx_testtensor(L, *a);
         if (*a == same && same_view(t, other)) continue;
-        if (overlaps(t, other))
+        if (lpnx_overlaps(t, other))
             luaL_argerror(L, arg, lua_pushfstring(L, "%s must not share memory with %s", what, names));
     }
     return t;
@@ -211,32 +187,58 @@ static void check_status(lua_State *L, lpnx_status st, const char *what) {
 
 /* ---- batch normalisation --------------------------------------------- */
 
-static int batchnorm_train(lua_State *L, int ref) {
+/* The arguments the train-mode forward passes share, at 1..9: x, weight,
+ * bias, running_mean, running_var, momentum, eps, save_mean, save_invstd. */
+typedef struct {
+    lpnx_Tensor *x;
+    int64_t N, C, HW;
+    const float *weight, *bias;
+    float *running_mean, *running_var, *save_mean, *save_invstd;
+    double momentum, eps;
+} bn_train_args;
+
+static bn_train_args check_bn_train(lua_State *L) {
+    bn_train_args a;
+    a.x = lpnx_checknchw(L, 1);
+    a.N = a.x->size[0];
+    a.C = a.x->size[1];
+    a.HW = mul(a.x->size[2], a.x->size[3]);
+    a.weight = checkchannel(L, 2, "weight", a.C, 0);
+    a.bias = checkchannel(L, 3, "bias", a.C, 0);
+    a.running_mean = checkchannel(L, 4, "running_mean", a.C, 1);
+    a.running_var = checkchannel(L, 5, "running_var", a.C, 1);
+    a.momentum = luaL_checknumber(L, 6);
+    if (!(a.momentum >= 0 && a.momentum <= 1))
+        luaL_argerror(L, 6, lua_pushfstring(L, "momentum must be in [0, 1], got %f", a.momentum));
+    a.eps = checkeps(L, 7);
+    a.save_mean = checkchannel(L, 8, "save_mean", a.C, 1);
+    a.save_invstd = checkchannel(L, 9, "save_invstd", a.C, 1);
+    return a;
+}
+
+/* The output buffer at arg (nil: a new one) for check_bn_train's x. */
+static lpnx_Tensor *bn_train_output(lua_State *L, int arg, const bn_train_args *a) {
     static const int args[] = {1, 2, 3, 4, 5, 8, 9, 0};
+    lpnx_Tensor *out =
+        opt_output(L, arg, "y", "output", 4, a->x->size, args, 0, "x, the per-channel tensors or the saved statistics");
+    return result(L, out, arg, 4, a->x->size, 0);
+}
+
+static int batchnorm_train(lua_State *L, int ref) {
     char s[160];
     lua_settop(L, 10); /* missing arguments become nil; copies go above them */
-    lpnx_Tensor *x = lpnx_checknchw(L, 1);
-    const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
-    const float *weight = checkchannel(L, 2, "weight", C, 0);
-    const float *bias = checkchannel(L, 3, "bias", C, 0);
-    float *running_mean = checkchannel(L, 4, "running_mean", C, 1);
-    float *running_var = checkchannel(L, 5, "running_var", C, 1);
-    double momentum = luaL_checknumber(L, 6);
-    if (!(momentum >= 0 && momentum <= 1))
-        luaL_argerror(L, 6, lua_pushfstring(L, "momentum must be in [0, 1], got %f", momentum));
-    double eps = checkeps(L, 7);
-    float *save_mean = checkchannel(L, 8, "save_mean", C, 1);
-    float *save_invstd = checkchannel(L, 9, "save_invstd", C, 1);
-    if (mul(N, HW) <= 1)
-        luaL_argerror(L, 1, lua_pushfstring(L, "expected more than 1 value per channel when training, "
-                                               "got input %s", shape_of(s, sizeof s, x)));
-    lpnx_Tensor *out = opt_output(L, 10, "y", "output", 4, x->size, args, 0,
-                                  "x, the per-channel tensors or the saved statistics");
-    lpnx_Tensor *y = result(L, out, 10, 4, x->size, 0);
-    if (C == 0) return 1;
-    (ref ? lpnx_ref_batchnorm_train_forward : lpnx_batchnorm_train_forward)(
-        data(y), save_mean, save_invstd, running_mean, running_var, data(x), weight, bias,
-        N, C, HW, momentum, eps);
+    const bn_train_args a = check_bn_train(L);
+    if (mul(a.N, a.HW) <= 1)
+        luaL_argerror(L, 1,
+                      lua_pushfstring(L,
+                                      "expected more than 1 value per channel when training, "
+                                      "got input %s",
+                                      lpnx_shape_of(s, sizeof s, a.x)));
+    lpnx_Tensor *y = bn_train_output(L, 10, &a);
+    if (a.C == 0) return 1;
+    (ref ? lpnx_ref_batchnorm_train_forward
+         : lpnx_batchnorm_train_forward)(data(y), a.save_mean, a.save_invstd, a.running_mean, a.running_var, data(a.x),
+                                         a.weight, a.bias, a.N, a.C, a.HW, a.momentum, a.eps);
     return 1;
 }
 
@@ -392,32 +394,18 @@ static int batchnorm_sqdev(lua_State *L, int ref) {
 }
 
 static int batchnorm_train_apply(lua_State *L, int ref) {
-    static const int args[] = {1, 2, 3, 4, 5, 8, 9, 0};
     lua_settop(L, 13);
-    lpnx_Tensor *x = lpnx_checknchw(L, 1);
-    const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
-    const float *weight = checkchannel(L, 2, "weight", C, 0);
-    const float *bias = checkchannel(L, 3, "bias", C, 0);
-    float *running_mean = checkchannel(L, 4, "running_mean", C, 1);
-    float *running_var = checkchannel(L, 5, "running_var", C, 1);
-    double momentum = luaL_checknumber(L, 6);
-    if (!(momentum >= 0 && momentum <= 1))
-        luaL_argerror(L, 6, lua_pushfstring(L, "momentum must be in [0, 1], got %f", momentum));
-    double eps = checkeps(L, 7);
-    float *save_mean = checkchannel(L, 8, "save_mean", C, 1);
-    float *save_invstd = checkchannel(L, 9, "save_invstd", C, 1);
-    const double *mean = checknumbers(L, 10, "mean", C);
-    const double *ss = checknumbers(L, 11, "ss", C);
-    double count = checkcount(L, 12, mul(N, HW));
-    for (int64_t c = 0; c < C; c++)
+    const bn_train_args a = check_bn_train(L);
+    const double *mean = checknumbers(L, 10, "mean", a.C);
+    const double *ss = checknumbers(L, 11, "ss", a.C);
+    double count = checkcount(L, 12, mul(a.N, a.HW));
+    for (int64_t c = 0; c < a.C; c++)
         if (!(ss[c] >= 0)) luaL_argerror(L, 11, lua_pushfstring(L, "expected ss[%I] >= 0", (lua_Integer)c + 1));
-    lpnx_Tensor *out = opt_output(L, 13, "y", "output", 4, x->size, args, 0,
-                                  "x, the per-channel tensors or the saved statistics");
-    lpnx_Tensor *y = result(L, out, 13, 4, x->size, 0);
-    if (C == 0) return 1;
-    (ref ? lpnx_ref_batchnorm_train_apply : lpnx_batchnorm_train_apply)(
-        data(y), save_mean, save_invstd, running_mean, running_var, data(x), weight, bias, mean, ss, count,
-        N, C, HW, momentum, eps);
+    lpnx_Tensor *y = bn_train_output(L, 13, &a);
+    if (a.C == 0) return 1;
+    (ref ? lpnx_ref_batchnorm_train_apply
+         : lpnx_batchnorm_train_apply)(data(y), a.save_mean, a.save_invstd, a.running_mean, a.running_var, data(a.x),
+                                       a.weight, a.bias, mean, ss, count, a.N, a.C, a.HW, a.momentum, a.eps);
     return 1;
 }
 
@@ -493,17 +481,19 @@ static int maxpool2d_forward(lua_State *L, int ref) {
     d.H = x->size[2];
     d.W = x->size[3];
     if (d.H < 1 || d.W < 1)
-        luaL_argerror(L, 1, lua_pushfstring(L, "expected a non-empty input plane, got %s",
-                                            shape_of(s, sizeof s, x)));
+        luaL_argerror(L, 1,
+                      lua_pushfstring(L, "expected a non-empty input plane, got %s", lpnx_shape_of(s, sizeof s, x)));
     checkplane(L, 1, d.H, d.W, "input");
     const int64_t span_h = d.H + 2 * d.ph - d.kh, span_w = d.W + 2 * d.pw - d.kw;
     d.Ho = span_h < 0 ? 0 : span_h / d.sh + 1;
     d.Wo = span_w < 0 ? 0 : span_w / d.sw + 1;
     if (d.Ho < 1 || d.Wo < 1)
-        luaL_argerror(L, 1, lua_pushfstring(L, "output size is too small: input %s with kernel %dx%d, "
-                                               "stride %dx%d, padding %dx%d gives %dx%d",
-                                            shape_of(s, sizeof s, x), (int)d.kh, (int)d.kw, (int)d.sh,
-                                            (int)d.sw, (int)d.ph, (int)d.pw, (int)d.Ho, (int)d.Wo));
+        luaL_argerror(L, 1,
+                      lua_pushfstring(L,
+                                      "output size is too small: input %s with kernel %dx%d, "
+                                      "stride %dx%d, padding %dx%d gives %dx%d",
+                                      lpnx_shape_of(s, sizeof s, x), (int)d.kh, (int)d.kw, (int)d.sh, (int)d.sw,
+                                      (int)d.ph, (int)d.pw, (int)d.Ho, (int)d.Wo));
     int64_t size[4] = {x->size[0], x->size[1], d.Ho, d.Wo};
     lpnx_Tensor *out_y = opt_output(L, 8, "y", "output", 4, size, args_y, 0, "x");
     lpnx_Tensor *out_indices = opt_output(L, 9, "indices", "argmax positions", 4, size, args_indices, 0, "x or y");
@@ -584,8 +574,8 @@ static int resample_forward(lua_State *L, resample_fn fast, resample_ref_fn ref,
     int64_t Ho = checkrange(L, 2, "output height", 1);
     int64_t Wo = checkrange(L, 3, "output width", 1);
     if (x->size[2] < 1 || x->size[3] < 1)
-        luaL_argerror(L, 1, lua_pushfstring(L, "expected a non-empty input plane, got %s",
-                                            shape_of(s, sizeof s, x)));
+        luaL_argerror(L, 1,
+                      lua_pushfstring(L, "expected a non-empty input plane, got %s", lpnx_shape_of(s, sizeof s, x)));
     int64_t size[4] = {x->size[0], x->size[1], Ho, Wo};
     lpnx_Tensor *out = opt_output(L, 4, "y", "output", 4, size, args, 0, "x");
     lpnx_Tensor *y = result(L, out, 4, 4, size, 0);
@@ -605,8 +595,8 @@ static int resample_backward(lua_State *L, resample_fn fast, resample_ref_fn ref
     int64_t H = checkrange(L, 2, "input height", 1);
     int64_t W = checkrange(L, 3, "input width", 1);
     if (gy->size[2] < 1 || gy->size[3] < 1)
-        luaL_argerror(L, 1, lua_pushfstring(L, "expected a non-empty gy plane, got %s",
-                                            shape_of(s, sizeof s, gy)));
+        luaL_argerror(L, 1,
+                      lua_pushfstring(L, "expected a non-empty gy plane, got %s", lpnx_shape_of(s, sizeof s, gy)));
     int64_t size[4] = {gy->size[0], gy->size[1], H, W};
     lpnx_Tensor *out = opt_output(L, 4, "gx", "input gradient", 4, size, args, 0, "gy");
     lpnx_Tensor *gx = result(L, out, 4, 4, size, 1);

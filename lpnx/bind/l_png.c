@@ -16,22 +16,6 @@
 
 #define SHAPE_LEN 160
 
-/* "(3,4,5)"; "scalar" for a 0-dim tensor. */
-static const char *shape(char *buf, const lpnx_Tensor *t) {
-    size_t used = 0;
-    if (t->ndim == 0) {
-        snprintf(buf, SHAPE_LEN, "scalar");
-        return buf;
-    }
-    for (int d = 0; d < t->ndim && used < SHAPE_LEN; d++) {
-        int n = snprintf(buf + used, SHAPE_LEN - used, "%s%lld%s", d ? "," : "(", (long long)t->size[d],
-                         d == t->ndim - 1 ? ")" : "");
-        if (n < 0) break;
-        used += (size_t)n;
-    }
-    return buf;
-}
-
 static int l_read(lua_State *L) {
     char err[512];
     lpnx_png_info info;
@@ -93,14 +77,18 @@ static int l_write(lua_State *L) {
         h = t->size[1];
         w = t->size[2];
     } else {
-        return luaL_argerror(L, 2, lua_pushfstring(L, "expected an image (C,H,W) with C = 1, 2, 3 or 4, or (H,W), got %s",
-                                                   shape(s1, t)));
+        return luaL_argerror(L, 2,
+                             lua_pushfstring(L, "expected an image (C,H,W) with C = 1, 2, 3 or 4, or (H,W), got %s",
+                                             lpnx_shape_of(s1, SHAPE_LEN, t)));
     }
     if (h < 1 || w < 1)
-        return luaL_argerror(L, 2, lua_pushfstring(L, "expected an image of at least 1x1 pixels, got %s", shape(s1, t)));
+        return luaL_argerror(
+            L, 2,
+            lua_pushfstring(L, "expected an image of at least 1x1 pixels, got %s", lpnx_shape_of(s1, SHAPE_LEN, t)));
     if (h > 0x7fffffff || w > 0x7fffffff)
-        return luaL_argerror(L, 2, lua_pushfstring(L, "expected at most 2147483647 rows and columns, got %s",
-                                                   shape(s1, t)));
+        return luaL_argerror(L, 2,
+                             lua_pushfstring(L, "expected at most 2147483647 rows and columns, got %s",
+                                             lpnx_shape_of(s1, SHAPE_LEN, t)));
     lua_settop(L, 3);
     t = lpnx_checkcontiguous(L, 2); /* a copy pushed at 4 when t is a strided view */
     unsigned char *png = NULL;

@@ -21,22 +21,6 @@
 #define CSV_HOLDER_MT "lpnx.CsvHolder"
 #define SHAPE_LEN 160
 
-/* "(3,4,5)"; "scalar" for a 0-dim tensor. */
-static const char *shape(char *buf, const lpnx_Tensor *t) {
-    size_t used = 0;
-    if (t->ndim == 0) {
-        snprintf(buf, SHAPE_LEN, "scalar");
-        return buf;
-    }
-    for (int d = 0; d < t->ndim && used < SHAPE_LEN; d++) {
-        int n = snprintf(buf + used, SHAPE_LEN - used, "%s%lld%s", d ? "," : "(", (long long)t->size[d],
-                         d == t->ndim - 1 ? ")" : "");
-        if (n < 0) break;
-        used += (size_t)n;
-    }
-    return buf;
-}
-
 /* ---- rle ------------------------------------------------------------- */
 
 static lpnx_rle_format opt_format(lua_State *L, int arg) {
@@ -95,10 +79,13 @@ static int l_rle_encode(lua_State *L) {
         h = t->size[1];
         w = t->size[2];
     } else {
-        return luaL_argerror(L, 1, lua_pushfstring(L, "expected a mask (H,W) or (1,H,W), got %s", shape(s1, t)));
+        return luaL_argerror(
+            L, 1, lua_pushfstring(L, "expected a mask (H,W) or (1,H,W), got %s", lpnx_shape_of(s1, SHAPE_LEN, t)));
     }
     if (h < 1 || w < 1)
-        return luaL_argerror(L, 1, lua_pushfstring(L, "expected a mask of at least 1x1 pixels, got %s", shape(s1, t)));
+        return luaL_argerror(
+            L, 1,
+            lua_pushfstring(L, "expected a mask of at least 1x1 pixels, got %s", lpnx_shape_of(s1, SHAPE_LEN, t)));
     lpnx_rle_format fmt = opt_format(L, 2);
     lua_settop(L, 2);
     t = lpnx_checkcontiguous(L, 1); /* a copy pushed at 3 when t is a strided view */

@@ -1192,21 +1192,6 @@ static int l_matmul(lua_State *L) {
 
 /* ---- cat ------------------------------------------------------------- */
 
-/* Floats from t's offset to one past its last element (0 when empty). */
-static size_t extent(const lpnx_Tensor *t) {
-    size_t last = 0;
-    if (lpnx_tensor_numel(t) == 0) return 0;
-    for (int d = 0; d < t->ndim; d++) last += (size_t)(t->size[d] - 1) * (size_t)t->stride[d];
-    return last + 1;
-}
-
-/* 1 when the spans of a and b overlap in one storage. */
-static int shares_memory(const lpnx_Tensor *a, const lpnx_Tensor *b) {
-    if (!a->storage || a->storage != b->storage) return 0;
-    size_t na = extent(a), nb = extent(b);
-    return na && nb && a->offset < b->offset + nb && b->offset < a->offset + na;
-}
-
 /* lpnx.cat(list [, dim [, out]]): the tensors of list joined along dim
  * (default 1), into out when it is given (a tensor of exactly the joined
  * shape, any layout, sharing no memory with the inputs; it is returned),
@@ -1257,7 +1242,7 @@ static int l_cat(lua_State *L) {
             return luaL_argerror(L, 3, "out is an expanded tensor: several elements share memory");
         for (int i = 1; i <= n; i++) {
             lua_geti(L, 1, i);
-            int clash = shares_memory(out, lpnx_testtensor(L, -1));
+            int clash = lpnx_overlaps(out, lpnx_testtensor(L, -1));
             lua_pop(L, 1);
             if (clash)
                 return luaL_argerror(L, 3, lua_pushfstring(L, "out must not share memory with tensor %d of the list", i));

@@ -370,11 +370,13 @@ static void col2im(float *x, const float *col, int64_t ld, int64_t p0, int64_t n
 
 /* Tile t of the plan: images first, first + stride, ... (nn of them) and,
  * for an image in pieces, its columns [*p0, *p0 + *np); *np counts the
- * tile's columns in all. *k: the tile's group. */
-static void tile_span(const col_plan *p, const lpnx_conv2d_group *list, int64_t t, int64_t *k, int64_t *first,
-                      int64_t *stride, int64_t *nn, int64_t *p0, int64_t *np) {
+ * tile's columns in all. *k: the tile's group; *lead: 1 when the tile is
+ * its group's first. */
+static void tile_span(const col_plan *p, const lpnx_conv2d_group *list, int64_t t, int64_t *k, int *lead,
+                      int64_t *first, int64_t *stride, int64_t *nn, int64_t *p0, int64_t *np) {
     int64_t j0, piece;
     lpnx_conv2d_unit(list, p->groups, p->c, p->per_image, t, k, &j0, nn, &piece);
+    *lead = j0 == 0 && piece == 0;
     *first = list[*k].first + j0 * list[*k].stride;
     *stride = list[*k].stride;
     *p0 = piece * p->tile;
@@ -397,7 +399,8 @@ static void tile_forward(float *out, const float *inp, const float *weight, cons
                          float *col, float *y, const col_plan *p, const lpnx_conv2d_group *list,
                          const lpnx_conv2d_dims *d, int64_t t, int par) {
     int64_t k, first, stride, nn, p0, np;
-    tile_span(p, list, t, &k, &first, &stride, &nn, &p0, &np);
+    int lead;
+    tile_span(p, list, t, &k, &lead, &first, &stride, &nn, &p0, &np);
     const int64_t P = p->P, cout = d->cout;
     tile_columns(col, inp, p, d, first, stride, nn, p0, np, par);
     float *dst = out + first * cout * P + p0; /* (cout, np) with leading dimension P */
@@ -416,15 +419,16 @@ static void tile_forward(float *out, const float *inp, const float *weight, cons
                 memcpy(out + ((first + i * stride) * cout + co) * P, y + co * np + i * P, (size_t)P * sizeof(float));
 }
 
-/* Backward of tile t: dweight = (first: the group's first tile) or +=
- * dout col^T, dweight being the group's part; and dinp +=
- * col2im(weight^T dout) when dinp is given. col (K, np) and y (cout, np)
- * are scratch. */
-static void tile_backward(float *dinp, float *dweight, int first_tile, const float *dout, const float *inp,
-                          const float *weight, float *col, float *y, const col_plan *p,
-                          const lpnx_conv2d_group *list, const lpnx_conv2d_dims *d, int64_t t, int par) {
+/* Backward of tile t: its group's part of the weight gradient (wparts:
+ * (groups, cout, K)) = (the group's first tile) or += dout col^T; and
+ * dinp += col2im(weight^T dout) when dinp is given. col (K, np) and
+ * y (cout, np) are scratch. */
+static void tile_backward(float *dinp, float *wparts, const float *dout, const float *inp, const float *weight,
+                          float *col, float *y, const col_plan *p, const lpnx_conv2d_group *list,
+                          const lpnx_conv2d_dims *d, int64_t t, int par) {
     int64_t k, first, stride, nn, p0, np;
-    tile_span(p, list, t, &k, &first, &stride, &nn, &p0, &np);
+    int lead;
+    tile_span(p, list, t, &k, &lead, &first, &stride, &nn, &p0, &np);
     const int64_t P = p->P, cout = d->cout, K = p->K, in_image = d->cin * d->h * d->w;
     tile_columns(col, inp, p, d, first, stride, nn, p0, np, par);
     const float *gy = dout + first * cout * P + p0; /* (cout, np) with leading dimension P */
@@ -436,7 +440,7 @@ static void tile_backward(float *dinp, float *dweight, int first_tile, const flo
         gy = y;
         ld = np;
     }
-    gemm(0, 1, cout, K, np, gy, ld, col, np, first_tile ? 0.0f : 1.0f, dweight, K);
+    gemm(0, 1, cout, K, np, gy, ld, col, np, lead ? 0.0f : 1.0f, wparts + k * cout * K, K);
     if (!dinp) return;
     gemm(1, 0, K, np, cout, weight, K, gy, ld, 0.0f, col, np);
     if (nn == 1) {
@@ -536,14 +540,8 @@ void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
     } else {
         const col_plan p = make_col_plan(d);
         if (p.threads_back == 1) {
-            int64_t prev = -1;
-            for (int64_t t = 0; t < p.count; t++) {
-                int64_t k, j0, nn, piece;
-                lpnx_conv2d_unit(gs.list, gs.count, p.c, p.per_image, t, &k, &j0, &nn, &piece);
-                tile_backward(dinp, gs.wparts + k * cout * K, k != prev, dout, inp, weight, col, col + p.col_floats,
-                              &p, gs.list, d, t, p.par);
-                prev = k;
-            }
+            for (int64_t t = 0; t < p.count; t++)
+                tile_backward(dinp, gs.wparts, dout, inp, weight, col, col + p.col_floats, &p, gs.list, d, t, p.par);
         } else {
             /* Each thread takes whole groups; a group's tiles go in order. */
 #pragma omp parallel num_threads(p.threads_back)
@@ -560,8 +558,7 @@ void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
                     const int64_t t0 = lpnx_conv2d_units(gs.list, k, p.c, p.per_image);
                     const int64_t t1 = t0 + lpnx_conv2d_units(gs.list + k, 1, p.c, p.per_image);
                     for (int64_t t = t0; t < t1; t++)
-                        tile_backward(dinp, gs.wparts + k * cout * K, t == t0, dout, inp, weight, mycol, myy, &p,
-                                      gs.list, d, t, 0);
+                        tile_backward(dinp, gs.wparts, dout, inp, weight, mycol, myy, &p, gs.list, d, t, 0);
                 }
             }
         }

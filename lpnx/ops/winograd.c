@@ -154,12 +154,12 @@ static plan make_plan(const lpnx_conv2d_dims *d, int m) {
 }
 
 /* Block b: the images *imgs (a run of one group's images) and their
- * tiles [*t0, *t0 + *nb), numbered image by image; *k: the group. */
-static void block_span(const plan *p, int64_t b, lpnx_conv2d_group *imgs, int64_t *k, int64_t *t0, int64_t *nb) {
-    int64_t j0, nn, piece;
-    lpnx_conv2d_unit(p->list, p->groups, p->c, p->image_blocks, b, k, &j0, &nn, &piece);
-    imgs->first = p->list[*k].first + j0 * p->list[*k].stride;
-    imgs->stride = p->list[*k].stride;
+ * tiles [*t0, *t0 + *nb), numbered image by image. */
+static void block_span(const plan *p, int64_t b, lpnx_conv2d_group *imgs, int64_t *t0, int64_t *nb) {
+    int64_t k, j0, nn, piece;
+    lpnx_conv2d_unit(p->list, p->groups, p->c, p->image_blocks, b, &k, &j0, &nn, &piece);
+    imgs->first = p->list[k].first + j0 * p->list[k].stride;
+    imgs->stride = p->list[k].stride;
     imgs->count = nn;
     if (p->image_blocks == 1) {
         *t0 = 0;
@@ -805,8 +805,8 @@ static void input_block(float *V, const float *inp, const plan *p, const lpnx_co
 
 /* dinp += the patches B dV B^T of tiles [t0, t0 + nb), V holding dV.
  * Neighbouring patches overlap: parallel over channels. */
-static void input_block_adjoint(float *dinp, const float *V, const plan *p, const lpnx_conv2d_group *grp, int64_t t0, int64_t nb,
-                                const lpnx_conv2d_dims *d, int par) {
+static void input_block_adjoint(float *dinp, const float *V, const plan *p, const lpnx_conv2d_group *grp,
+                                int64_t t0, int64_t nb, const lpnx_conv2d_dims *d, int par) {
     const int64_t h = d->h, w = d->w, cin = d->cin, ld = p->ld;
 #pragma omp parallel for schedule(static) if (par && cin * nb * p->positions >= LPNX_PARALLEL_MIN)
     for (int64_t c = 0; c < cin; c++) {
@@ -839,8 +839,8 @@ static void output_block(float *out, const float *M, const float *bias, const pl
 }
 
 /* M = A dY A^T for tiles [t0, t0 + nb), dY read from dout. */
-static void output_block_adjoint(float *M, const float *dout, const plan *p, const lpnx_conv2d_group *grp, int64_t t0, int64_t nb,
-                                 const lpnx_conv2d_dims *d, int par) {
+static void output_block_adjoint(float *M, const float *dout, const plan *p, const lpnx_conv2d_group *grp,
+                                 int64_t t0, int64_t nb, const lpnx_conv2d_dims *d, int par) {
     const int64_t ho = d->ho, wo = d->wo, cout = d->cout, ld = p->ld;
 #pragma omp parallel for schedule(static) if (par && cout * nb * p->positions >= LPNX_PARALLEL_MIN)
     for (int64_t co = 0; co < cout; co++) {
@@ -892,8 +892,8 @@ void lpnx_winograd_forward(float *out, const float *inp, const float *weight, co
         float *V = buffers, *M = V + p.v_floats;
         for (int64_t b = 0; b < p.count; b++) {
             lpnx_conv2d_group imgs;
-            int64_t k, t0, nb;
-            block_span(&p, b, &imgs, &k, &t0, &nb);
+            int64_t t0, nb;
+            block_span(&p, b, &imgs, &t0, &nb);
             input_block(V, inp, &p, &imgs, t0, nb, d, p.par);
             products(M, U, V, nb, &p, d, p.par);
             output_block(out, M, bias, &p, &imgs, t0, nb, d, p.par);
@@ -906,8 +906,8 @@ void lpnx_winograd_forward(float *out, const float *inp, const float *weight, co
 #pragma omp for schedule(dynamic, 1)
         for (int64_t b = 0; b < p.count; b++) {
             lpnx_conv2d_group imgs;
-            int64_t k, t0, nb;
-            block_span(&p, b, &imgs, &k, &t0, &nb);
+            int64_t t0, nb;
+            block_span(&p, b, &imgs, &t0, &nb);
             input_block(V, inp, &p, &imgs, t0, nb, d, 0);
             products(M, U, V, nb, &p, d, 0);
             output_block(out, M, bias, &p, &imgs, t0, nb, d, 0);
@@ -935,8 +935,8 @@ static void backward_group(float *dinp, float *dweight, float *dU, float *V, flo
     const int64_t b1 = b0 + lpnx_conv2d_units(p->list + k, 1, p->c, p->image_blocks);
     for (int64_t b = b0; b < b1; b++) {
         lpnx_conv2d_group imgs;
-        int64_t kk, t0, nb;
-        block_span(p, b, &imgs, &kk, &t0, &nb);
+        int64_t t0, nb;
+        block_span(p, b, &imgs, &t0, &nb);
         backward_block(dinp, dU, b > b0 ? 1.0f : 0.0f, V, M, dout, inp, U, p, &imgs, t0, nb, d, par);
     }
     memset(dweight, 0, (size_t)(d->cout * d->cin * 9) * sizeof(float));
