@@ -299,7 +299,10 @@ describe("modules reuse their buffers (Torch7's rule)", function()
       return c
     end
     check(conv, {2, 3, 7, 6}, {1, 3, 5, 5},
-          {fresh = function(x) return K.conv2d_forward(x, conv.weight, conv.bias, 2, 2, 1, 1, 1, 1) end,
+          {fresh = function(x)
+             return K.conv2d_forward(x, conv.weight, conv.bias, 2, 2, 1, 1, 1, 1, nil, nil,
+                                     lpnx.conv_algorithm_for("train"))
+           end,
            fresh_module = conv_like})
     local bn = nn.BatchNorm2d(3):eval()
     bn.running_mean:copy_(lpnx.randn(3))

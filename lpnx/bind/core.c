@@ -1,10 +1,12 @@
 /* luaopen_lpnx_core: the one entry point of the extension. Each part
  * registers its own metatable and functions into the module table. */
+#include "../ops/ops.h"
 #include "bind.h"
 
 int luaopen_lpnx_core(lua_State *L);
 
 int luaopen_lpnx_core(lua_State *L) {
+    lpnx_set_num_threads(lpnx_get_num_threads()); /* OpenBLAS on one thread from the start */
     lua_newtable(L);
     lpnx_open_tensor(L);
     lpnx_open_random(L);

@@ -3,11 +3,14 @@
  * ref/conv2d_ref.c with the same signatures as lpnx.ref.conv2d_*.
  *
  *   conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
- *                  [, workspace [, y]]) -> y
+ *                  [, workspace [, y [, algo]]]) -> y
  *   conv2d_backward(x, w, gy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
- *                   gw, gb, need_gx [, workspace [, gx]]) -> gx or nil
+ *                   gw, gb, need_gx [, workspace [, gx [, algo]]]) -> gx or nil
  *   conv2d_output_size(H, W, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w) -> Ho, Wo
- *   conv2d_workspace_size(x, w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w) -> floats
+ *   conv2d_workspace_size(x, w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w [, algo]) -> floats
+ *
+ * algo is "winograd" (the default), "winograd2", "direct" or "double"
+ * (ops/conv2d.h); a workspace must be sized for the same algo.
  *   set_batch_parts(n), batch_parts() -> n    n processes share each batch
  *     (interleaved; a power of two): the kernels then group images as the
  *     whole batch would be grouped (ops/conv2d.h)
@@ -81,6 +84,14 @@ static void read_geometry(lua_State *L, int first, int xarg, const lpnx_Tensor *
     if (int_product(d->ho, d->wo) < 0)
         luaL_argerror(L, xarg, lua_pushfstring(L, "output %Ix%I has more than %d pixels per channel",
                                                (lua_Integer)d->ho, (lua_Integer)d->wo, INT_MAX));
+}
+
+/* The algorithm named at arg (nil: winograd) into d. */
+static void read_algo(lua_State *L, int arg, lpnx_conv2d_dims *d) {
+    static const char *const names[] = {"winograd", "winograd2", "direct", "double", NULL};
+    static const lpnx_conv2d_algo algos[] = {LPNX_CONV_WINOGRAD, LPNX_CONV_WINOGRAD2, LPNX_CONV_DIRECT,
+                                             LPNX_CONV_DOUBLE};
+    d->algo = algos[luaL_checkoption(L, arg, "winograd", names)];
 }
 
 /* x (N,Cin,H,W) at 1 and weight (Cout,Cin,kh,kw) at 2, both contiguous
@@ -187,9 +198,10 @@ static float *column_buffer(lua_State *L, int arg, const lpnx_conv2d_dims *d,
 }
 
 static int conv2d_forward(lua_State *L, int fast) {
-    lua_settop(L, 11); /* missing arguments become nil; copies go above them */
+    lua_settop(L, 12); /* missing arguments become nil; copies go above them */
     lpnx_Tensor *x, *w;
     lpnx_conv2d_dims d;
+    read_algo(L, 12, &d);
     check_input_weight(L, &x, &w, &d);
     lpnx_Tensor *b = opt_vector(L, 3, "bias", d.cout, 0);
     read_geometry(L, 4, 1, x, &d);
@@ -219,9 +231,10 @@ static int conv2d_forward(lua_State *L, int fast) {
 
 static int conv2d_backward(lua_State *L, int fast) {
     char s1[SHAPE_LEN], s2[SHAPE_LEN];
-    lua_settop(L, 14); /* missing arguments become nil; copies go above them */
+    lua_settop(L, 15); /* missing arguments become nil; copies go above them */
     lpnx_Tensor *x, *w;
     lpnx_conv2d_dims d;
+    read_algo(L, 15, &d);
     check_input_weight(L, &x, &w, &d);
     read_geometry(L, 4, 1, x, &d);
     lpnx_Tensor *gy = lpnx_checknchw(L, 3);
@@ -306,9 +319,10 @@ static int l_conv2d_output_size(lua_State *L) {
 /* Floats the fast kernels want in a workspace for this convolution (0
  * when they need none), so that callers can share one buffer. */
 static int l_conv2d_workspace_size(lua_State *L) {
-    lua_settop(L, 8);
+    lua_settop(L, 9);
     lpnx_Tensor *x, *w;
     lpnx_conv2d_dims d;
+    read_algo(L, 9, &d);
     check_input_weight(L, &x, &w, &d);
     read_geometry(L, 3, 1, x, &d);
     lua_pushinteger(L, (lua_Integer)lpnx_conv2d_col_size(&d));

@@ -1145,7 +1145,7 @@ static void batched_gemm(lua_State *L, lpnx_Tensor *out, const lpnx_Tensor *a, c
         ldb = (int)N;
     }
     for (int64_t i = 0; i < B; i++)
-        lpnx_gemm(ta, tb, (int)M, (int)N, (int)K, 1.0f, pa + i * as0, lda, pb + i * bs0, ldb, 0.0f,
+        lpnx_gemm_blocks(ta, tb, (int)M, (int)N, (int)K, 1.0f, pa + i * as0, lda, pb + i * bs0, ldb, 0.0f,
                   po + i * M * N, (int)N);
 }
 

@@ -173,6 +173,8 @@ typedef struct {
 } col_plan;
 
 static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+/* floats rounded up to 64 bytes. */
+static size_t round16(size_t floats) { return (floats + 15) / 16 * 16; }
 static int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
 static int max_threads(void) {
@@ -223,8 +225,9 @@ static col_plan make_col_plan(const lpnx_conv2d_dims *d) {
  * direct sum's (finite-difference checks of small networks see F(4x4)'s
  * few 1e-6). The choice looks at one image, never at the batch. */
 static int use_winograd(const lpnx_conv2d_dims *d) {
+    if (d->algo == LPNX_CONV_DIRECT || d->algo == LPNX_CONV_DOUBLE) return 0;
     if (!lpnx_winograd_applies(d) || d->cin == 0) return 0;
-    if (d->cin >= WINOGRAD4_MIN_CIN && ((d->ho + 3) / 4) * ((d->wo + 3) / 4) >= WINOGRAD_MIN_TILES) return 4;
+    if (d->algo == LPNX_CONV_WINOGRAD && d->cin >= WINOGRAD4_MIN_CIN && ((d->ho + 3) / 4) * ((d->wo + 3) / 4) >= WINOGRAD_MIN_TILES) return 4;
     if (((d->ho + 1) / 2) * ((d->wo + 1) / 2) >= WINOGRAD_MIN_TILES) return 2;
     return 0;
 }
@@ -243,15 +246,36 @@ static group_space groups_of(const lpnx_conv2d_dims *d, float *ws) {
     group_space gs;
     gs.count = lpnx_conv2d_groups(gs.list, d->n);
     const size_t K = (size_t)(d->cin * d->kh * d->kw);
-    gs.floats = (size_t)gs.count * (size_t)d->cout * (K + 1);
+    gs.floats = round16((size_t)gs.count * (size_t)d->cout * (K + 1));
     gs.wparts = ws;
     gs.bparts = ws ? ws + (size_t)gs.count * (size_t)d->cout * K : NULL;
     return gs;
 }
 
+/* Floats of a double-sum forward's workspace after the groups' parts:
+ * the weight in double (cout, K), then per thread the float columns
+ * (K, pixels), their double copy and the double output (cout, pixels);
+ * every piece starts on 64 bytes. */
+static size_t double_thread_floats(const col_plan *p, const lpnx_conv2d_dims *d) {
+    const size_t pixels = p->col_floats / (size_t)imax(p->K, 1);
+    return round16(p->col_floats) + round16(2 * p->col_floats) + round16(2 * (size_t)d->cout * pixels);
+}
+/* Threads of a double-sum forward: each takes whole tiles. */
+static int double_threads(const col_plan *p) {
+    return p->par ? (int)imin(max_threads(), p->count) : 1;
+}
+static size_t double_work_size(const col_plan *p, const lpnx_conv2d_dims *d) {
+    return round16(2 * (size_t)d->cout * (size_t)p->K) + (size_t)double_threads(p) * double_thread_floats(p, d);
+}
+
 size_t lpnx_conv2d_col_size(const lpnx_conv2d_dims *d) {
     size_t work;
-    if (lpnx_conv2d_is_pointwise(d)) {
+    if (d->algo == LPNX_CONV_DOUBLE) {
+        const col_plan p = make_col_plan(d);
+        const size_t back = (size_t)p.threads_back * (p.col_floats + p.y_floats);
+        const size_t fwd = double_work_size(&p, d);
+        work = fwd > back ? fwd : back;
+    } else if (lpnx_conv2d_is_pointwise(d)) {
         work = 0;
     } else if (use_winograd(d)) {
         work = lpnx_winograd_work_size(d, use_winograd(d));
@@ -263,9 +287,12 @@ size_t lpnx_conv2d_col_size(const lpnx_conv2d_dims *d) {
     return groups_of(d, NULL).floats + work;
 }
 
-/* lpnx_gemm that also accepts empty products: with K == 0 the product is
- * zero, so C becomes beta * C (beta is 0 or 1 here). BLAS would reject
- * the leading dimensions of such matrices. */
+/* lpnx_gemm_blocks that also accepts empty products: with K == 0 the
+ * product is zero, so C becomes beta * C (beta is 0 or 1 here). BLAS
+ * would reject the leading dimensions of such matrices. Every product
+ * goes in lpnx_gemm_blocks' blocks, shared among the threads outside a
+ * parallel region and one after another inside one: the same calls to
+ * BLAS, so the same bits, whoever makes them. */
 static void gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, const float *A,
                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M == 0 || N == 0) return;
@@ -274,8 +301,7 @@ static void gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, cons
             for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, (size_t)N * sizeof(float));
         return;
     }
-    lpnx_gemm(trans_a, trans_b, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb, beta, C,
-              (int)ldc);
+    lpnx_gemm_blocks(trans_a, trans_b, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
 
 /* The output columns ow in [*lo, *hi) whose input column
@@ -450,6 +476,59 @@ static void tile_backward(float *dinp, float *wparts, const float *dout, const f
     for (int64_t i = 0; i < nn; i++) col2im(dinp + (first + i * stride) * in_image, col + i * P, np, 0, P, d, par);
 }
 
+/* Forward of tile t with sums in double: the float columns colf (K, np)
+ * are copied to cold and multiplied by the double weight wd (cout, K)
+ * into yd (cout, np), which starts as the bias; each output is rounded
+ * once. */
+static void tile_forward_double(float *out, const float *inp, const double *wd, const float *bias, float *colf,
+                                double *cold, double *yd, const col_plan *p, const lpnx_conv2d_group *list,
+                                const lpnx_conv2d_dims *d, int64_t t) {
+    int64_t k, first, stride, nn, p0, np;
+    int lead;
+    tile_span(p, list, t, &k, &lead, &first, &stride, &nn, &p0, &np);
+    const int64_t P = p->P, cout = d->cout, K = p->K;
+    tile_columns(colf, inp, p, d, first, stride, nn, p0, np, 0);
+    for (int64_t i = 0; i < K * np; i++) cold[i] = colf[i];
+    for (int64_t co = 0; co < cout; co++)
+        for (int64_t i = 0; i < np; i++) yd[co * np + i] = bias ? bias[co] : 0.0;
+    lpnx_dgemm(0, 0, (int)cout, (int)np, (int)K, wd, (int)K, cold, (int)np, 1.0, yd, (int)np);
+    for (int64_t i = 0; i < nn; i++) {
+        const int64_t pixels = nn > 1 ? P : np;
+        for (int64_t co = 0; co < cout; co++) {
+            float *dst = out + ((first + i * stride) * cout + co) * P + p0; /* (pixels) */
+            const double *src = yd + co * np + i * P;
+            for (int64_t q = 0; q < pixels; q++) dst[q] = (float)src[q];
+        }
+    }
+}
+
+/* The forward of LPNX_CONV_DOUBLE: every convolution with a non-empty
+ * image goes through columns, tiles shared out whole among the threads. */
+static void forward_double(float *out, const float *inp, const float *weight, const float *bias, float *col,
+                           const lpnx_conv2d_dims *d) {
+    const col_plan p = make_col_plan(d);
+    col += groups_of(d, NULL).floats;
+    double *wd = (double *)col; /* (cout, K) */
+    for (int64_t i = 0; i < d->cout * p.K; i++) wd[i] = weight[i];
+    float *base = col + round16(2 * (size_t)d->cout * (size_t)p.K);
+    const size_t per = double_thread_floats(&p, d);
+    lpnx_conv2d_group list[1 << LPNX_CONV2D_SPLIT_LEVELS];
+    lpnx_conv2d_groups(list, d->n);
+#pragma omp parallel num_threads(double_threads(&p)) if (double_threads(&p) > 1)
+    {
+#ifdef _OPENMP
+        const int me = omp_get_thread_num();
+#else
+        const int me = 0;
+#endif
+        float *colf = base + (size_t)me * per;                         /* (K, tile) */
+        double *cold = (double *)(colf + round16(p.col_floats));        /* (K, tile) */
+        double *yd = (double *)(colf + round16(p.col_floats) + round16(2 * p.col_floats)); /* (cout, tile) */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < p.count; t++) tile_forward_double(out, inp, wd, bias, colf, cold, yd, &p, list, d, t);
+    }
+}
+
 void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                          float *col, const lpnx_conv2d_dims *d) {
     const int64_t P = d->ho * d->wo;
@@ -459,6 +538,10 @@ void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, cons
 #pragma omp parallel for schedule(static) if (d->n * out_image >= LPNX_PARALLEL_MIN)
         for (int64_t i = 0; i < d->n * d->cout; i++)
             for (int64_t q = 0; q < P; q++) out[i * P + q] = bias ? bias[i % d->cout] : 0.0f;
+        return;
+    }
+    if (d->algo == LPNX_CONV_DOUBLE) {
+        forward_double(out, inp, weight, bias, col, d);
         return;
     }
     if (lpnx_conv2d_is_pointwise(d)) { /* the image is its own column matrix */

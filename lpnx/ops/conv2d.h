@@ -17,6 +17,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* How a convolution is computed. Every algorithm gives the same
+ * convolution; they differ in speed and in rounding:
+ *   WINOGRAD   Winograd F(4x4, 3x3) or F(2x2, 3x3) where an image has
+ *              tiles enough (3x3, stride 1), else im2col + sgemm. The
+ *              fastest; F(4x4)'s transforms add a few 1e-6 of the
+ *              output's scale.
+ *   WINOGRAD2  the same with F(2x2, 3x3) only.
+ *   DIRECT     im2col + sgemm: float sums of cin*kh*kw products.
+ *   DOUBLE     im2col + dgemm (forward): each output is summed in double
+ *              and rounded once, as the direct oracle does; the backward
+ *              runs as DIRECT. */
+typedef enum {
+    LPNX_CONV_WINOGRAD = 0,
+    LPNX_CONV_WINOGRAD2,
+    LPNX_CONV_DIRECT,
+    LPNX_CONV_DOUBLE
+} lpnx_conv2d_algo;
+
 /* Sizes of one convolution. The caller guarantees: all sizes >= 0,
  * kh, kw, strides and dilations >= 1, pads >= 0, ho and wo from
  * lpnx_conv2d_output_size and >= 1, and cin*kh*kw, ho*wo, h*w and cout
@@ -28,6 +46,7 @@ typedef struct {
     int64_t pad_h, pad_w;
     int64_t dil_h, dil_w;
     int64_t ho, wo;              /* output (n, cout, ho, wo) */
+    lpnx_conv2d_algo algo;       /* how to compute it */
 } lpnx_conv2d_dims;
 
 /* floor((in + 2*pad - dil*(k-1) - 1) / stride) + 1 for one spatial dim,

@@ -26,6 +26,13 @@ static inline double softplus_neg(double x) {
     return fmax(-x, 0) + log1p(exp(-fabs(x)));
 }
 
+/* The LPNX_CHUNKS partial sums of a range, added in chunk order. */
+static double sum_parts(const double *parts) {
+    double s = 0;
+    for (int k = 0; k < LPNX_CHUNKS; k++) s += parts[k];
+    return s;
+}
+
 /* Binary cross-entropy of sigmoid(x) against t: -(t log p + (1-t) log(1-p)). */
 static inline double bce(double x, double t) {
     return (1 - t) * x + softplus_neg(x);
@@ -35,16 +42,22 @@ static inline double bce(double x, double t) {
 
 double lpnx_bce_with_logits_forward(const float *logits, const float *target,
                                     const float *pos_weight, size_t pos_weight_stride, size_t n) {
-    double sum = 0;
-    int64_t count = (int64_t)n;
-#pragma omp parallel for schedule(static) reduction(+ : sum) if (count >= LPNX_PARALLEL_MIN)
-    for (int64_t i = 0; i < count; i++) {
-        double x = logits[i], t = target[i];
-        double w = pos_weight ? pos_weight[(size_t)i * pos_weight_stride] : 1.0;
-        double log_weight = 1 + (w - 1) * t;
-        sum += (1 - t) * x + log_weight * softplus_neg(x);
+    double parts[LPNX_CHUNKS];
+    const int64_t count = (int64_t)n;
+#pragma omp parallel for schedule(static) if (count >= LPNX_PARALLEL_MIN)
+    for (int k = 0; k < LPNX_CHUNKS; k++) {
+        int64_t lo, hi;
+        lpnx_chunk(count, k, &lo, &hi);
+        double s = 0;
+        for (int64_t i = lo; i < hi; i++) {
+            double x = logits[i], t = target[i];
+            double w = pos_weight ? pos_weight[(size_t)i * pos_weight_stride] : 1.0;
+            double log_weight = 1 + (w - 1) * t;
+            s += (1 - t) * x + log_weight * softplus_neg(x);
+        }
+        parts[k] = s;
     }
-    return n ? sum / (double)n : NAN;
+    return n ? sum_parts(parts) / (double)n : NAN;
 }
 
 void lpnx_bce_with_logits_backward(float *dlogits, const float *logits, const float *target,
@@ -65,19 +78,27 @@ void lpnx_bce_with_logits_backward(float *dlogits, const float *logits, const fl
 /* sum(p t), sum(p), sum(t) over all n elements. */
 void lpnx_dice_sums(double *sum_pt, double *sum_p, double *sum_t, const float *logits, const float *target,
                     size_t n) {
-    double spt = 0, sp = 0, st = 0;
-    int64_t count = (int64_t)n;
-#pragma omp parallel for schedule(static) reduction(+ : spt, sp, st) if (count >= LPNX_PARALLEL_MIN)
-    for (int64_t i = 0; i < count; i++) {
-        double p, q, t = target[i];
-        sigmoid_pair(logits[i], &p, &q);
-        spt += p * t;
-        sp += p;
-        st += t;
+    double pt_parts[LPNX_CHUNKS], p_parts[LPNX_CHUNKS], t_parts[LPNX_CHUNKS];
+    const int64_t count = (int64_t)n;
+#pragma omp parallel for schedule(static) if (count >= LPNX_PARALLEL_MIN)
+    for (int k = 0; k < LPNX_CHUNKS; k++) {
+        int64_t lo, hi;
+        lpnx_chunk(count, k, &lo, &hi);
+        double spt = 0, sp = 0, st = 0;
+        for (int64_t i = lo; i < hi; i++) {
+            double p, q, t = target[i];
+            sigmoid_pair(logits[i], &p, &q);
+            spt += p * t;
+            sp += p;
+            st += t;
+        }
+        pt_parts[k] = spt;
+        p_parts[k] = sp;
+        t_parts[k] = st;
     }
-    *sum_pt = spt;
-    *sum_p = sp;
-    *sum_t = st;
+    *sum_pt = sum_parts(pt_parts);
+    *sum_p = sum_parts(p_parts);
+    *sum_t = sum_parts(t_parts);
 }
 
 double lpnx_dice_loss_forward(const float *logits, const float *target, float eps, size_t n) {
@@ -135,12 +156,17 @@ static inline double focal_one(double x, double t, double gamma, int use_alpha, 
 
 double lpnx_focal_loss_forward(const float *logits, const float *target, float gamma,
                                int use_alpha, float alpha, size_t n) {
-    double sum = 0;
-    int64_t count = (int64_t)n;
-#pragma omp parallel for schedule(static) reduction(+ : sum) if (count >= LPNX_PARALLEL_MIN)
-    for (int64_t i = 0; i < count; i++)
-        sum += focal_one(logits[i], target[i], gamma, use_alpha, alpha, NULL);
-    return n ? sum / (double)n : NAN;
+    double parts[LPNX_CHUNKS];
+    const int64_t count = (int64_t)n;
+#pragma omp parallel for schedule(static) if (count >= LPNX_PARALLEL_MIN)
+    for (int k = 0; k < LPNX_CHUNKS; k++) {
+        int64_t lo, hi;
+        lpnx_chunk(count, k, &lo, &hi);
+        double s = 0;
+        for (int64_t i = lo; i < hi; i++) s += focal_one(logits[i], target[i], gamma, use_alpha, alpha, NULL);
+        parts[k] = s;
+    }
+    return n ? sum_parts(parts) / (double)n : NAN;
 }
 
 void lpnx_focal_loss_backward(float *dlogits, const float *logits, const float *target,

@@ -9,11 +9,17 @@
 #include "../tensor.h"
 
 /* ---- threads (threads.c) --------------------------------------------- */
-/* One knob for OpenBLAS and lpnx's own OpenMP loops. */
+/* The OpenMP threads of lpnx's loops; OpenBLAS stays on one thread and
+ * lpnx calls it inside its own fixed pieces of work. */
 void lpnx_set_num_threads(int n);
 int lpnx_get_num_threads(void);
 /* Loops with fewer elements than this run on one thread. */
 #define LPNX_PARALLEL_MIN 32768
+/* Sums over many elements add LPNX_CHUNKS partial sums, one per fixed
+ * chunk of the range, in chunk order: the same bits for any thread
+ * count. Chunk k of [0, n) is [*lo, *hi). */
+#define LPNX_CHUNKS 64
+void lpnx_chunk(int64_t n, int k, int64_t *lo, int64_t *hi);
 
 /* ---- elementwise (elementwise.c) ------------------------------------- */
 typedef enum {
@@ -65,6 +71,16 @@ double lpnx_sum_all(const float *x, size_t n);
 void lpnx_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta,
                float *C, int ldc);
+/* lpnx_gemm with C cut into blocks of columns (or of rows, when C is
+ * taller than wide) fixed by M, N and K alone, the blocks shared among
+ * the OpenMP threads; inside a parallel region it runs on the calling
+ * thread. For the large products outside lpnx's own parallel loops. */
+void lpnx_gemm_blocks(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                      const float *A, int lda, const float *B, int ldb, float beta,
+                      float *C, int ldc);
+/* The same in double. */
+void lpnx_dgemm(int trans_a, int trans_b, int M, int N, int K, const double *A, int lda,
+                const double *B, int ldb, double beta, double *C, int ldc);
 
 /* ---- random numbers (random.c) --------------------------------------- */
 /* xoshiro256**: fast, 2^256 period, state of four words. */

@@ -56,9 +56,17 @@ void lpnx_adam_step(float *param, float *exp_avg, float *exp_avg_sq, const float
 }
 
 double lpnx_sum_squares(const float *x, size_t n) {
+    double parts[LPNX_CHUNKS];
+    const int64_t count = (int64_t)n;
+#pragma omp parallel for schedule(static) if (count >= LPNX_PARALLEL_MIN)
+    for (int k = 0; k < LPNX_CHUNKS; k++) { /* fixed chunks, added in order (ops.h) */
+        int64_t lo, hi;
+        lpnx_chunk(count, k, &lo, &hi);
+        double s = 0;
+        for (int64_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
+        parts[k] = s;
+    }
     double sum = 0;
-    int64_t count = (int64_t)n;
-#pragma omp parallel for schedule(static) reduction(+ : sum) if (count >= LPNX_PARALLEL_MIN)
-    for (int64_t i = 0; i < count; i++) sum += (double)x[i] * x[i];
+    for (int k = 0; k < LPNX_CHUNKS; k++) sum += parts[k];
     return sum;
 }

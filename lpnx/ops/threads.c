@@ -1,6 +1,10 @@
-/* The one thread knob: OpenBLAS is Debian's OpenMP build, so its threads
- * and lpnx's own loops share one OpenMP pool, and a gemm called inside a
- * parallel region runs single-threaded instead of oversubscribing. */
+/* The one thread knob. lpnx owns every parallel decomposition: OpenBLAS
+ * (Debian's OpenMP build) always runs on one thread, and lpnx's loops
+ * share work out in pieces fixed by the sizes alone (tiles, blocks of a
+ * gemm, chunks of a sum), so the thread count decides who computes a
+ * piece, never what the pieces are or the order their results are added
+ * in: the bits do not depend on it, whichever kernel OpenBLAS picks for
+ * the CPU or however it would thread a call itself. */
 #include <cblas.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -10,16 +14,22 @@
 
 void lpnx_set_num_threads(int n) {
     if (n < 1) n = 1;
+    /* first: OpenBLAS's OpenMP build also sets OpenMP's count to it */
+    openblas_set_num_threads(1);
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #endif
-    openblas_set_num_threads(n);
 }
 
 int lpnx_get_num_threads(void) {
 #ifdef _OPENMP
     return omp_get_max_threads();
 #else
-    return openblas_get_num_threads();
+    return 1;
 #endif
+}
+
+void lpnx_chunk(int64_t n, int k, int64_t *lo, int64_t *hi) {
+    *lo = n * k / LPNX_CHUNKS;
+    *hi = n * (k + 1) / LPNX_CHUNKS;
 }

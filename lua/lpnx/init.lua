@@ -194,6 +194,42 @@ for _, name in ipairs {"sum", "mean", "max", "min", "argmax", "argmin", "abs", "
   lpnx[name] = lpnx[name] or Tensor[name]
 end
 
+-- How convolutions are computed, process-wide like the thread count:
+-- for each use (a training-mode forward, an evaluation-mode forward, a
+-- backward) the kernels' algorithm (lpnx/ops/conv2d.h). "auto" sums the
+-- training forward in double, so the ReLU and max-pool decisions that
+-- pick which gradients flow are those of exact arithmetic but for one
+-- rounding per output, and uses Winograd's fewer multiplies where the
+-- rounding only shifts values (inference, gradients).
+local conv_modes = {
+  auto = {train = "double", eval = "winograd", backward = "winograd"},
+  winograd = {train = "winograd", eval = "winograd", backward = "winograd"},
+  winograd2 = {train = "winograd2", eval = "winograd2", backward = "winograd2"},
+  direct = {train = "direct", eval = "direct", backward = "direct"},
+  double = {train = "double", eval = "double", backward = "direct"},
+}
+local conv_mode = "auto"
+
+-- set_conv_algorithm("auto" | "winograd" | "winograd2" | "direct" | "double")
+function lpnx.set_conv_algorithm(name)
+  if type(name) ~= "string" or not conv_modes[name] then
+    error(("set_conv_algorithm: expected \"auto\", \"winograd\", \"winograd2\", \"direct\" or \"double\", got %s")
+      :format(type(name) == "string" and ("%q"):format(name) or tostring(name)), 2)
+  end
+  conv_mode = name
+end
+
+-- get_conv_algorithm() -> name, {train = algo, eval = algo, backward = algo}
+function lpnx.get_conv_algorithm()
+  local m = conv_modes[conv_mode]
+  return conv_mode, {train = m.train, eval = m.eval, backward = m.backward}
+end
+
+-- The kernels' algorithm for one use ("train", "eval" or "backward").
+function lpnx.conv_algorithm_for(use)
+  return conv_modes[conv_mode][use]
+end
+
 -- Submodules load on first use: lpnx.nn, lpnx.models, lpnx.optim, lpnx.metrics,
 -- lpnx.siim, lpnx.synth, lpnx.data, lpnx.transforms, lpnx.train, lpnx.predict,
 -- lpnx.progress, lpnx.report, lpnx.dist. (lpnx.dicom, png, rle, csv, image, draw and sys come from C.)

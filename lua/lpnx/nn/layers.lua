@@ -99,14 +99,20 @@ function nn.Conv2d:forward(x)
   local n, c, h, w = nchw(x)
   local ho = n and conv_size(h, self.kh, self.sh, self.ph, self.dh)
   local wo = n and conv_size(w, self.kw, self.sw, self.pw, self.dw)
+  -- the algorithms of this forward and of the backward that may follow
+  local algo = lpnx.conv_algorithm_for(self.training and "train" or "eval")
+  self.backward_algo = lpnx.conv_algorithm_for("backward")
   if n and c == self.cin and ho >= 1 and wo >= 1 then -- else the kernel says what is wrong
     out = fits(self.output, n, self.cout, ho, wo)
-    self.workspace_floats = K.conv2d_workspace_size(x, self.weight, self.sh, self.sw, self.ph, self.pw,
-                                                    self.dh, self.dw)
+    local forward_floats = K.conv2d_workspace_size(x, self.weight, self.sh, self.sw, self.ph, self.pw,
+                                                   self.dh, self.dw, algo)
+    local backward_floats = K.conv2d_workspace_size(x, self.weight, self.sh, self.sw, self.ph, self.pw,
+                                                    self.dh, self.dw, self.backward_algo)
+    self.workspace_floats = math.max(forward_floats, backward_floats)
     ws = column_workspace(self.workspace_floats)
   end
   self.output = K.conv2d_forward(x, self.weight, self.bias, self.sh, self.sw, self.ph, self.pw,
-                                 self.dh, self.dw, ws, out)
+                                 self.dh, self.dw, ws, out, algo)
   return self.output
 end
 
@@ -114,7 +120,8 @@ function nn.Conv2d:backward(x, gy)
   local gx = self.need_input_grad and same_size(self.grad_input, x) or nil
   self.grad_input = K.conv2d_backward(x, self.weight, gy, self.sh, self.sw, self.ph, self.pw,
                                       self.dh, self.dw, self.grad_weight, self.grad_bias,
-                                      self.need_input_grad, column_workspace(self.workspace_floats), gx)
+                                      self.need_input_grad, column_workspace(self.workspace_floats), gx,
+                                      self.backward_algo)
   return self.grad_input
 end
 
