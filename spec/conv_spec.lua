@@ -29,12 +29,12 @@ end
 
 -- Forward and backward of impl (lpnx.kernels or lpnx.ref). gw and gb start
 -- from gw0 and gb0 (copied), so the results show what was accumulated.
-local function run(impl, c, x, w, b, gy, gw0, gb0)
-  local y = impl.conv2d_forward(x, w, b, geo(c))
+local function run(impl, c, x, w, b, gy, gw0, gb0, algo)
+  local s1, s2, p1, p2, d1, d2 = geo(c)
+  local y = impl.conv2d_forward(x, w, b, s1, s2, p1, p2, d1, d2, nil, nil, algo)
   local gw = gw0:clone()
   local gb = gb0 and gb0:clone() or nil
-  local s1, s2, p1, p2, d1, d2 = geo(c)
-  local gx = impl.conv2d_backward(x, w, gy, s1, s2, p1, p2, d1, d2, gw, gb, true)
+  local gx = impl.conv2d_backward(x, w, gy, s1, s2, p1, p2, d1, d2, gw, gb, true, nil, nil, algo)
   return y, gx, gw, gb
 end
 
@@ -118,6 +118,10 @@ local threaded = {
    cout = 16, kh = 3, kw = 3, s = {1, 1}, p = {1, 1}, d = {1, 1}, bias = false},
   {name = "im2col, column tiles shared out", n = 4, cin = 1, h = 80, w = 79, cout = 4, kh = 7, kw = 7,
    s = {2, 2}, p = {3, 3}, d = {1, 1}},
+  {name = "im2col, two tiles in sequence, each one product", n = 4, cin = 32, h = 16, w = 16, cout = 64,
+   kh = 3, kw = 3, s = {2, 2}, p = {1, 1}, d = {1, 1}},
+  {name = "1x1 stride 1, products cut into blocks of columns", n = 2, cin = 64, h = 32, w = 32, cout = 128,
+   kh = 1, kw = 1, s = {1, 1}, p = {0, 0}, d = {1, 1}},
 }
 
 describe("conv2d: the kernels agree with the direct oracle", function()
@@ -141,6 +145,15 @@ describe("conv2d: the kernels agree with the direct oracle", function()
     end)
   end
 
+  it("algorithm double rounds each output of the exact sum once: within 1 ulp of the oracle", function()
+    for i, c in ipairs(cases) do
+      local x, w, b = inputs(c, 300 + i)
+      local s1, s2, p1, p2, d1, d2 = geo(c)
+      local y = K.conv2d_forward(x, w, b, s1, s2, p1, p2, d1, d2, nil, nil, "double")
+      h.assert_ulps(y, R.conv2d_forward(x, w, b, geo(c)), 1, c.name)
+    end
+  end)
+
   it("accepts non-contiguous x and gy (copied first)", function()
     local c = cases[14]
     assert.are.equal("3x3 stride 2 pad 1 on odd sizes", c.name)
@@ -159,34 +172,36 @@ describe("conv2d: the kernels agree with the direct oracle", function()
   end)
 
   for i, c in ipairs(threaded) do
-    it("on one thread and on two: " .. c.name, function()
-      local x, w, b, gy = inputs(c, 150 + i)
-      local threads = lpnx.get_num_threads()
-      local gw0, gb0 = lpnx.zeros(c.cout, c.cin, c.kh, c.kw), b and lpnx.zeros(c.cout) or nil
-      lpnx.set_num_threads(1)
-      local y1, gx1, gw1, gb1 = run(K, c, x, w, b, gy, gw0, gb0)
-      lpnx.set_num_threads(2)
-      local ok, y2, gx2, gw2, gb2 = pcall(run, K, c, x, w, b, gy, gw0, gb0)
-      local ok3, y3, gx3, gw3 = pcall(run, K, c, x, w, b, gy, gw0, gb0)
-      lpnx.set_num_threads(threads)
-      assert(ok, y2)
-      assert(ok3, y3)
-      -- the same bits from run to run, weight gradient included
-      assert.is_true(y2:equal(y3))
-      assert.is_true(gx2:equal(gx3))
-      assert.is_true(gw2:equal(gw3))
-      -- Each output and input gradient is computed the same way on any
-      -- number of threads; the weight gradient is summed per thread first.
-      assert.is_true(y1:equal(y2))
-      assert.is_true(gx1:equal(gx2))
-      h.assert_near(gw1, gw2, 1e-5 * gw1:abs():max())
-      if b then h.assert_near(gb1, gb2, 0) end
-      local ry, rgx, rgw = run(R, c, x, w, b, gy, gw0, gb0)
-      local ho, wo = K.conv2d_output_size(c.h, c.w, c.kh, c.kw, geo(c))
-      near(y2, ry, c)
-      near(gx2, rgx, c)
-      near(gw2, rgw, c, ho * wo)
-    end)
+    for _, algo in ipairs {"winograd", "direct", "double"} do
+      it(("on one thread and on two (%s): %s"):format(algo, c.name), function()
+        local x, w, b, gy = inputs(c, 150 + i)
+        local threads = lpnx.get_num_threads()
+        local gw0, gb0 = lpnx.zeros(c.cout, c.cin, c.kh, c.kw), b and lpnx.zeros(c.cout) or nil
+        lpnx.set_num_threads(1)
+        local y1, gx1, gw1, gb1 = run(K, c, x, w, b, gy, gw0, gb0, algo)
+        lpnx.set_num_threads(2)
+        local ok, y2, gx2, gw2, gb2 = pcall(run, K, c, x, w, b, gy, gw0, gb0, algo)
+        local ok3, y3, gx3, gw3 = pcall(run, K, c, x, w, b, gy, gw0, gb0, algo)
+        lpnx.set_num_threads(threads)
+        assert(ok, y2)
+        assert(ok3, y3)
+        -- the same bits from run to run, weight gradient included
+        assert.is_true(y2:equal(y3))
+        assert.is_true(gx2:equal(gx3))
+        assert.is_true(gw2:equal(gw3))
+        -- The work is cut into the same pieces on any number of threads
+        -- and the pieces are added in the same order: the same bits.
+        assert.is_true(y1:equal(y2))
+        assert.is_true(gx1:equal(gx2))
+        assert.is_true(gw1:equal(gw2))
+        if b then assert.is_true(gb1:equal(gb2)) end
+        local ry, rgx, rgw = run(R, c, x, w, b, gy, gw0, gb0)
+        local ho, wo = K.conv2d_output_size(c.h, c.w, c.kh, c.kw, geo(c))
+        near(y2, ry, c)
+        near(gx2, rgx, c)
+        near(gw2, rgw, c, ho * wo)
+      end)
+    end
   end
 
   it("Winograd stays within 1e-5 of the oracle's scale at the network's magnitudes", function()

@@ -1,5 +1,6 @@
 local lpnx = require "lpnx"
 local h = require "spec.support.helpers"
+local cjson = require "cjson"
 
 -- Largest |a - b| relative to the largest |b|.
 local function rel_err(a, b)
@@ -24,9 +25,29 @@ local function parity_model(path)
   return m, fx, sd
 end
 
-for _, name in ipairs {"resnet18_w8_s32_b2", "resnet34_w4_s64_b2"} do
+-- The fixtures of spec/fixtures/gen/make_parity.sh: PyTorch's float64
+-- values, and in torch_f32_relerr how far PyTorch's own float32 run lands
+-- from them, check by check. lpnx is held to 3 times that, or to 1e-3 for
+-- gradients and 1e-4 for outputs where PyTorch is closer still: a float32
+-- implementation cannot promise less than PyTorch's float32 error, and
+-- should not be far behind it.
+local parity_fixtures = {"resnet18_w8_s32_b2", "resnet34_w4_s64_b2", "resnet18_w8_s96_b1", "resnet18_w8_s96_b4",
+                         "resnet18_w8_s160_b2", "resnet34_w8_s64_b3"}
+
+local function yardstick(meta)
+  local yard = cjson.decode(meta.torch_f32_relerr)
+  return function(check, floor)
+    local y = yard[check]
+    assert(y, "fixture has no torch_f32_relerr for " .. check)
+    return math.max(floor, 3 * y)
+  end
+end
+
+for _, name in ipairs(parity_fixtures) do
   describe("unet matches PyTorch (" .. name .. ")", function()
     local path = h.fixture("parity/" .. name .. ".safetensors")
+    local _, meta = lpnx.load(path)
+    local tol = yardstick(meta)
 
     it("has exactly smp's state-dict keys and shapes", function()
       local m, _, sd = parity_model(path)
@@ -40,38 +61,74 @@ for _, name in ipairs {"resnet18_w8_s32_b2", "resnet34_w4_s64_b2"} do
       assert.are.equal(n, #keys)
     end)
 
-    it("eval-mode output within 1e-4 relative", function()
+    it("eval-mode output within the yardstick", function()
       local m, fx = parity_model(path)
       m:eval()
       local y = m:forward(fx.x)
       assert.are.same(fx.y_eval:size(), y:size())
-      assert.is_true(rel_err(y, fx.y_eval) < 1e-4, "relative error " .. rel_err(y, fx.y_eval))
+      local e, t = rel_err(y, fx.y_eval), tol("eval output", 1e-4)
+      assert.is_true(e <= t, ("eval output: relative error %g, allowed %g"):format(e, t))
     end)
 
-    it("train-mode output, input and parameter gradients within 1e-3, running stats after one step", function()
+    it("train-mode output, input gradient and every parameter's gradient within the yardstick", function()
       local m, fx = parity_model(path)
       m:train()
       m:zero_grad()
       local y = m:forward(fx.x)
-      assert.is_true(rel_err(y, fx.y_train) < 1e-3, "y_train relative error " .. rel_err(y, fx.y_train))
+      local e, t = rel_err(y, fx.y_train), tol("train output", 1e-4)
+      assert.is_true(e <= t, ("train output: relative error %g, allowed %g"):format(e, t))
       local gx = m:backward(fx.x, fx.grad_y)
-      assert.is_true(rel_err(gx, fx.grad_x) < 1e-3, "grad_x relative error " .. rel_err(gx, fx.grad_x))
-      local checked = 0
+      e, t = rel_err(gx, fx.grad_x), tol("grad_x", 1e-3)
+      assert.is_true(e <= t, ("grad_x: relative error %g, allowed %g"):format(e, t))
+      local checked, failed = 0, {}
       for _, p in ipairs(m:named_parameters()) do
         local want = fx["grad." .. p.name]
-        if want then
-          local e = rel_err(p.grad, want)
-          assert.is_true(e < 1e-3, ("grad of %s: relative error %g"):format(p.name, e))
-          checked = checked + 1
-        end
+        assert.is_truthy(want, "fixture has no gradient for " .. p.name)
+        e, t = rel_err(p.grad, want), tol("grad " .. p.name, 1e-3)
+        if not (e <= t) then failed[#failed + 1] = ("%s: relative error %g, allowed %g"):format(p.name, e, t) end
+        checked = checked + 1
       end
-      assert.are.equal(6, checked)
+      assert.are.equal(#m:named_parameters(), checked)
+      assert.are.same({}, failed)
       h.assert_near(m.encoder.bn1.running_mean, fx["after_train.encoder.bn1.running_mean"], 1e-5)
       h.assert_near(m.encoder.bn1.running_var, fx["after_train.encoder.bn1.running_var"], 1e-5)
       assert.are.equal(8, m.encoder.bn1.num_batches_tracked:item())
     end)
   end)
 end
+
+describe("unet's training forward", function()
+  it("is what makes the parity hold: Winograd's rounding there moves gradients past the yardstick", function()
+    -- The default sums training-mode convolutions in double; the same
+    -- model with Winograd F(4x4) in its training forward lands on the
+    -- other side of a ReLU from float64 at a few pixels, and the
+    -- gradients behind them move by percents.
+    local path = h.fixture("parity/resnet18_w8_s160_b2.safetensors")
+    local _, meta = lpnx.load(path)
+    local tol = yardstick(meta)
+    local function worst(algo)
+      local before = lpnx.get_conv_algorithm()
+      lpnx.set_conv_algorithm(algo)
+      local ok, res = pcall(function()
+        local m, fx = parity_model(path)
+        m:train()
+        m:zero_grad()
+        m:forward(fx.x)
+        m:backward(fx.x, fx.grad_y)
+        local ratio = 0
+        for _, p in ipairs(m:named_parameters()) do
+          ratio = math.max(ratio, rel_err(p.grad, fx["grad." .. p.name]) / tol("grad " .. p.name, 1e-3))
+        end
+        return ratio
+      end)
+      lpnx.set_conv_algorithm(before)
+      assert(ok, res)
+      return res
+    end
+    assert.is_true(worst("auto") <= 1)
+    assert.is_true(worst("winograd") > 1)
+  end)
+end)
 
 describe("unet", function()
   it("builds smp's layout: resnet34 widths, skips and head", function()

@@ -59,6 +59,11 @@ static void affine_row(float *out, const float *x, int64_t n, float alpha, float
     for (int64_t i = 0; i < n; i++) out[i] = x[i] * alpha + beta;
 }
 
+/* out[i] = x[i] * alpha + beta in double, rounded once. */
+static void affine_row_d(float *out, const float *x, int64_t n, double alpha, double beta) {
+    for (int64_t i = 0; i < n; i++) out[i] = (float)(x[i] * alpha + beta);
+}
+
 /* ---- train mode, per channel ------------------------------------------
  * The fused kernels below and the split ones that data-parallel training
  * uses (statistics summed over every process between the steps) run the
@@ -89,10 +94,13 @@ static void channel_apply(float *out, float *save_mean, float *save_invstd, floa
     save_invstd[c] = (float)(1.0 / sqrt(var + eps));
     running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mean);
     running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * (ss / (count - 1.0)));
-    /* y = x * alpha + beta, from the stored (float) statistics as PyTorch does */
-    const float alpha = save_invstd[c] * weight[c];
-    const float beta = bias[c] - save_mean[c] * alpha;
-    for (int64_t b = 0; b < N; b++) affine_row(out + (b * C + c) * HW, inp + (b * C + c) * HW, HW, alpha, beta);
+    /* y = x * alpha + beta in double, rounded once: near zero, where the
+     * ReLU that follows decides which gradients flow, float alpha and
+     * beta would add errors of the size of beta's rounding */
+    const double alpha = weight[c] / sqrt(var + eps);
+    const double beta = bias[c] - mean * alpha;
+    for (int64_t b = 0; b < N; b++)
+        affine_row_d(out + (b * C + c) * HW, inp + (b * C + c) * HW, HW, alpha, beta);
 }
 
 void lpnx_batchnorm_train_forward(float *out, float *save_mean, float *save_invstd,

@@ -17,6 +17,21 @@ function M.assert_near(a, b, tol)
   assert(d <= (tol or 1e-6), ("max difference %g exceeds %g"):format(d, tol or 1e-6))
 end
 
+-- Asserts a is within `ulps` units in the last place (float32, 2^-23
+-- of |b|) of the exactly rounded b, element by element. Values within
+-- 2^-40 of b's largest magnitude of zero count as zero: there an exact
+-- sum and a float one can both stop at different underflows of nothing.
+function M.assert_ulps(a, b, ulps, what)
+  assert.are.same(b:size(), a:size())
+  if a:numel() == 0 then return end
+  local allowed = b:abs() * (ulps * 2 ^ -23) + b:abs():max() * 2 ^ -40
+  local excess = ((a - b):abs() - allowed):max()
+  if excess > 0 then
+    local worst = ((a - b):abs() / (b:abs() * 2 ^ -23 + 1e-38)):max()
+    error(("%s: %g ulps off the exactly rounded value, allowed %g"):format(what or "values", worst, ulps), 2)
+  end
+end
+
 -- A fresh temporary folder, removed by the caller with M.rmdir.
 function M.tmpdir()
   local p = os.tmpname()
