@@ -41,6 +41,9 @@ parser:option("--threads", "Threads for the kernels (default: every core; under 
               .. "shared among its processes)."):convert(math.tointeger)
 parser:option("--workers", "Data worker processes (0: load in the training process).", tostring(d.workers))
   :convert(math.tointeger)
+parser:option("--conv-algorithm", "How convolutions compute: auto (the training forward summed in double, "
+              .. "Winograd elsewhere), winograd (faster, gradients further from exact), winograd2, direct or double.",
+              "auto")
 parser:option("--clip", "Clip the global gradient norm to this value."):convert(tonumber)
 parser:flag("--skip-nonfinite", "Skip a batch whose loss is NaN or infinite instead of stopping.")
 parser:option("--max-steps", "Stop (with a checkpoint) after this many steps in all."):convert(math.tointeger)
@@ -74,6 +77,9 @@ if args.size < 32 or args.size % 32 ~= 0 then fail("--size must be a positive mu
 if args.epochs < 1 or args.batch < 1 then fail("--epochs and --batch must be at least 1") end
 if (args.threads and args.threads < 1) or args.workers < 0 then
   fail("--threads must be at least 1 and --workers at least 0")
+end
+if not pcall(lpnx.set_conv_algorithm, args.conv_algorithm) then
+  fail(("--conv-algorithm must be auto, winograd, winograd2, direct or double, got %s"):format(args.conv_algorithm))
 end
 if lpnx.sys.stat(args.data) ~= "dir" then fail(("--data %s is not a folder"):format(args.data)) end
 local csv = args.csv or (args.data .. "/train-rle.csv")

@@ -43,6 +43,34 @@ describe("atomic saves", function()
     assert.is_true(seen[#seen] > 0, "no save completed in any round")
   end)
 
+  it("the next save removes the temporary files that killed saves left behind, and only those", function()
+    local path = dir .. "/ckpt.safetensors"
+    local big = lpnx.full({3000000}, 1) -- 12 MB: a save takes long enough to be caught mid-write
+    local g = lpnx.Generator(8)
+    for _ = 1, 6 do
+      local pid = sys.fork()
+      if pid == 0 then
+        lpnx.set_num_threads(1)
+        while true do lpnx.save(path, {w = big}) end
+      end
+      sys.sleep(g:uniform(0.02, 0.08))
+      sys.kill(pid, "KILL")
+      sys.waitpid(pid)
+    end
+    -- a file of another name that merely looks alike stays
+    for _, name in ipairs {"other.safetensors.tmp.abcdef", "ckpt.safetensors.tmp.toolong1"} do
+      local f = assert(io.open(dir .. "/" .. name, "w"))
+      f:write("x")
+      f:close()
+    end
+    local before = sh("ls -A '" .. dir .. "'")
+    assert.matches("ckpt%.safetensors%.tmp%.......\n", before)
+    lpnx.save(path, {w = lpnx.full({10}, 2)})
+    assert.are.equal("ckpt.safetensors\nckpt.safetensors.tmp.toolong1\nother.safetensors.tmp.abcdef\nexit=0\n",
+                     sh("LC_ALL=C ls -A '" .. dir .. "'"))
+    assert.are.equal(2, lpnx.load(path).w[1])
+  end)
+
   it("a full disk fails the save with a clear error and keeps the previous file", function()
     local mnt = dir .. "/small"
     assert(os.execute("mkdir -p '" .. mnt .. "'"))

@@ -5,6 +5,7 @@
 
 #include "file.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -149,6 +150,7 @@ int lpnx_atomic_begin(lpnx_atomic_file *f, const char *path, char *err, size_t e
         return fail(f, EINVAL);
     }
     f->path = path;
+    clock_gettime(CLOCK_REALTIME, &f->began);
     plen = strlen(path);
     if (plen > SIZE_MAX - 16) {
         set_err(err, errlen, path, "path too long", 0);
@@ -216,6 +218,35 @@ static int open_folder(const char *path, char *temp_path) {
     return open(temp_path, O_RDONLY);
 }
 
+/* Removes the temporary files that earlier saves of path left behind
+ * (killed between begin and commit): path + ".tmp." + six characters,
+ * regular files last modified before `began`. folder: path's folder,
+ * opened; failures change nothing and are not reported. */
+static void remove_leftovers(const char *path, int folder, struct timespec began) {
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    const size_t blen = strlen(base);
+    int fd = dup(folder);
+    if (fd < 0) return;
+    DIR *dir = fdopendir(fd);
+    if (dir == NULL) {
+        close(fd);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        const char *name = e->d_name;
+        struct stat st;
+        if (strlen(name) != blen + 11 || strncmp(name, base, blen) != 0 || strncmp(name + blen, ".tmp.", 5) != 0)
+            continue;
+        if (fstatat(folder, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+            (st.st_mtim.tv_sec < began.tv_sec ||
+             (st.st_mtim.tv_sec == began.tv_sec && st.st_mtim.tv_nsec < began.tv_nsec)))
+            unlinkat(folder, name, 0);
+    }
+    closedir(dir);
+}
+
 int lpnx_atomic_commit(lpnx_atomic_file *f, char *err, size_t errlen) {
     const char *path = f->path;
     mode_t mode = 0644;
@@ -263,6 +294,7 @@ int lpnx_atomic_commit(lpnx_atomic_file *f, char *err, size_t errlen) {
             set_err(err, errlen, path, "written, but syncing its folder failed", f->error);
             rc = 1;
         }
+        remove_leftovers(path, dfd, f->began);
         close(dfd);
     }
     free(f->temp_path); /* renamed: nothing to remove */

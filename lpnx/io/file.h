@@ -16,6 +16,12 @@
  * A library that writes by file name writes to f.temp_path between begin
  * and commit instead of calling lpnx_atomic_write.
  *
+ * A process killed between begin and commit leaves its temporary file
+ * behind. The next commit to the same path removes such leftovers: files
+ * named path + ".tmp." + six characters, last written before that save
+ * began (a save of the same path still under way elsewhere keeps its
+ * own).
+ *
  * Plain C99 + POSIX, no Lua. Nothing here aborts or keeps global state;
  * every error is returned as non-zero with "path: reason (strerror)" in the
  * caller's buffer (err may be NULL). */
@@ -23,6 +29,7 @@
 #define LPNX_IO_FILE_H
 
 #include <stddef.h>
+#include <time.h>
 #include <stdio.h>
 
 #ifdef __cplusplus
@@ -41,6 +48,7 @@ typedef struct {
     char *temp_path;  /* the temporary file beside it, path + ".tmp.XXXXXX" (malloc'd) */
     FILE *fp;         /* open for writing on temp_path */
     int error;        /* errno of the last failure (kept after it); 0 for a write that stopped short without one */
+    struct timespec began; /* when lpnx_atomic_begin ran: older temporary files of path are leftovers */
 } lpnx_atomic_file;
 
 /* Creates the temporary file beside path, empty and open for writing. On

@@ -1488,7 +1488,7 @@ int lpnx_st_write(const char *path, const lpnx_st_out *tensors, size_t n,
     const lpnx_st_out **order = NULL;
     uint64_t *nbytes = NULL;
     st_sbuf h = {NULL, 0, 0, 0};
-    lpnx_atomic_file out = {NULL, NULL, NULL, 0};
+    lpnx_atomic_file out = {NULL, NULL, NULL, 0, {0, 0}};
     int rc = -1;
     size_t i;
     unsigned char lenb[8];
