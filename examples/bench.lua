@@ -12,8 +12,8 @@ parser:option("--batch", "Batch size.", "4"):convert(math.tointeger)
 parser:option("--threads", "Threads.", "2"):convert(math.tointeger)
 parser:option("--steps", "Timed training steps (and as many inference passes).", "3"):convert(math.tointeger)
 parser:option("--warmup", "Untimed steps first.", "1"):convert(math.tointeger)
-parser:option("--conv-algorithm", "Convolutions: auto, winograd, winograd2, direct or double (lpnx.set_conv_algorithm).",
-              "auto")
+parser:option("--conv-algorithm",
+              "Convolutions: auto, winograd, winograd2, direct or double (lpnx.set_conv_algorithm).", "auto")
 parser:flag("--layers", "Also print time and GFLOP/s per kernel and resolution.")
 local ok, args = parser:pparse()
 if not ok then

@@ -260,6 +260,12 @@ static size_t double_thread_floats(const col_plan *p, const lpnx_conv2d_dims *d)
     const size_t pixels = p->col_floats / (size_t)imax(p->K, 1);
     return round16(p->col_floats) + round16(2 * p->col_floats) + round16(2 * (size_t)d->cout * pixels);
 }
+/* Doubles at a place of the float workspace that starts on 64 bytes. */
+static double *as_doubles(float *p) {
+    void *v = p;
+    return v;
+}
+
 /* Threads of a double-sum forward: each takes whole tiles. */
 static int double_threads(const col_plan *p) {
     return p->par ? (int)imin(max_threads(), p->count) : 1;
@@ -508,7 +514,7 @@ static void forward_double(float *out, const float *inp, const float *weight, co
                            const lpnx_conv2d_dims *d) {
     const col_plan p = make_col_plan(d);
     col += groups_of(d, NULL).floats;
-    double *wd = (double *)col; /* (cout, K) */
+    double *wd = as_doubles(col); /* (cout, K) */
     for (int64_t i = 0; i < d->cout * p.K; i++) wd[i] = weight[i];
     float *base = col + round16(2 * (size_t)d->cout * (size_t)p.K);
     const size_t per = double_thread_floats(&p, d);
@@ -522,8 +528,8 @@ static void forward_double(float *out, const float *inp, const float *weight, co
         const int me = 0;
 #endif
         float *colf = base + (size_t)me * per;                         /* (K, tile) */
-        double *cold = (double *)(colf + round16(p.col_floats));        /* (K, tile) */
-        double *yd = (double *)(colf + round16(p.col_floats) + round16(2 * p.col_floats)); /* (cout, tile) */
+        double *cold = as_doubles(colf + round16(p.col_floats));                        /* (K, tile) */
+        double *yd = as_doubles(colf + round16(p.col_floats) + round16(2 * p.col_floats)); /* (cout, tile) */
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < p.count; t++) tile_forward_double(out, inp, wd, bias, colf, cold, yd, &p, list, d, t);
     }
