@@ -260,6 +260,14 @@ static size_t double_thread_floats(const col_plan *p, const lpnx_conv2d_dims *d)
     const size_t pixels = p->col_floats / (size_t)imax(p->K, 1);
     return round16(p->col_floats) + round16(2 * p->col_floats) + round16(2 * (size_t)d->cout * pixels);
 }
+/* Whether LPNX_CONV_DOUBLE's forward takes Winograd F(2x2, 3x3) in
+ * double: where WINOGRAD2 would take F(2x2). */
+static int double_winograd(const lpnx_conv2d_dims *d) {
+    lpnx_conv2d_dims f2 = *d;
+    f2.algo = LPNX_CONV_WINOGRAD2;
+    return use_winograd(&f2) == 2;
+}
+
 /* Doubles at a place of the float workspace that starts on 64 bytes. */
 static double *as_doubles(float *p) {
     void *v = p;
@@ -279,7 +287,7 @@ size_t lpnx_conv2d_col_size(const lpnx_conv2d_dims *d) {
     if (d->algo == LPNX_CONV_DOUBLE) {
         const col_plan p = make_col_plan(d);
         const size_t back = (size_t)p.threads_back * (p.col_floats + p.y_floats);
-        const size_t fwd = double_work_size(&p, d);
+        const size_t fwd = double_winograd(d) ? lpnx_winograd_double_work_size(d) : double_work_size(&p, d);
         work = fwd > back ? fwd : back;
     } else if (lpnx_conv2d_is_pointwise(d)) {
         work = 0;
@@ -547,7 +555,10 @@ void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, cons
         return;
     }
     if (d->algo == LPNX_CONV_DOUBLE) {
-        forward_double(out, inp, weight, bias, col, d);
+        if (double_winograd(d))
+            lpnx_winograd_double_forward(out, inp, weight, bias, col + groups_of(d, NULL).floats, d);
+        else
+            forward_double(out, inp, weight, bias, col, d);
         return;
     }
     if (lpnx_conv2d_is_pointwise(d)) { /* the image is its own column matrix */

@@ -25,8 +25,9 @@
  *              output's scale.
  *   WINOGRAD2  the same with F(2x2, 3x3) only.
  *   DIRECT     im2col + sgemm: float sums of cin*kh*kw products.
- *   DOUBLE     im2col + dgemm (forward): each output is summed in double
- *              and rounded once, as the direct oracle does; the backward
+ *   DOUBLE     the forward in double, each output rounded once, as the
+ *              direct oracle does: Winograd F(2x2, 3x3) in double where
+ *              WINOGRAD2 would use it, else im2col + dgemm; the backward
  *              runs as DIRECT. */
 typedef enum {
     LPNX_CONV_WINOGRAD = 0,
@@ -156,5 +157,13 @@ void lpnx_winograd_forward(float *out, const float *inp, const float *weight, co
  * lpnx_winograd_forward. */
 void lpnx_winograd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                             const float *weight, float *work, const lpnx_conv2d_dims *d, int m);
+
+/* ---- Winograd F(2x2, 3x3) in double (winograd_double.c) ----------------
+ * LPNX_CONV_DOUBLE's forward for what lpnx_winograd_applies to: every
+ * output rounded once from a double sum. Work of
+ * lpnx_winograd_double_work_size(d) floats, starting on 64 bytes. */
+size_t lpnx_winograd_double_work_size(const lpnx_conv2d_dims *d);
+void lpnx_winograd_double_forward(float *out, const float *inp, const float *weight, const float *bias,
+                                  float *work, const lpnx_conv2d_dims *d);
 
 #endif
