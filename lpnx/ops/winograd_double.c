@@ -96,38 +96,59 @@ static void weight_transform(double *U, const float *weight, const lpnx_conv2d_d
     }
 }
 
+/* v[xi * step] for the 16 positions xi: B^T d B of the 4x4 patch d. */
+static inline void transform_patch(double *v, size_t step, double d[4][4]) {
+    double r[4][4]; /* B^T d */
+    for (int j = 0; j < 4; j++) {
+        r[0][j] = d[0][j] - d[2][j];
+        r[1][j] = d[1][j] + d[2][j];
+        r[2][j] = d[2][j] - d[1][j];
+        r[3][j] = d[1][j] - d[3][j];
+    }
+    for (int i = 0; i < 4; i++) { /* (B^T d) B */
+        double *vi = v + (size_t)(i * 4) * step;
+        vi[0] = r[i][0] - r[i][2];
+        vi[step] = r[i][1] + r[i][2];
+        vi[2 * step] = r[i][2] - r[i][1];
+        vi[3 * step] = r[i][1] - r[i][3];
+    }
+}
+
 /* V (16, cin, ld): the transformed patches of image `img`'s tiles
- * [t0, t0 + nb). */
+ * [t0, t0 + nb), a run of tiles of one tile row at a time; patches wholly
+ * inside the image skip the bounds checks. */
 static void input_block(double *V, int64_t ld, const float *inp, int64_t img, int64_t t0, int64_t nb,
                         const wd_plan *p, const lpnx_conv2d_dims *d) {
     const int64_t h = d->h, w = d->w, cin = d->cin;
+    const size_t step = (size_t)cin * (size_t)ld; /* from position xi to xi + 1 */
     for (int64_t c = 0; c < cin; c++) {
         const float *x = inp + (img * cin + c) * h * w; /* (h, w) */
-        for (int64_t k = 0; k < nb; k++) {
-            const int64_t t = t0 + k, y0 = 2 * (t / p->tw) - d->pad_h, x0 = 2 * (t % p->tw) - d->pad_w;
-            double patch[4][4];
-            for (int i = 0; i < 4; i++) {
-                const int64_t yy = y0 + i;
-                for (int j = 0; j < 4; j++) {
-                    const int64_t xx = x0 + j;
-                    patch[i][j] = (yy >= 0 && yy < h && xx >= 0 && xx < w) ? x[yy * w + xx] : 0.0;
+        double *vc = V + (size_t)c * (size_t)ld;
+        for (int64_t k = 0; k < nb;) {
+            const int64_t t = t0 + k, ty = t / p->tw, tx0 = t % p->tw;
+            const int64_t run = imin(nb - k, p->tw - tx0); /* tiles left in this tile row */
+            const int64_t y0 = 2 * ty - d->pad_h;
+            const int rows_inside = y0 >= 0 && y0 + 3 < h;
+            for (int64_t q = 0; q < run; q++) {
+                const int64_t x0 = 2 * (tx0 + q) - d->pad_w;
+                double patch[4][4];
+                if (rows_inside && x0 >= 0 && x0 + 3 < w) {
+                    for (int i = 0; i < 4; i++) {
+                        const float *row = x + (y0 + i) * w + x0;
+                        for (int j = 0; j < 4; j++) patch[i][j] = row[j];
+                    }
+                } else {
+                    for (int i = 0; i < 4; i++) {
+                        const int64_t yy = y0 + i;
+                        for (int j = 0; j < 4; j++) {
+                            const int64_t xx = x0 + j;
+                            patch[i][j] = (yy >= 0 && yy < h && xx >= 0 && xx < w) ? x[yy * w + xx] : 0.0;
+                        }
+                    }
                 }
+                transform_patch(vc + k + q, step, patch);
             }
-            double r[4][4]; /* B^T d */
-            for (int j = 0; j < 4; j++) {
-                r[0][j] = patch[0][j] - patch[2][j];
-                r[1][j] = patch[1][j] + patch[2][j];
-                r[2][j] = patch[2][j] - patch[1][j];
-                r[3][j] = patch[1][j] - patch[3][j];
-            }
-            for (int i = 0; i < 4; i++) { /* (B^T d) B */
-                double *v = V + ((size_t)(i * 4) * (size_t)cin + (size_t)c) * (size_t)ld + (size_t)k;
-                const size_t step = (size_t)cin * (size_t)ld; /* from position xi to xi + 1 */
-                v[0] = r[i][0] - r[i][2];
-                v[step] = r[i][1] + r[i][2];
-                v[2 * step] = r[i][2] - r[i][1];
-                v[3 * step] = r[i][1] - r[i][3];
-            }
+            k += run;
         }
     }
 }
