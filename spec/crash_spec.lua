@@ -57,18 +57,43 @@ describe("atomic saves", function()
       sys.kill(pid, "KILL")
       sys.waitpid(pid)
     end
-    -- a file of another name that merely looks alike stays
-    for _, name in ipairs {"other.safetensors.tmp.abcdef", "ckpt.safetensors.tmp.toolong1"} do
+    -- files of other names, or that merely look alike, stay
+    for _, name in ipairs {"other.safetensors.lpnx-tmp.abcdef", "ckpt.safetensors.lpnx-tmp.toolong",
+                           "ckpt.safetensors.tmp.epoch1", "ckpt.safetensors.lpnx-tmp.a-b_c."} do
       local f = assert(io.open(dir .. "/" .. name, "w"))
       f:write("x")
       f:close()
     end
     local before = sh("ls -A '" .. dir .. "'")
-    assert.matches("ckpt%.safetensors%.tmp%.......\n", before)
+    assert.matches("ckpt%.safetensors%.lpnx%-tmp%.%w%w%w%w%w%w\n", before)
     lpnx.save(path, {w = lpnx.full({10}, 2)})
-    assert.are.equal("ckpt.safetensors\nckpt.safetensors.tmp.toolong1\nother.safetensors.tmp.abcdef\nexit=0\n",
+    assert.are.equal("ckpt.safetensors\nckpt.safetensors.lpnx-tmp.a-b_c.\nckpt.safetensors.lpnx-tmp.toolong\n"
+                     .. "ckpt.safetensors.tmp.epoch1\nother.safetensors.lpnx-tmp.abcdef\nexit=0\n",
                      sh("LC_ALL=C ls -A '" .. dir .. "'"))
     assert.are.equal(2, lpnx.load(path).w[1])
+  end)
+
+  it("a save still under way elsewhere keeps its temporary file", function()
+    local path = dir .. "/ckpt.safetensors"
+    local live = path .. ".lpnx-tmp.Live01"
+    -- a process holding the lock a writing save holds on its temporary file
+    local holder = sh("(sh -c \"exec 9>>'" .. live .. "'; flock 9; exec sleep 30\" >/dev/null 2>&1 & echo $!)")
+    local pid = assert(tonumber(holder:match("^(%d+)")), holder)
+    for _ = 1, 200 do -- until flock has created and locked it
+      if sh("flock -n '" .. live .. "' true"):match("exit=1") then break end
+      sys.sleep(0.01)
+    end
+    sys.sleep(0.02)
+    lpnx.save(path, {w = lpnx.full({10}, 3)})
+    local kept = io.open(live) ~= nil
+    sys.kill(pid, "KILL")
+    for _ = 1, 200 do -- until the lock is gone with it
+      if sh("flock -n '" .. live .. "' true"):match("exit=0") then break end
+      sys.sleep(0.01)
+    end
+    assert.is_true(kept, "the live save's temporary file was removed")
+    lpnx.save(path, {w = lpnx.full({10}, 4)}) -- its writer gone, the next save removes it
+    assert.is_nil(io.open(live))
   end)
 
   it("a full disk fails the save with a clear error and keeps the previous file", function()

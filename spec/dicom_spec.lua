@@ -543,7 +543,7 @@ describe("lpnx.dicom.write", function()
       "lpnx.dicom.write: " .. path .. ": meta.study_date '2019-01-15' is not a valid date (DA: YYYYMMDD)")
     local files = listing()
     assert.is_falsy(files:find("bad.dcm", 1, true), files)
-    assert.is_falsy(files:find(".tmp.", 1, true), files)
+    assert.is_falsy(files:find("-tmp.", 1, true), files)
   end)
 
   it("writes atomically: no file and no temp file after a failure, old file replaced on success", function()

@@ -27,6 +27,7 @@
  * memory is a tensor on the Lua stack, so an error raised after it was
  * made leaks nothing. */
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -180,8 +181,9 @@ static lpnx_Tensor *opt_output(lua_State *L, int arg, const char *what, const ch
     return t;
 }
 
-/* The column buffer: the workspace tensor at arg when it is given and
- * holds enough floats, else a temporary tensor pushed on the stack. NULL
+/* The column buffer: the workspace tensor at arg when it is given, holds
+ * enough floats and starts on 64 bytes, else a temporary tensor pushed on
+ * the stack. NULL
  * when the convolution needs none. */
 static float *column_buffer(lua_State *L, int arg, const lpnx_conv2d_dims *d,
                             const lpnx_Tensor *const *others, int count, const char *names) {
@@ -190,7 +192,9 @@ static float *column_buffer(lua_State *L, int arg, const lpnx_conv2d_dims *d,
         lpnx_Tensor *ws = lpnx_checkcontiguous_inplace(L, arg);
         check_disjoint(L, arg, "workspace", ws, others, count, names);
         if (need == 0) return NULL;
-        if (lpnx_tensor_numel(ws) >= need) return lpnx_tensor_data(ws);
+        /* the double forward keeps doubles in it: 64-byte aligned only */
+        if (lpnx_tensor_numel(ws) >= need && ((uintptr_t)lpnx_tensor_data(ws) & 63) == 0)
+            return lpnx_tensor_data(ws);
     }
     if (need == 0) return NULL;
     int64_t size = (int64_t)need;

@@ -2,8 +2,12 @@
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
+#define _DEFAULT_SOURCE /* flock */
 
 #include "file.h"
+
+/* What a temporary file's name adds to the target's; mkstemp fills the X. */
+#define TEMP_SUFFIX ".lpnx-tmp.XXXXXX"
 
 #include <dirent.h>
 #include <errno.h>
@@ -11,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -156,13 +161,13 @@ int lpnx_atomic_begin(lpnx_atomic_file *f, const char *path, char *err, size_t e
         set_err(err, errlen, path, "path too long", 0);
         return fail(f, ENAMETOOLONG);
     }
-    f->temp_path = (char *)malloc(plen + 16);
+    f->temp_path = (char *)malloc(plen + sizeof TEMP_SUFFIX);
     if (f->temp_path == NULL) {
         set_err(err, errlen, path, "out of memory", 0);
         return fail(f, ENOMEM);
     }
     memcpy(f->temp_path, path, plen);
-    memcpy(f->temp_path + plen, ".tmp.XXXXXX", 12);
+    memcpy(f->temp_path + plen, TEMP_SUFFIX, sizeof TEMP_SUFFIX);
     fd = mkstemp(f->temp_path);
     if (fd < 0) {
         int e = errno;
@@ -171,6 +176,9 @@ int lpnx_atomic_begin(lpnx_atomic_file *f, const char *path, char *err, size_t e
         f->temp_path = NULL;
         return fail(f, e);
     }
+    /* held until the file is closed: a live save's temporary file is
+     * never taken for a leftover */
+    (void)flock(fd, LOCK_EX | LOCK_NB);
     f->fp = fdopen(fd, "wb");
     if (f->fp == NULL) {
         int e = errno;
@@ -218,10 +226,23 @@ static int open_folder(const char *path, char *temp_path) {
     return open(temp_path, O_RDONLY);
 }
 
+/* Whether name is base + TEMP_SUFFIX with its six X filled in as mkstemp
+ * does (letters and digits). */
+static int is_temp_of(const char *name, const char *base, size_t blen) {
+    const size_t slen = sizeof TEMP_SUFFIX - 1, marker = slen - 6;
+    if (strlen(name) != blen + slen || strncmp(name, base, blen) != 0 ||
+        strncmp(name + blen, TEMP_SUFFIX, marker) != 0)
+        return 0;
+    for (const char *c = name + blen + marker; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9'))) return 0;
+    return 1;
+}
+
 /* Removes the temporary files that earlier saves of path left behind
- * (killed between begin and commit): path + ".tmp." + six characters,
- * regular files last modified before `began`. folder: path's folder,
- * opened; failures change nothing and are not reported. */
+ * (killed between begin and commit): base + TEMP_SUFFIX, regular files
+ * that no live save holds locked and that were last modified before
+ * `began`. folder: path's folder, opened; failures change nothing and are
+ * not reported. */
 static void remove_leftovers(const char *path, int folder, struct timespec began) {
     const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
@@ -237,12 +258,15 @@ static void remove_leftovers(const char *path, int folder, struct timespec began
     while ((e = readdir(dir)) != NULL) {
         const char *name = e->d_name;
         struct stat st;
-        if (strlen(name) != blen + 11 || strncmp(name, base, blen) != 0 || strncmp(name + blen, ".tmp.", 5) != 0)
-            continue;
-        if (fstatat(folder, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+        if (!is_temp_of(name, base, blen)) continue;
+        int tfd = openat(folder, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (tfd < 0) continue;
+        if (fstat(tfd, &st) == 0 && S_ISREG(st.st_mode) &&
             (st.st_mtim.tv_sec < began.tv_sec ||
-             (st.st_mtim.tv_sec == began.tv_sec && st.st_mtim.tv_nsec < began.tv_nsec)))
+             (st.st_mtim.tv_sec == began.tv_sec && st.st_mtim.tv_nsec < began.tv_nsec)) &&
+            flock(tfd, LOCK_EX | LOCK_NB) == 0)
             unlinkat(folder, name, 0);
+        close(tfd); /* and its lock */
     }
     closedir(dir);
 }

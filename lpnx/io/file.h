@@ -1,6 +1,6 @@
 /* Whole files: read one into memory, write one atomically.
  *
- * An atomic write goes to a temporary file path + ".tmp.XXXXXX" in the
+ * An atomic write goes to a temporary file path + ".lpnx-tmp.XXXXXX" in the
  * target's own folder (so that the final rename stays on one file system).
  * Committing flushes and fsyncs it, gives it the permission bits of the file
  * it replaces (or 0644), renames it over path and fsyncs the folder, so
@@ -18,9 +18,10 @@
  *
  * A process killed between begin and commit leaves its temporary file
  * behind. The next commit to the same path removes such leftovers: files
- * named path + ".tmp." + six characters, last written before that save
- * began (a save of the same path still under way elsewhere keeps its
- * own).
+ * named path + ".lpnx-tmp." + six letters or digits, last written before
+ * that save began and locked by no live save (begin holds an flock on its
+ * temporary file until it is closed, so a save of the same path still
+ * under way elsewhere keeps its own).
  *
  * Plain C99 + POSIX, no Lua. Nothing here aborts or keeps global state;
  * every error is returned as non-zero with "path: reason (strerror)" in the
@@ -45,7 +46,7 @@ int lpnx_file_read(const char *path, unsigned char **bytes, size_t *len, char *e
  * is committed or aborted, and after any failure. */
 typedef struct {
     const char *path; /* the target, as given to lpnx_atomic_begin; the caller keeps it alive */
-    char *temp_path;  /* the temporary file beside it, path + ".tmp.XXXXXX" (malloc'd) */
+    char *temp_path;  /* the temporary file beside it, path + ".lpnx-tmp.XXXXXX" (malloc'd) */
     FILE *fp;         /* open for writing on temp_path */
     int error;        /* errno of the last failure (kept after it); 0 for a write that stopped short without one */
     struct timespec began; /* when lpnx_atomic_begin ran: older temporary files of path are leftovers */

@@ -89,7 +89,7 @@ typedef struct {
     int64_t shape[LPNX_ST_MAXDIM];  /* sizes, each >= 0 */
 } lpnx_st_out;
 
-/* Writes F32 tensors atomically: a temp file path + ".tmp.XXXXXX" in the
+/* Writes F32 tensors atomically: a temp file path + ".lpnx-tmp.XXXXXX" in the
  * same folder is written, flushed, fsync'ed and renamed over path, then the
  * folder is fsync'ed. Tensors are stored sorted by name (byte order) with
  * contiguous data in that order; "__metadata__" comes first when n_meta > 0;

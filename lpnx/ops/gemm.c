@@ -2,6 +2,7 @@
  * (threads.c): lpnx_gemm_blocks shares a large product out in blocks of
  * its own. */
 #include <cblas.h>
+#include <stdint.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -59,20 +60,21 @@ void lpnx_gemm_blocks(int trans_a, int trans_b, int M, int N, int K, float alpha
                       float *C, int ldc) {
     const double work = (double)M * (double)N * (double)K;
     const int by_cols = N >= M;
-    const int span = by_cols ? BLOCK_COLS : BLOCK_ROWS, len = by_cols ? N : M;
-    const int blocks = work < BLOCKS_MIN_WORK ? 1 : (len + span - 1) / span;
+    const int64_t span = by_cols ? BLOCK_COLS : BLOCK_ROWS, len = by_cols ? N : M;
+    const int64_t blocks = work < BLOCKS_MIN_WORK ? 1 : (len + span - 1) / span;
     if (blocks <= 1) {
         lpnx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int b = 0; b < blocks; b++) {
-        const int lo = b * span, n = (lo + span <= len ? span : len - lo);
+    for (int64_t b = 0; b < blocks; b++) {
+        const int64_t lo = b * span;
+        const int n = (int)(lo + span <= len ? span : len - lo);
         if (by_cols) /* C[:, lo:lo+n] = op(A) op(B)[:, lo:lo+n] */
-            lpnx_gemm(trans_a, trans_b, M, n, K, alpha, A, lda, trans_b ? B + (size_t)lo * ldb : B + lo, ldb, beta,
-                      C + lo, ldc);
+            lpnx_gemm(trans_a, trans_b, M, n, K, alpha, A, lda, trans_b ? B + (size_t)lo * (size_t)ldb : B + lo, ldb,
+                      beta, C + lo, ldc);
         else /* C[lo:lo+n, :] = op(A)[lo:lo+n, :] op(B) */
-            lpnx_gemm(trans_a, trans_b, n, N, K, alpha, trans_a ? A + lo : A + (size_t)lo * lda, lda, B, ldb, beta,
-                      C + (size_t)lo * ldc, ldc);
+            lpnx_gemm(trans_a, trans_b, n, N, K, alpha, trans_a ? A + lo : A + (size_t)lo * (size_t)lda, lda, B, ldb,
+                      beta, C + (size_t)lo * (size_t)ldc, ldc);
     }
 }
