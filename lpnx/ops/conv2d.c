@@ -18,13 +18,17 @@
  * processes sums to the bits of the whole batch in one.
  *
  * 3x3 kernels with stride 1 go to Winograd's algorithm instead
- * (winograd.c) when an image has tiles enough for it to pay.
+ * (winograd.c) when an image has tiles enough for it to pay, unless the
+ * caller asks for another algorithm (d->algo, conv2d.h). LPNX_CONV_DOUBLE's
+ * forward sums in double: Winograd F(2x2) in double (winograd_double.c)
+ * or the same tiles with dgemm (forward_double below).
  *
  * Threads: when there are tiles enough, each thread takes whole tiles with
- * its own buffers and calls single-threaded gemms (OpenBLAS runs a gemm
- * called inside a parallel region on one thread); otherwise the tiles go
- * one after another, OpenBLAS threads each gemm and im2col / col2im are
- * OpenMP loops between the gemms. Convolutions too small to pay for a
+ * its own buffers; otherwise the tiles go one after another, each product
+ * shared out in lpnx_gemm_blocks' blocks and im2col / col2im OpenMP loops
+ * between them. Either way the same products of the same blocks are
+ * computed and OpenBLAS runs every call on one thread, so the bits never
+ * depend on the thread count. Convolutions too small to pay for a
  * parallel region run on one thread. */
 #include <stdint.h>
 #include <string.h>
