@@ -123,7 +123,7 @@ describe("examples/train.lua", function()
     local out = run("--help")
     for _, flag in ipairs {"--data", "--csv", "--size", "--encoder", "--encoder-width", "--epochs", "--batch", "--lr",
                            "--loss", "--out", "--pretrained", "--resume", "--save-every", "--seed", "--threads",
-                           "--no-val"} do
+                           "--no-val", "--conv-algorithm"} do
       assert.matches(flag, out, 1, true)
     end
     assert.matches("exit=0", out, 1, true)
@@ -140,5 +140,8 @@ describe("examples/train.lua", function()
     assert.matches("exit=2", out, 1, true)
     out = run("--data " .. data .. " --out " .. dir .. "/x --pretrained /nonexistent.safetensors")
     assert.matches("--pretrained /nonexistent.safetensors: no such file\nexit=2", out, 1, true)
+    out = run("--data " .. data .. " --out " .. dir .. "/x --conv-algorithm fft")
+    assert.matches("train.lua: --conv-algorithm must be auto, winograd, winograd2, direct or double, got fft\nexit=2",
+                   out, 1, true)
   end)
 end)
