@@ -121,7 +121,8 @@ test: deps build
 
 # The main job on synthetic SIIM-ACR data: write the data set (kept between
 # runs), train, predict the held-out images, score them. About 4 minutes on
-# 2 cores (3 once the data set is written); the settings trade model size and resolution for that time.
+# 2 cores (3 once the data set is written); the settings trade model size
+# and resolution for that time.
 DEMO_DATA_ARGS := --count 240 --seed 7 --positive 0.4 --size 1024 --test-fraction 0.1
 DEMO_TRAIN_ARGS := --size 192 --encoder resnet18 --encoder-width 16 --decoder-channels 64,32,16,16,8 \
                    --epochs 12 --batch 8 --lr 2e-3 --positive-fraction 0.7,0.4 --workers 1 --seed 1
