@@ -32,9 +32,6 @@
  * parallel region run on one thread. */
 #include <stdint.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "conv2d.h"
 #include "ops.h"
@@ -176,24 +173,15 @@ typedef struct {
     size_t y_floats;   /* per thread: y (cout, tile pixels) when a tile holds several images */
 } col_plan;
 
-static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 /* floats rounded up to 64 bytes. */
 static size_t round16(size_t floats) { return (floats + 15) / 16 * 16; }
-static int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 static col_plan make_col_plan(const lpnx_conv2d_dims *d) {
     col_plan p;
     p.K = d->cin * d->kh * d->kw;
     p.P = d->ho * d->wo;
-    const int64_t want = imax(COL_TILE_MIN, (int64_t)(COL_TILE_BYTES / sizeof(float)) / imax(p.K, 1));
+    const int64_t want = lpnx_imax(COL_TILE_MIN, (int64_t)(COL_TILE_BYTES / sizeof(float)) / lpnx_imax(p.K, 1));
     int64_t pixels; /* in the largest tile */
     if (p.P >= want) {
         p.c = 1;
@@ -201,16 +189,16 @@ static col_plan make_col_plan(const lpnx_conv2d_dims *d) {
         p.tile = (p.P + p.per_image - 1) / p.per_image; /* even tiles */
         pixels = p.tile;
     } else {
-        p.c = imax(1, want / imax(p.P, 1));
+        p.c = lpnx_imax(1, want / lpnx_imax(p.P, 1));
         p.per_image = 1;
         p.tile = p.P;
-        pixels = imin(p.c, imax(d->n, 1)) * p.P;
+        pixels = lpnx_imin(p.c, lpnx_imax(d->n, 1)) * p.P;
     }
     lpnx_conv2d_group list[1 << LPNX_CONV2D_SPLIT_LEVELS];
     p.groups = lpnx_conv2d_groups(list, d->n);
     p.count = lpnx_conv2d_units(list, p.groups, p.c, p.per_image);
     p.par = (double)d->n * (double)d->cout * (double)p.P * (double)p.K >= PARALLEL_WORK;
-    p.threads = p.threads_back = p.par ? max_threads() : 1;
+    p.threads = p.threads_back = p.par ? lpnx_get_num_threads() : 1;
     if (p.count < 2 * p.threads) p.threads = 1;
     /* A group's tiles write one weight gradient part (and one image's
      * pieces overlapping input gradients): the backward shares out whole
@@ -261,7 +249,7 @@ static group_space groups_of(const lpnx_conv2d_dims *d, float *ws) {
  * (K, pixels), their double copy and the double output (cout, pixels);
  * every piece starts on 64 bytes. */
 static size_t double_thread_floats(const col_plan *p, const lpnx_conv2d_dims *d) {
-    const size_t pixels = p->col_floats / (size_t)imax(p->K, 1);
+    const size_t pixels = p->col_floats / (size_t)lpnx_imax(p->K, 1);
     return round16(p->col_floats) + round16(2 * p->col_floats) + round16(2 * (size_t)d->cout * pixels);
 }
 /* Whether LPNX_CONV_DOUBLE's forward takes Winograd F(2x2, 3x3) in
@@ -280,7 +268,7 @@ static double *as_doubles(float *p) {
 
 /* Threads of a double-sum forward: each takes whole tiles. */
 static int double_threads(const col_plan *p) {
-    return p->par ? (int)imin(max_threads(), p->count) : 1;
+    return p->par ? (int)lpnx_imin(lpnx_get_num_threads(), p->count) : 1;
 }
 static size_t double_work_size(const col_plan *p, const lpnx_conv2d_dims *d) {
     return round16(2 * (size_t)d->cout * (size_t)p->K) + (size_t)double_threads(p) * double_thread_floats(p, d);
@@ -354,7 +342,7 @@ static void im2col(float *col, int64_t ld, const float *x, int64_t p0, int64_t n
         float *dst = col + r * ld; /* (np) */
         /* output rows oh from oh0, each over columns [ow0, ow1) */
         for (int64_t q = 0, oh = oh0, ow0 = ow00; q < np; oh++, ow0 = 0) {
-            const int64_t ow1 = imin(wo, ow0 + np - q);
+            const int64_t ow1 = lpnx_imin(wo, ow0 + np - q);
             const int64_t ih = oh * sh + off_h;
             float *row = dst + q; /* row[ow - ow0] for ow in [ow0, ow1) */
             q += ow1 - ow0;
@@ -362,7 +350,7 @@ static void im2col(float *col, int64_t ld, const float *x, int64_t p0, int64_t n
                 memset(row, 0, (size_t)(ow1 - ow0) * sizeof(float));
                 continue;
             }
-            const int64_t a = imax(ow0, imin(lo, ow1)), b = imax(a, imin(hi, ow1));
+            const int64_t a = lpnx_imax(ow0, lpnx_imin(lo, ow1)), b = lpnx_imax(a, lpnx_imin(hi, ow1));
             const int64_t base = ih * w + off_w; /* xc[base + ow*sw] for ow in [a, b) */
             for (int64_t ow = ow0; ow < a; ow++) row[ow - ow0] = 0;
             if (sw == 1) {
@@ -394,12 +382,12 @@ static void col2im(float *x, const float *col, int64_t ld, int64_t p0, int64_t n
                 int64_t lo, hi;
                 valid_range(off_w, sw, w, wo, &lo, &hi);
                 for (int64_t q = 0, oh = oh0, ow0 = ow00; q < np; oh++, ow0 = 0) {
-                    const int64_t ow1 = imin(wo, ow0 + np - q);
+                    const int64_t ow1 = lpnx_imin(wo, ow0 + np - q);
                     const int64_t ih = oh * sh + off_h;
                     const float *row = src + q; /* row[ow - ow0] for ow in [ow0, ow1) */
                     q += ow1 - ow0;
                     if (ih < 0 || ih >= h) continue;
-                    const int64_t a = imax(ow0, imin(lo, ow1)), b = imax(a, imin(hi, ow1));
+                    const int64_t a = lpnx_imax(ow0, lpnx_imin(lo, ow1)), b = lpnx_imax(a, lpnx_imin(hi, ow1));
                     const int64_t base = ih * w + off_w; /* xc[base + ow*sw] for ow in [a, b) */
                     if (sw == 1) {
 #pragma omp simd
@@ -424,7 +412,7 @@ static void tile_span(const col_plan *p, const lpnx_conv2d_group *list, int64_t 
     *first = list[*k].first + j0 * list[*k].stride;
     *stride = list[*k].stride;
     *p0 = piece * p->tile;
-    *np = *nn > 1 ? *nn * p->P : imin(p->tile, p->P - *p0);
+    *np = *nn > 1 ? *nn * p->P : lpnx_imin(p->tile, p->P - *p0);
 }
 
 /* The column matrix of a tile into col (K, np). */
@@ -534,11 +522,7 @@ static void forward_double(float *out, const float *inp, const float *weight, co
     lpnx_conv2d_groups(list, d->n);
 #pragma omp parallel num_threads(double_threads(&p)) if (double_threads(&p) > 1)
     {
-#ifdef _OPENMP
-        const int me = omp_get_thread_num();
-#else
-        const int me = 0;
-#endif
+        const int me = lpnx_thread_num();
         float *colf = base + (size_t)me * per;                         /* (K, tile) */
         double *cold = as_doubles(colf + round16(p.col_floats));                        /* (K, tile) */
         double *yd = as_doubles(colf + round16(p.col_floats) + round16(2 * p.col_floats)); /* (cout, tile) */
@@ -591,11 +575,7 @@ void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, cons
     }
 #pragma omp parallel num_threads(p.threads)
     {
-#ifdef _OPENMP
-        const int me = omp_get_thread_num();
-#else
-        const int me = 0;
-#endif
+        const int me = lpnx_thread_num();
         float *mycol = col + (size_t)me * (p.col_floats + p.y_floats); /* (K, tile) */
         float *myy = mycol + p.col_floats;                               /* (cout, tile) */
 #pragma omp for schedule(dynamic, 1)
@@ -650,11 +630,7 @@ void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
             /* Each thread takes whole groups; a group's tiles go in order. */
 #pragma omp parallel num_threads(p.threads_back)
             {
-#ifdef _OPENMP
-                const int me = omp_get_thread_num();
-#else
-                const int me = 0;
-#endif
+                const int me = lpnx_thread_num();
                 float *mycol = col + (size_t)me * (p.col_floats + p.y_floats); /* (K, tile) */
                 float *myy = mycol + p.col_floats;                               /* (cout, tile) */
 #pragma omp for schedule(static)

@@ -15,6 +15,10 @@ void lpnx_set_num_threads(int n);
 int lpnx_get_num_threads(void);
 /* Loops with fewer elements than this run on one thread. */
 #define LPNX_PARALLEL_MIN 32768
+/* The calling thread's number in its parallel region (0 outside one). */
+int lpnx_thread_num(void);
+static inline int64_t lpnx_imin(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t lpnx_imax(int64_t a, int64_t b) { return a > b ? a : b; }
 /* Sums over many elements add LPNX_CHUNKS partial sums, one per fixed
  * chunk of the range, in chunk order: the same bits for any thread
  * count. Chunk k of [0, n) is [*lo, *hi). */

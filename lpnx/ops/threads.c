@@ -29,6 +29,14 @@ int lpnx_get_num_threads(void) {
 #endif
 }
 
+int lpnx_thread_num(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 void lpnx_chunk(int64_t n, int k, int64_t *lo, int64_t *hi) {
     *lo = n * k / LPNX_CHUNKS;
     *hi = n * (k + 1) / LPNX_CHUNKS;

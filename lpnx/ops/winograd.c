@@ -35,9 +35,6 @@
  * parallel over xi. */
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "conv2d.h"
 #include "ops.h"
@@ -95,24 +92,6 @@ typedef struct {
     size_t m_floats;         /* M or dM (a*a, cout, ld), one per thread */
 } plan;
 
-static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
-static int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
-
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static int thread_num(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 int lpnx_winograd_applies(const lpnx_conv2d_dims *d) {
     return d->kh == 3 && d->kw == 3 && d->stride_h == 1 && d->stride_w == 1 && d->dil_h == 1 &&
@@ -128,22 +107,22 @@ static plan make_plan(const lpnx_conv2d_dims *d, int m) {
     p.tw = (d->wo + m - 1) / m;
     p.per_image = p.th * p.tw;
     const int64_t want =
-        imax(BLOCK_MIN, BLOCK_BYTES / (int64_t)((size_t)p.positions * sizeof(float) * (size_t)(d->cin + d->cout)));
+        lpnx_imax(BLOCK_MIN, BLOCK_BYTES / (int64_t)((size_t)p.positions * sizeof(float) * (size_t)(d->cin + d->cout)));
     if (p.per_image <= want) {
-        p.c = imax(1, want / imax(p.per_image, 1));
+        p.c = lpnx_imax(1, want / lpnx_imax(p.per_image, 1));
         p.rows = p.th;
         p.image_blocks = 1;
-        p.block = imin(p.c, imax(d->n, 1)) * p.per_image;
+        p.block = lpnx_imin(p.c, lpnx_imax(d->n, 1)) * p.per_image;
     } else {
         p.c = 1;
-        p.rows = imax(1, want / p.tw);
+        p.rows = lpnx_imax(1, want / p.tw);
         p.image_blocks = (p.th + p.rows - 1) / p.rows;
         p.block = p.rows * p.tw;
     }
     p.groups = lpnx_conv2d_groups(p.list, d->n);
     p.count = lpnx_conv2d_units(p.list, p.groups, p.c, p.image_blocks);
     p.par = (double)d->n * (double)d->cout * (double)(d->ho * d->wo) * (double)(d->cin * 9) >= PARALLEL_WORK;
-    p.threads = p.threads_back = p.par ? max_threads() : 1;
+    p.threads = p.threads_back = p.par ? lpnx_get_num_threads() : 1;
     if (p.count < 2 * p.threads) p.threads = 1;
     if (p.groups < p.threads_back) p.threads_back = 1;
     p.ld = p.block + 16;
@@ -167,7 +146,7 @@ static void block_span(const plan *p, int64_t b, lpnx_conv2d_group *imgs, int64_
         return;
     }
     *t0 = piece * p->rows * p->tw;
-    *nb = imin(p->rows, p->th - piece * p->rows) * p->tw;
+    *nb = lpnx_imin(p->rows, p->th - piece * p->rows) * p->tw;
 }
 
 size_t lpnx_winograd_work_size(const lpnx_conv2d_dims *d, int m) {
@@ -192,7 +171,7 @@ static void tile_run(const plan *p, const lpnx_conv2d_group *grp, int64_t t, int
     *n = grp->first + grp->stride * (t / p->per_image);
     *ty = r / p->tw;
     *tx0 = r % p->tw;
-    *tx1 = imin(imin(p->tw, *tx0 + end - t), *tx0 + CHUNK);
+    *tx1 = lpnx_imin(lpnx_imin(p->tw, *tx0 + end - t), *tx0 + CHUNK);
 }
 
 /* ---- the 1-D transforms ------------------------------------------------
@@ -413,7 +392,7 @@ VECTOR_CLONES static void weight_run_adjoint(float *w, const float *du, int64_t 
 static void weight_transform(float *U, const float *weight, const plan *p, const lpnx_conv2d_dims *d) {
     const int64_t cc = d->cout * d->cin;
 #pragma omp parallel for schedule(static) if (p->par && p->positions * cc >= LPNX_PARALLEL_MIN)
-    for (int64_t q = 0; q < cc; q += CHUNK) weight_run(U + q, cc, weight + 9 * q, imin(CHUNK, cc - q), p->m);
+    for (int64_t q = 0; q < cc; q += CHUNK) weight_run(U + q, cc, weight + 9 * q, lpnx_imin(CHUNK, cc - q), p->m);
 }
 
 /* dweight[co][ci] += G^T dU[.][co][ci] G, the adjoint of weight_transform,
@@ -424,7 +403,7 @@ static void weight_transform_adjoint(float *dweight, const float *dU, int parts,
     const int64_t cc = d->cout * d->cin;
 #pragma omp parallel for schedule(static) if (p->par && p->positions * cc * parts >= LPNX_PARALLEL_MIN)
     for (int64_t q = 0; q < cc; q += CHUNK)
-        weight_run_adjoint(dweight + 9 * q, dU + q, cc, parts, (int64_t)p->u_floats, imin(CHUNK, cc - q), p->m);
+        weight_run_adjoint(dweight + 9 * q, dU + q, cc, parts, (int64_t)p->u_floats, lpnx_imin(CHUNK, cc - q), p->m);
 }
 
 /* ---- moving runs between images and phases ----------------------------
@@ -439,7 +418,7 @@ static ALWAYS_INLINE void gather(float *ph, int rows, const int m, int64_t n, co
                                  int64_t w, int64_t y0, int64_t x0) {
     const int M_ = m;
     const int64_t nr = (n + 15) / 16 * 16, len = m * nr;
-    const int64_t a = imin(imax(-x0, 0), m * n), b = imax(a, imin(w - x0, m * n)); /* inside: [a, b) */
+    const int64_t a = lpnx_imin(lpnx_imax(-x0, 0), m * n), b = lpnx_imax(a, lpnx_imin(w - x0, m * n)); /* inside: [a, b) */
     float buf[4 * PHASE_LEN]; /* the row's columns x0 .. x0 + len */
     for (int r = 0; r < rows; r++) {
         const int64_t y = y0 + r;
@@ -480,7 +459,7 @@ static ALWAYS_INLINE void scatter(float *xc, const float *ph, int rows, const in
                                   int64_t w, int64_t y0, int64_t x0, int assign) {
     const int M_ = m;
     const int64_t nr = (n + 15) / 16 * 16;
-    const int64_t a = imin(imax(-x0, 0), m * n), b = imax(a, imin(w - x0, m * n)); /* inside: [a, b) */
+    const int64_t a = lpnx_imin(lpnx_imax(-x0, 0), m * n), b = lpnx_imax(a, lpnx_imin(w - x0, m * n)); /* inside: [a, b) */
     float buf[4 * PHASE_LEN]; /* the row's columns x0 .. x0 + m nr */
     for (int r = 0; r < rows; r++) {
         const int64_t y = y0 + r;
@@ -902,7 +881,7 @@ void lpnx_winograd_forward(float *out, const float *inp, const float *weight, co
     }
 #pragma omp parallel num_threads(p.threads)
     {
-        float *V = buffers + (size_t)thread_num() * (p.v_floats + p.m_floats), *M = V + p.v_floats;
+        float *V = buffers + (size_t)lpnx_thread_num() * (p.v_floats + p.m_floats), *M = V + p.v_floats;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t b = 0; b < p.count; b++) {
             lpnx_conv2d_group imgs;
@@ -960,7 +939,7 @@ void lpnx_winograd_backward(float *dinp, float *dweight, const float *dout, cons
     }
 #pragma omp parallel num_threads(threads)
     {
-        const int me = thread_num();
+        const int me = lpnx_thread_num();
         float *V = buffers + (size_t)me * (p.v_floats + p.m_floats), *M = V + p.v_floats;
         float *mine = dU + (size_t)me * p.u_floats;
 #pragma omp for schedule(static)

@@ -19,9 +19,6 @@
  * buffers of their own and call single-threaded dgemms. */
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "conv2d.h"
 #include "ops.h"
@@ -43,25 +40,19 @@ typedef struct {
     size_t m_doubles;      /* per thread: (16, cout, per_block) */
 } wd_plan;
 
-static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
-static int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
 static wd_plan make_plan(const lpnx_conv2d_dims *d) {
     wd_plan p;
     p.th = (d->ho + 1) / 2;
     p.tw = (d->wo + 1) / 2;
     p.tiles = p.th * p.tw;
-    const int64_t want = imax(BLOCK_MIN, BLOCK_BYTES / (16 * (int64_t)sizeof(double) * imax(d->cin + d->cout, 1)));
+    const int64_t want = lpnx_imax(BLOCK_MIN, BLOCK_BYTES / (16 * (int64_t)sizeof(double) * lpnx_imax(d->cin + d->cout, 1)));
     p.blocks = (p.tiles + want - 1) / want;
     if (p.blocks < 1) p.blocks = 1;
     p.per_block = (p.tiles + p.blocks - 1) / p.blocks; /* even blocks */
     const int64_t count = d->n * p.blocks;
     const double work = (double)d->n * (double)d->cout * (double)(d->ho * d->wo) * (double)(d->cin * 9);
-    int threads = 1;
-#ifdef _OPENMP
-    if (work >= PARALLEL_WORK) threads = (int)imin(omp_get_max_threads(), count);
-#endif
-    p.threads = threads < 1 ? 1 : threads;
+    p.threads = work >= PARALLEL_WORK ? (int)lpnx_imax(1, lpnx_imin(lpnx_get_num_threads(), count)) : 1;
     p.u_doubles = (size_t)16 * (size_t)d->cout * (size_t)d->cin;
     p.v_doubles = (size_t)16 * (size_t)d->cin * (size_t)p.per_block;
     p.m_doubles = (size_t)16 * (size_t)d->cout * (size_t)p.per_block;
@@ -126,7 +117,7 @@ static void input_block(double *V, int64_t ld, const float *inp, int64_t img, in
         double *vc = V + (size_t)c * (size_t)ld;
         for (int64_t k = 0; k < nb;) {
             const int64_t t = t0 + k, ty = t / p->tw, tx0 = t % p->tw;
-            const int64_t run = imin(nb - k, p->tw - tx0); /* tiles left in this tile row */
+            const int64_t run = lpnx_imin(nb - k, p->tw - tx0); /* tiles left in this tile row */
             const int64_t y0 = 2 * ty - d->pad_h;
             const int rows_inside = y0 >= 0 && y0 + 3 < h;
             for (int64_t q = 0; q < run; q++) {
@@ -193,17 +184,13 @@ void lpnx_winograd_double_forward(float *out, const float *inp, const float *wei
     const int64_t count = d->n * p.blocks, ld = p.per_block, cin = d->cin, cout = d->cout;
 #pragma omp parallel num_threads(p.threads) if (p.threads > 1)
     {
-#ifdef _OPENMP
-        const int me = omp_get_thread_num();
-#else
-        const int me = 0;
-#endif
+        const int me = lpnx_thread_num();
         double *V = buffers + (size_t)me * (p.v_doubles + p.m_doubles); /* (16, cin, ld) */
         double *M = V + p.v_doubles;                                     /* (16, cout, ld) */
 #pragma omp for schedule(dynamic, 1)
         for (int64_t b = 0; b < count; b++) {
             const int64_t img = b / p.blocks, t0 = (b % p.blocks) * p.per_block;
-            const int64_t nb = imin(p.per_block, p.tiles - t0);
+            const int64_t nb = lpnx_imin(p.per_block, p.tiles - t0);
             input_block(V, ld, inp, img, t0, nb, &p, d);
             for (int xi = 0; xi < 16; xi++)
                 lpnx_dgemm(0, 0, (int)cout, (int)nb, (int)cin, U + (size_t)xi * (size_t)(cout * cin), (int)cin,
