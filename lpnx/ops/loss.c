@@ -26,13 +26,6 @@ static inline double softplus_neg(double x) {
     return fmax(-x, 0) + log1p(exp(-fabs(x)));
 }
 
-/* The LPNX_CHUNKS partial sums of a range, added in chunk order. */
-static double sum_parts(const double *parts) {
-    double s = 0;
-    for (int k = 0; k < LPNX_CHUNKS; k++) s += parts[k];
-    return s;
-}
-
 /* Binary cross-entropy of sigmoid(x) against t: -(t log p + (1-t) log(1-p)). */
 static inline double bce(double x, double t) {
     return (1 - t) * x + softplus_neg(x);
@@ -40,24 +33,29 @@ static inline double bce(double x, double t) {
 
 /* ---- BCE with logits ------------------------------------------------- */
 
+typedef struct {
+    const float *logits, *target, *pos_weight;
+    size_t pos_weight_stride;
+} bce_args;
+
+static void bce_part(const void *ctx, int64_t lo, int64_t hi, double *out) {
+    const bce_args *a = ctx;
+    double s = 0;
+    for (int64_t i = lo; i < hi; i++) {
+        double x = a->logits[i], t = a->target[i];
+        double w = a->pos_weight ? a->pos_weight[(size_t)i * a->pos_weight_stride] : 1.0;
+        double log_weight = 1 + (w - 1) * t;
+        s += (1 - t) * x + log_weight * softplus_neg(x);
+    }
+    out[0] = s;
+}
+
 double lpnx_bce_with_logits_forward(const float *logits, const float *target,
                                     const float *pos_weight, size_t pos_weight_stride, size_t n) {
-    double parts[LPNX_CHUNKS];
-    const int64_t count = (int64_t)n;
-#pragma omp parallel for schedule(static) if (count >= LPNX_PARALLEL_MIN)
-    for (int k = 0; k < LPNX_CHUNKS; k++) {
-        int64_t lo, hi;
-        lpnx_chunk(count, k, &lo, &hi);
-        double s = 0;
-        for (int64_t i = lo; i < hi; i++) {
-            double x = logits[i], t = target[i];
-            double w = pos_weight ? pos_weight[(size_t)i * pos_weight_stride] : 1.0;
-            double log_weight = 1 + (w - 1) * t;
-            s += (1 - t) * x + log_weight * softplus_neg(x);
-        }
-        parts[k] = s;
-    }
-    return n ? sum_parts(parts) / (double)n : NAN;
+    const bce_args a = {logits, target, pos_weight, pos_weight_stride};
+    double sum;
+    lpnx_sum_chunks((int64_t)n, 1, bce_part, &a, &sum);
+    return n ? sum / (double)n : NAN;
 }
 
 void lpnx_bce_with_logits_backward(float *dlogits, const float *logits, const float *target,
@@ -75,30 +73,35 @@ void lpnx_bce_with_logits_backward(float *dlogits, const float *logits, const fl
 
 /* ---- soft Dice ------------------------------------------------------- */
 
+typedef struct {
+    const float *logits, *target;
+} dice_args;
+
+/* out: sum(p t), sum(p), sum(t) over [lo, hi). */
+static void dice_part(const void *ctx, int64_t lo, int64_t hi, double *out) {
+    const dice_args *a = ctx;
+    double spt = 0, sp = 0, st = 0;
+    for (int64_t i = lo; i < hi; i++) {
+        double p, q, t = a->target[i];
+        sigmoid_pair(a->logits[i], &p, &q);
+        spt += p * t;
+        sp += p;
+        st += t;
+    }
+    out[0] = spt;
+    out[1] = sp;
+    out[2] = st;
+}
+
 /* sum(p t), sum(p), sum(t) over all n elements. */
 void lpnx_dice_sums(double *sum_pt, double *sum_p, double *sum_t, const float *logits, const float *target,
                     size_t n) {
-    double pt_parts[LPNX_CHUNKS], p_parts[LPNX_CHUNKS], t_parts[LPNX_CHUNKS];
-    const int64_t count = (int64_t)n;
-#pragma omp parallel for schedule(static) if (count >= LPNX_PARALLEL_MIN)
-    for (int k = 0; k < LPNX_CHUNKS; k++) {
-        int64_t lo, hi;
-        lpnx_chunk(count, k, &lo, &hi);
-        double spt = 0, sp = 0, st = 0;
-        for (int64_t i = lo; i < hi; i++) {
-            double p, q, t = target[i];
-            sigmoid_pair(logits[i], &p, &q);
-            spt += p * t;
-            sp += p;
-            st += t;
-        }
-        pt_parts[k] = spt;
-        p_parts[k] = sp;
-        t_parts[k] = st;
-    }
-    *sum_pt = sum_parts(pt_parts);
-    *sum_p = sum_parts(p_parts);
-    *sum_t = sum_parts(t_parts);
+    const dice_args a = {logits, target};
+    double sums[3];
+    lpnx_sum_chunks((int64_t)n, 3, dice_part, &a, sums);
+    *sum_pt = sums[0];
+    *sum_p = sums[1];
+    *sum_t = sums[2];
 }
 
 double lpnx_dice_loss_forward(const float *logits, const float *target, float eps, size_t n) {
@@ -154,19 +157,25 @@ static inline double focal_one(double x, double t, double gamma, int use_alpha, 
     return w * mg * b;
 }
 
+typedef struct {
+    const float *logits, *target;
+    float gamma, alpha;
+    int use_alpha;
+} focal_args;
+
+static void focal_part(const void *ctx, int64_t lo, int64_t hi, double *out) {
+    const focal_args *a = ctx;
+    double s = 0;
+    for (int64_t i = lo; i < hi; i++) s += focal_one(a->logits[i], a->target[i], a->gamma, a->use_alpha, a->alpha, NULL);
+    out[0] = s;
+}
+
 double lpnx_focal_loss_forward(const float *logits, const float *target, float gamma,
                                int use_alpha, float alpha, size_t n) {
-    double parts[LPNX_CHUNKS];
-    const int64_t count = (int64_t)n;
-#pragma omp parallel for schedule(static) if (count >= LPNX_PARALLEL_MIN)
-    for (int k = 0; k < LPNX_CHUNKS; k++) {
-        int64_t lo, hi;
-        lpnx_chunk(count, k, &lo, &hi);
-        double s = 0;
-        for (int64_t i = lo; i < hi; i++) s += focal_one(logits[i], target[i], gamma, use_alpha, alpha, NULL);
-        parts[k] = s;
-    }
-    return n ? sum_parts(parts) / (double)n : NAN;
+    const focal_args a = {logits, target, gamma, alpha, use_alpha};
+    double sum;
+    lpnx_sum_chunks((int64_t)n, 1, focal_part, &a, &sum);
+    return n ? sum / (double)n : NAN;
 }
 
 void lpnx_focal_loss_backward(float *dlogits, const float *logits, const float *target,

@@ -21,9 +21,13 @@ static inline int64_t lpnx_imin(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t lpnx_imax(int64_t a, int64_t b) { return a > b ? a : b; }
 /* Sums over many elements add LPNX_CHUNKS partial sums, one per fixed
  * chunk of the range, in chunk order: the same bits for any thread
- * count. Chunk k of [0, n) is [*lo, *hi). */
+ * count. lpnx_sum_chunks(n, k, part, ctx, sums): part(ctx, lo, hi, out)
+ * writes the k (<= LPNX_SUMS_MAX) sums of elements [lo, hi) into out;
+ * sums gets the k totals. */
 #define LPNX_CHUNKS 64
-void lpnx_chunk(int64_t n, int k, int64_t *lo, int64_t *hi);
+#define LPNX_SUMS_MAX 4
+typedef void (*lpnx_chunk_sums)(const void *ctx, int64_t lo, int64_t hi, double *out);
+void lpnx_sum_chunks(int64_t n, int k, lpnx_chunk_sums part, const void *ctx, double *sums);
 
 /* ---- elementwise (elementwise.c) ------------------------------------- */
 typedef enum {

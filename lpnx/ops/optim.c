@@ -55,18 +55,15 @@ void lpnx_adam_step(float *param, float *exp_avg, float *exp_avg_sq, const float
     }
 }
 
+static void squares_part(const void *ctx, int64_t lo, int64_t hi, double *out) {
+    const float *x = ctx;
+    double s = 0;
+    for (int64_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
+    out[0] = s;
+}
+
 double lpnx_sum_squares(const float *x, size_t n) {
-    double parts[LPNX_CHUNKS];
-    const int64_t count = (int64_t)n;
-#pragma omp parallel for schedule(static) if (count >= LPNX_PARALLEL_MIN)
-    for (int k = 0; k < LPNX_CHUNKS; k++) { /* fixed chunks, added in order (ops.h) */
-        int64_t lo, hi;
-        lpnx_chunk(count, k, &lo, &hi);
-        double s = 0;
-        for (int64_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
-        parts[k] = s;
-    }
-    double sum = 0;
-    for (int k = 0; k < LPNX_CHUNKS; k++) sum += parts[k];
+    double sum;
+    lpnx_sum_chunks((int64_t)n, 1, squares_part, x, &sum);
     return sum;
 }

@@ -37,7 +37,13 @@ int lpnx_thread_num(void) {
 #endif
 }
 
-void lpnx_chunk(int64_t n, int k, int64_t *lo, int64_t *hi) {
-    *lo = n * k / LPNX_CHUNKS;
-    *hi = n * (k + 1) / LPNX_CHUNKS;
+void lpnx_sum_chunks(int64_t n, int k, lpnx_chunk_sums part, const void *ctx, double *sums) {
+    double parts[LPNX_CHUNKS][LPNX_SUMS_MAX];
+#pragma omp parallel for schedule(static) if (n >= LPNX_PARALLEL_MIN)
+    for (int c = 0; c < LPNX_CHUNKS; c++) part(ctx, n * c / LPNX_CHUNKS, n * (c + 1) / LPNX_CHUNKS, parts[c]);
+    for (int j = 0; j < k; j++) {
+        double s = 0;
+        for (int c = 0; c < LPNX_CHUNKS; c++) s += parts[c][j];
+        sums[j] = s;
+    }
 }
