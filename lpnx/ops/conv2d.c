@@ -176,7 +176,6 @@ typedef struct {
 /* floats rounded up to 64 bytes. */
 static size_t round16(size_t floats) { return (floats + 15) / 16 * 16; }
 
-
 static col_plan make_col_plan(const lpnx_conv2d_dims *d) {
     col_plan p;
     p.K = d->cin * d->kh * d->kw;
@@ -219,7 +218,9 @@ static col_plan make_col_plan(const lpnx_conv2d_dims *d) {
 static int use_winograd(const lpnx_conv2d_dims *d) {
     if (d->algo == LPNX_CONV_DIRECT || d->algo == LPNX_CONV_DOUBLE) return 0;
     if (!lpnx_winograd_applies(d) || d->cin == 0) return 0;
-    if (d->algo == LPNX_CONV_WINOGRAD && d->cin >= WINOGRAD4_MIN_CIN && ((d->ho + 3) / 4) * ((d->wo + 3) / 4) >= WINOGRAD_MIN_TILES) return 4;
+    if (d->algo == LPNX_CONV_WINOGRAD && d->cin >= WINOGRAD4_MIN_CIN &&
+        ((d->ho + 3) / 4) * ((d->wo + 3) / 4) >= WINOGRAD_MIN_TILES)
+        return 4;
     if (((d->ho + 1) / 2) * ((d->wo + 1) / 2) >= WINOGRAD_MIN_TILES) return 2;
     return 0;
 }
@@ -252,6 +253,7 @@ static size_t double_thread_floats(const col_plan *p, const lpnx_conv2d_dims *d)
     const size_t pixels = p->col_floats / (size_t)lpnx_imax(p->K, 1);
     return round16(p->col_floats) + round16(2 * p->col_floats) + round16(2 * (size_t)d->cout * pixels);
 }
+
 /* Whether LPNX_CONV_DOUBLE's forward takes Winograd F(2x2, 3x3) in
  * double: where WINOGRAD2 would take F(2x2). */
 static int double_winograd(const lpnx_conv2d_dims *d) {
@@ -523,8 +525,8 @@ static void forward_double(float *out, const float *inp, const float *weight, co
 #pragma omp parallel num_threads(double_threads(&p)) if (double_threads(&p) > 1)
     {
         const int me = lpnx_thread_num();
-        float *colf = base + (size_t)me * per;                         /* (K, tile) */
-        double *cold = as_doubles(colf + round16(p.col_floats));                        /* (K, tile) */
+        float *colf = base + (size_t)me * per;                                              /* (K, tile) */
+        double *cold = as_doubles(colf + round16(p.col_floats));                            /* (K, tile) */
         double *yd = as_doubles(colf + round16(p.col_floats) + round16(2 * p.col_floats)); /* (cout, tile) */
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < p.count; t++) tile_forward_double(out, inp, wd, bias, colf, cold, yd, &p, list, d, t);
