@@ -19,8 +19,8 @@ OPENBLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 OPENBLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 
 # Debian packages the build, the specs and the examples need.
-DEPS_PKGS := gcc g++ make lua5.4 liblua5.4-dev libopenblas-openmp-dev libpng-dev \
-             libdcmtk-dev dcmtk lua-busted lua-argparse lua-cjson lua-check cppcheck gnuplot-nox \
+DEPS_PKGS := gcc g++ make lua5.4 liblua5.4-dev libopenblas-openmp-dev libpng-dev libjansson-dev \
+             libdcmtk-dev dcmtk lua-busted lua-argparse lua-cjson lua-filesystem lua-check cppcheck gnuplot-nox \
              clang libclang-rt-14-dev openmpi-bin libopenmpi-dev dicom3tools chromium
 
 ifeq ($(ASAN),1)
@@ -37,7 +37,7 @@ WARN := -Wall -Wextra -Wpedantic -Wshadow -Wno-unknown-pragmas
 CPPFLAGS_ALL := -I$(LUA_INC) -I$(OPENBLAS_INC) -D_POSIX_C_SOURCE=200809L -MMD -MP
 CFLAGS_ALL := -std=c99 $(OPT) -fPIC -fopenmp $(WARN) $(CFLAGS)
 CXXFLAGS_ALL := -std=c++17 $(OPT) -fPIC -fopenmp -Wall -Wextra -Wno-unknown-pragmas $(CXXFLAGS)
-LIBS := -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas -lpng16 -lm
+LIBS := -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas -lpng16 -ljansson -lm
 DCMTK_LIBS := -ldcmseg -ldcmfg -ldcmiod -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd
 
 C_SRC := $(wildcard lpnx/*.c lpnx/ops/*.c lpnx/image/*.c lpnx/io/*.c lpnx/ref/*.c lpnx/bind/*.c)
@@ -160,6 +160,7 @@ FUZZ_SRC_png := lpnx/io/png.c lpnx/io/file.c
 FUZZ_SRC_rle := lpnx/io/rle.c
 FUZZ_SRC_csv := lpnx/io/csv.c
 FUZZ_LIBS_png := -lpng16
+FUZZ_LIBS_safetensors := -ljansson
 FUZZ_BINS := $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_TARGETS))
 fuzz: deps $(FUZZ_BINS)
 	@echo "fuzz targets in $(FUZZ_BUILD): $(notdir $(FUZZ_BINS))"

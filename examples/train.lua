@@ -81,17 +81,17 @@ end
 if not pcall(lpnx.set_conv_algorithm, args.conv_algorithm) then
   fail(("--conv-algorithm must be auto, winograd, winograd2, direct or double, got %s"):format(args.conv_algorithm))
 end
-if lpnx.sys.stat(args.data) ~= "dir" then fail(("--data %s is not a folder"):format(args.data)) end
+if lpnx.fs.stat(args.data) ~= "dir" then fail(("--data %s is not a folder"):format(args.data)) end
 local csv = args.csv or (args.data .. "/train-rle.csv")
-if lpnx.sys.stat(csv) ~= "file" and lpnx.sys.stat(args.data .. "/images") ~= "dir" then
+if lpnx.fs.stat(csv) ~= "file" and lpnx.fs.stat(args.data .. "/images") ~= "dir" then
   fail(("no mask CSV at %s (give --csv)"):format(csv))
 end
-if args.pretrained and lpnx.sys.stat(args.pretrained) ~= "file" then
+if args.pretrained and lpnx.fs.stat(args.pretrained) ~= "file" then
   fail(("--pretrained %s: no such file"):format(args.pretrained))
 end
 
 local ok, result = pcall(lpnx.train.run, {
-  data = args.data, csv = lpnx.sys.stat(csv) == "file" and csv or nil, out = args.out, size = args.size,
+  data = args.data, csv = lpnx.fs.stat(csv) == "file" and csv or nil, out = args.out, size = args.size,
   encoder = args.encoder, encoder_width = args.encoder_width, decoder_channels = args.decoder_channels,
   epochs = args.epochs, batch = args.batch, lr = args.lr, optimizer = args.optimizer,
   weight_decay = args.weight_decay, loss = args.loss, positive_fraction = args.positive_fraction,

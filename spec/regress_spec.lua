@@ -6,7 +6,7 @@ local lpnx = require "lpnx"
 local h = require "spec.support.helpers"
 
 local function files(kind)
-  return lpnx.sys.walk(h.fixture("regress/" .. kind))
+  return lpnx.fs.walk(h.fixture("regress/" .. kind))
 end
 
 -- A binary Segmentation of n frames of 1 x 1 pixels (explicit VR little

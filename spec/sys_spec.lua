@@ -356,7 +356,7 @@ describe("lpnx.sys signals and clocks", function()
   end)
 end)
 
-describe("lpnx.sys files and folders", function()
+describe("lpnx.sys files", function()
   local root
 
   before_each(function() root = helpers.tmpdir() end)
@@ -367,63 +367,6 @@ describe("lpnx.sys files and folders", function()
     f:write(text or "")
     f:close()
   end
-
-  it("mkdir_p makes every missing parent; stat tells file, dir or nothing", function()
-    sys.mkdir_p(root .. "/a/b/c")
-    sys.mkdir_p(root .. "/a/b/c") -- already there: fine
-    sys.mkdir_p(root .. "/a//b/d/")
-    assert.are.equal("dir", sys.stat(root .. "/a/b/c"))
-    assert.are.equal("dir", sys.stat(root .. "/a/b/d"))
-    touch(root .. "/a/f.txt", "12345")
-    assert.are.same({"file", 5}, {sys.stat(root .. "/a/f.txt")})
-    assert.is_nil(sys.stat(root .. "/missing"))
-    assert.is_nil(sys.stat(root .. "/a/f.txt/below"))
-    assert.are.equal("other", sys.stat("/dev/null"))
-    assert.are.equal(("lpnx.sys.mkdir_p: %s/a/f.txt is in the way: Not a directory"):format(root),
-      message(sys.mkdir_p, root .. "/a/f.txt/g/h"))
-    assert.matches("expected a folder path, got an empty string", message(sys.mkdir_p, ""))
-  end)
-
-  it("walk lists files sorted, filters extensions case-insensitively, follows links to files only", function()
-    sys.mkdir_p(root .. "/d/sub")
-    sys.mkdir_p(root .. "/e")
-    sys.mkdir_p(root .. "/other")
-    touch(root .. "/b.png")
-    touch(root .. "/a.DCM")
-    touch(root .. "/d/sub/z.dcm")
-    touch(root .. "/d.txt")
-    touch(root .. "/d/y.Png")
-    touch(root .. "/noext")
-    touch(root .. "/other/hidden.dcm")
-    assert(os.execute(("ln -s '%s/b.png' '%s/e/link.png'"):format(root, root)))
-    assert(os.execute(("ln -s '%s/other' '%s/e/folder_link'"):format(root, root)))
-    assert(os.execute(("ln -s '%s/gone.png' '%s/e/dangling.png'"):format(root, root)))
-    local function rel(list)
-      local out = {}
-      for i, p in ipairs(list) do out[i] = p:sub(#root + 2) end
-      return out
-    end
-    -- byte order of whole paths: "d.txt" < "d/..." since '.' < '/'
-    assert.are.same({"a.DCM", "b.png", "d.txt", "d/sub/z.dcm", "d/y.Png", "e/link.png", "noext", "other/hidden.dcm"},
-      rel(sys.walk(root)))
-    assert.are.same({"a.DCM", "b.png", "d/sub/z.dcm", "d/y.Png", "e/link.png", "other/hidden.dcm"},
-      rel(sys.walk(root, {exts = {"dcm", ".PNG"}})))
-    assert.are.same({"d/sub/z.dcm", "d/y.Png"}, rel(sys.walk(root .. "/d/", {exts = {"dcm", "png"}})))
-    assert.are.same({}, sys.walk(root .. "/e", {exts = {"dcm"}}))
-    local list = sys.walk(root)
-    local sorted = {table.unpack(list)}
-    table.sort(sorted)
-    assert.are.same(sorted, list)
-  end)
-
-  it("walk names a folder it cannot open", function()
-    assert.are.equal(("lpnx.sys.walk: cannot open folder %s/nope: No such file or directory"):format(root),
-      message(sys.walk, root .. "/nope"))
-    touch(root .. "/file")
-    assert.are.equal(("lpnx.sys.walk: cannot open folder %s/file: Not a directory"):format(root),
-      message(sys.walk, root .. "/file"))
-    assert.matches("expected exts%[2%] to be a string, got number", message(sys.walk, root, {exts = {"a", 3}}))
-  end)
 
   it("fsync_path syncs files and folders", function()
     touch(root .. "/f", "x")

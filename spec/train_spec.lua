@@ -70,7 +70,7 @@ describe("training", function()
     local out = dir .. "/files"
     lpnx.train.run(opts(out))
     for _, f in ipairs {"model.safetensors", "best.safetensors", "checkpoint.safetensors", "log.csv"} do
-      assert.are.equal("file", lpnx.sys.stat(out .. "/" .. f), f)
+      assert.are.equal("file", lpnx.fs.stat(out .. "/" .. f), f)
     end
     local header = io.open(out .. "/log.csv"):read("l")
     assert.are.equal("step,epoch,loss,lr,val_dice,val_iou,seconds", header)

@@ -232,11 +232,11 @@ end
 
 -- Submodules load on first use: lpnx.nn, lpnx.models, lpnx.optim, lpnx.metrics,
 -- lpnx.siim, lpnx.synth, lpnx.data, lpnx.transforms, lpnx.train, lpnx.predict,
--- lpnx.progress, lpnx.report, lpnx.dist. (lpnx.dicom, png, rle, csv, image, draw and sys come from C.)
+-- lpnx.progress, lpnx.report, lpnx.dist, lpnx.fs. (lpnx.dicom, png, rle, csv, image, draw and sys come from C.)
 local lazy = {nn = "lpnx.nn", models = "lpnx.models", optim = "lpnx.optim", metrics = "lpnx.metrics",
               siim = "lpnx.siim", synth = "lpnx.synth", data = "lpnx.data", transforms = "lpnx.transforms",
               train = "lpnx.train", predict = "lpnx.predict", progress = "lpnx.progress",
-              report = "lpnx.report", dist = "lpnx.dist"}
+              report = "lpnx.report", dist = "lpnx.dist", fs = "lpnx.fs"}
 setmetatable(lpnx, {
   __index = function(t, k)
     local name = lazy[k]

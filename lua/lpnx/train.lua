@@ -282,7 +282,7 @@ function train.run(opts)
   end
   local sum = dist and dist.summer() or nil
   if opts.threads then lpnx.set_num_threads(opts.threads) end
-  if root then lpnx.sys.mkdir_p(opts.out) end
+  if root then lpnx.fs.mkdir_p(opts.out) end
   -- Ctrl-C and TERM from here on end the run with a checkpoint at the next
   -- step boundary, not mid-write
   lpnx.sys.catch_signal("INT")
@@ -358,7 +358,7 @@ function train.run(opts)
                  running = {loss = 0, dice = 0, seen = 0}} -- this epoch's running means, for the log and bar
   local resumed = false
   if opts.resume then
-    local found = lpnx.sys.stat(ckpt_path) == "file"
+    local found = lpnx.fs.stat(ckpt_path) == "file"
     if dist then
       local seen = math.tointeger(sum({found and 1 or 0})[1])
       if seen > 0 and seen < nproc then
