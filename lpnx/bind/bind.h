@@ -1,5 +1,7 @@
 /* Shared helpers of the Lua bindings: typed getters, tensor creation that
- * raises a Lua error (never returns NULL), argument checks. */
+ * raises a Lua error (never returns NULL), argument checks
+ * (bind_tensor.c), whole files, option tables and shape text
+ * (bind_util.c). Binding files use these and never each other. */
 #ifndef LPNX_BIND_H
 #define LPNX_BIND_H
 
@@ -11,6 +13,8 @@
 
 #define LPNX_TENSOR_MT "lpnx.Tensor"
 #define LPNX_GENERATOR_MT "lpnx.Generator"
+/* Registry key of the default generator (manual_seed resets it). */
+#define LPNX_DEFAULT_GENERATOR "lpnx.default_generator"
 
 /* The tensor at stack index i, or an argument error naming i. */
 lpnx_Tensor *lpnx_checktensor(lua_State *L, int i);
@@ -21,6 +25,10 @@ lpnx_Tensor *lpnx_pushempty(lua_State *L);
 /* Pushes a new contiguous tensor; raises "not enough memory for a 2x3
  * tensor" or a size error instead of returning on failure. */
 lpnx_Tensor *lpnx_pushnew(lua_State *L, int ndim, const int64_t *size, int zero);
+/* Pushes a new contiguous copy of src. */
+lpnx_Tensor *lpnx_pushcopy(lua_State *L, const lpnx_Tensor *src);
+/* The tensor at i, or an argument error; "tensor was closed" when it was. */
+lpnx_Tensor *lpnx_checklive(lua_State *L, int i);
 /* Pushes a view sharing t's storage. */
 lpnx_Tensor *lpnx_pushview(lua_State *L, const lpnx_Tensor *t);
 /* A contiguous version of the tensor at i: itself, or a copy pushed onto
@@ -31,6 +39,11 @@ lpnx_Tensor *lpnx_checkcontiguous(lua_State *L, int i);
  * first. Returns ndim; stops at the first non-number (its index goes to
  * *next when next != NULL). Raises on bad sizes. */
 int lpnx_checksizes(lua_State *L, int first, int64_t *size, int *next);
+/* Sizes from the numbers at first..last (last < 0: up to the first
+ * non-number); the index after them goes to *next when next != NULL. */
+int lpnx_readsizes(lua_State *L, int first, int last, int64_t *size, int *next);
+/* An integer argument; what names it in the error. */
+int64_t lpnx_checkint(lua_State *L, int arg, const char *what);
 /* A 1-based dim (negatives count from the end) -> 0-based, or raises. */
 int lpnx_checkdim(lua_State *L, int arg, int ndim);
 
@@ -53,6 +66,8 @@ void lpnx_checkkeys(lua_State *L, int arg, const char *const *keys);
 
 /* The generator at i when it is one, else the default generator. */
 lpnx_rng *lpnx_optgenerator(lua_State *L, int i);
+/* The Lua state's default generator (kept in the registry). */
+lpnx_rng *lpnx_default_generator(lua_State *L);
 
 lpnx_operand lpnx_operand_of(const lpnx_Tensor *t);
 
@@ -92,6 +107,19 @@ int lpnx_overlaps(const lpnx_Tensor *a, const lpnx_Tensor *b);
 lpnx_Tensor *lpnx_checknchw(lua_State *L, int i);
 /* Raises unless t has exactly the given sizes (ndim of them); what names it. */
 void lpnx_checkshape(lua_State *L, int arg, const lpnx_Tensor *t, int ndim, const int64_t *size);
+/* Raises, naming arg, when t shares memory with a tensor at one of the
+ * stack indices in args (0-terminated; non-tensors skipped), except the
+ * very same view at index same (0 for none); what names t and names the
+ * others in the message. */
+void lpnx_checkdisjoint(lua_State *L, int arg, const char *what, const lpnx_Tensor *t, const int *args, int same,
+                        const char *names);
+/* The output buffer at arg: NULL for nil (the caller then makes a new
+ * tensor); otherwise the caller's own contiguous tensor with exactly the
+ * ndim sizes, disjoint from the tensors at args as lpnx_checkdisjoint
+ * says. what names the buffer, role what it holds and names the others,
+ * in messages. */
+lpnx_Tensor *lpnx_optoutput(lua_State *L, int arg, const char *what, const char *role, int ndim,
+                            const int64_t *size, const int *args, int same, const char *names);
 /* A contiguous tensor at i, not a copy: kernels that write into it need
  * the caller's own storage. */
 lpnx_Tensor *lpnx_checkcontiguous_inplace(lua_State *L, int i);

@@ -149,48 +149,16 @@ static lpnx_Tensor *opt_vector(lua_State *L, int arg, const char *what, int64_t 
     return inplace ? t : lpnx_checkcontiguous(L, arg);
 }
 
-/* Raises, naming arg, when t shares memory with one of the count tensors
- * in others (NULL entries skipped); names says which they are. */
-static void check_disjoint(lua_State *L, int arg, const char *what, const lpnx_Tensor *t,
-                           const lpnx_Tensor *const *others, int count, const char *names) {
-    for (int i = 0; i < count; i++)
-        if (lpnx_overlaps(t, others[i]))
-            luaL_argerror(L, arg, lua_pushfstring(L, "%s must not share memory with %s", what, names));
-}
-
-/* The output buffer at arg: NULL for nil (the caller makes a new
- * tensor); otherwise the caller's own contiguous tensor of exactly the
- * sizes of want, sharing no memory with the count tensors in others.
- * what names it in messages, role says what it holds. */
-static lpnx_Tensor *opt_output(lua_State *L, int arg, const char *what, const char *role,
-                               const lpnx_Tensor *want, const lpnx_Tensor *const *others, int count,
-                               const char *names) {
-    char s1[SHAPE_LEN], s2[SHAPE_LEN];
-    if (lua_isnoneornil(L, arg)) return NULL;
-    lpnx_Tensor *t = lpnx_checktensor(L, arg);
-    if (!t->storage) luaL_argerror(L, arg, "tensor was closed");
-    int same = t->ndim == want->ndim;
-    for (int k = 0; same && k < t->ndim; k++) same = t->size[k] == want->size[k];
-    if (!same)
-        luaL_argerror(L, arg,
-                      lua_pushfstring(L, "expected %s %s to hold the %s, got %s", what,
-                                      lpnx_shape_of(s1, SHAPE_LEN, want), role, lpnx_shape_of(s2, SHAPE_LEN, t)));
-    if (!lpnx_tensor_is_contiguous(t))
-        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s to be contiguous: it is written in place", what));
-    check_disjoint(L, arg, what, t, others, count, names);
-    return t;
-}
-
 /* The column buffer: the workspace tensor at arg when it is given, holds
  * enough floats and starts on 64 bytes, else a temporary tensor pushed on
  * the stack. NULL
  * when the convolution needs none. */
-static float *column_buffer(lua_State *L, int arg, const lpnx_conv2d_dims *d,
-                            const lpnx_Tensor *const *others, int count, const char *names) {
+static float *column_buffer(lua_State *L, int arg, const lpnx_conv2d_dims *d, const int *others,
+                            const char *names) {
     size_t need = lpnx_conv2d_col_size(d);
     if (!lua_isnoneornil(L, arg)) {
         lpnx_Tensor *ws = lpnx_checkcontiguous_inplace(L, arg);
-        check_disjoint(L, arg, "workspace", ws, others, count, names);
+        lpnx_checkdisjoint(L, arg, "workspace", ws, others, 0, names);
         if (need == 0) return NULL;
         /* the double forward keeps doubles in it: 64-byte aligned only */
         if (lpnx_tensor_numel(ws) >= need && ((uintptr_t)lpnx_tensor_data(ws) & 63) == 0)
@@ -210,21 +178,15 @@ static int conv2d_forward(lua_State *L, int fast) {
     lpnx_Tensor *b = opt_vector(L, 3, "bias", d.cout, 0);
     read_geometry(L, 4, 1, x, &d);
     /* the caller's tensors, not the private copies */
-    const lpnx_Tensor *inputs[4] = {lpnx_checktensor(L, 1), lpnx_checktensor(L, 2), lpnx_testtensor(L, 3),
-                                    lpnx_testtensor(L, 10)};
-    lpnx_Tensor want = {0};
-    want.ndim = 4;
-    want.size[0] = d.n;
-    want.size[1] = d.cout;
-    want.size[2] = d.ho;
-    want.size[3] = d.wo;
-    lpnx_Tensor *y = opt_output(L, 11, "y", "output", &want, inputs, 4, "x, w, b or the workspace");
+    static const int inputs[] = {1, 2, 3, 0}, inputs_ws[] = {1, 2, 3, 10, 0};
+    const int64_t ysize[4] = {d.n, d.cout, d.ho, d.wo};
+    lpnx_Tensor *y = lpnx_optoutput(L, 11, "y", "output", 4, ysize, inputs_ws, 0, "x, w, b or the workspace");
     float *col = NULL;
-    if (fast) col = column_buffer(L, 10, &d, inputs, 3, "x, w or b");
+    if (fast) col = column_buffer(L, 10, &d, inputs, "x, w or b");
     if (y)
         lua_pushvalue(L, 11);
     else
-        y = lpnx_pushnew(L, 4, want.size, 0);
+        y = lpnx_pushnew(L, 4, ysize, 0);
     const float *bias = b ? lpnx_tensor_data(b) : NULL;
     if (fast)
         lpnx_conv2d_forward(lpnx_tensor_data(y), lpnx_tensor_data(x), lpnx_tensor_data(w), bias, col, &d);
@@ -262,25 +224,20 @@ static int conv2d_backward(lua_State *L, int fast) {
     luaL_checktype(L, 12, LUA_TBOOLEAN);
     int need_gx = lua_toboolean(L, 12);
     /* the caller's tensors, not the private copies */
-    const lpnx_Tensor *inputs[6] = {lpnx_checktensor(L, 1), lpnx_checktensor(L, 2), lpnx_checktensor(L, 3),
-                                    gw, gb, lpnx_testtensor(L, 13)};
-    check_disjoint(L, 10, "gw", gw, inputs, 3, "x, w or gy");
-    check_disjoint(L, 11, "gb", gb, inputs, 4, "x, w, gy or gw");
+    static const int inputs3[] = {1, 2, 3, 0}, inputs4[] = {1, 2, 3, 10, 0}, inputs5[] = {1, 2, 3, 10, 11, 0},
+                     inputs6[] = {1, 2, 3, 10, 11, 13, 0};
+    lpnx_checkdisjoint(L, 10, "gw", gw, inputs3, 0, "x, w or gy");
+    if (gb) lpnx_checkdisjoint(L, 11, "gb", gb, inputs4, 0, "x, w, gy or gw");
     lpnx_Tensor *gx = NULL;
     if (!need_gx && !lua_isnil(L, 14))
         luaL_argerror(L, 14, "gx is given but need_gx is false");
     if (need_gx) {
-        lpnx_Tensor want = {0};
-        want.ndim = 4;
-        want.size[0] = d.n;
-        want.size[1] = d.cin;
-        want.size[2] = d.h;
-        want.size[3] = d.w;
-        gx = opt_output(L, 14, "gx", "input gradient", &want, inputs, 6,
-                        "x, w, gy, gw, gb or the workspace");
+        const int64_t xsize[4] = {d.n, d.cin, d.h, d.w};
+        gx = lpnx_optoutput(L, 14, "gx", "input gradient", 4, xsize, inputs6, 0,
+                            "x, w, gy, gw, gb or the workspace");
     }
     float *col = NULL;
-    if (fast) col = column_buffer(L, 13, &d, inputs, 5, "x, w, gy, gw or gb");
+    if (fast) col = column_buffer(L, 13, &d, inputs5, "x, w, gy, gw or gb");
     float *dinp = NULL;
     if (gx) { /* the kernels accumulate into it */
         lua_pushvalue(L, 14);

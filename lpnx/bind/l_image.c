@@ -54,12 +54,6 @@ static const char *num(lua_State *L, double v) {
     return lua_pushstring(L, buf);
 }
 
-static lpnx_Tensor *checklive(lua_State *L, int arg) {
-    lpnx_Tensor *t = lpnx_checktensor(L, arg);
-    if (!t->storage) luaL_argerror(L, arg, "tensor was closed");
-    return t;
-}
-
 /* a * b for sizes >= 0, saturating: an empty tensor may have other sizes
  * whose product does not fit. */
 static int64_t mul(int64_t a, int64_t b) {
@@ -79,7 +73,7 @@ static const char *ranks_text(int maxdim) {
 /* The tensor at arg with 2..maxdim dims; a contiguous copy may be pushed. */
 static image_arg checkimage(lua_State *L, int arg, int maxdim) {
     char s[160];
-    lpnx_Tensor *t = checklive(L, arg);
+    lpnx_Tensor *t = lpnx_checklive(L, arg);
     if (t->ndim < 2 || t->ndim > maxdim)
         luaL_argerror(
             L, arg,
@@ -103,7 +97,7 @@ static void checknonempty(lua_State *L, int arg, const image_arg *a) {
 /* A single-channel image (H,W) or (1,H,W) at arg, contiguous. */
 static image_arg checkplane(lua_State *L, int arg, const char *name) {
     char s[160];
-    lpnx_Tensor *t = checklive(L, arg);
+    lpnx_Tensor *t = lpnx_checklive(L, arg);
     if (!(t->ndim == 2 || (t->ndim == 3 && t->size[0] == 1)))
         luaL_argerror(L, arg,
                       lua_pushfstring(L, "expected %s (H,W) or (1,H,W), got %s", name, lpnx_shape_of(s, sizeof s, t)));
@@ -355,7 +349,7 @@ static const char *const SAMPLING_KEYS[] = {"mode", "border", "value", NULL};
 /* The (2,H,W) displacement field at arg for an image a, contiguous. */
 static lpnx_Tensor *checkfield(lua_State *L, int arg, const image_arg *a) {
     char s1[160], s2[160], s3[160];
-    lpnx_Tensor *f = checklive(L, arg);
+    lpnx_Tensor *f = lpnx_checklive(L, arg);
     if (f->ndim != 3 || f->size[0] != 2 || f->size[1] != a->H || f->size[2] != a->W) {
         const lpnx_Tensor want = {.ndim = 3, .size = {2, a->H, a->W}};
         luaL_argerror(L, arg,
@@ -653,7 +647,7 @@ static void optcolor(lua_State *L, int arg, const char *key, float *color) {
 static int image_overlay(lua_State *L, int ref) {
     static const char *const keys[] = {"color", "alpha", "contour", "contour_color", "contour_width", NULL};
     char s1[160], s2[160];
-    lpnx_Tensor *img = checklive(L, 1);
+    lpnx_Tensor *img = lpnx_checklive(L, 1);
     if (!(img->ndim == 2 || (img->ndim == 3 && (img->size[0] == 1 || img->size[0] == 3))))
         luaL_argerror(
             L, 1,
@@ -661,7 +655,7 @@ static int image_overlay(lua_State *L, int ref) {
     img = lpnx_checkcontiguous(L, 1);
     const int64_t channels = img->ndim == 3 ? img->size[0] : 1;
     const int64_t H = img->size[img->ndim - 2], W = img->size[img->ndim - 1];
-    lpnx_Tensor *mask = checklive(L, 2);
+    lpnx_Tensor *mask = lpnx_checklive(L, 2);
     const int mask_ok = (mask->ndim == 2 || (mask->ndim == 3 && mask->size[0] == 1)) &&
                         mask->size[mask->ndim - 2] == H && mask->size[mask->ndim - 1] == W;
     if (!mask_ok)

@@ -55,12 +55,6 @@
 
 /* ---- argument helpers ------------------------------------------------ */
 
-static lpnx_Tensor *checklive(lua_State *L, int arg) {
-    lpnx_Tensor *t = lpnx_checktensor(L, arg);
-    if (!t->storage) luaL_argerror(L, arg, "tensor was closed");
-    return t;
-}
-
 /* An integer in [lo, MAX_SIZE] at arg; what names it in the message. */
 static int64_t checkrange(lua_State *L, int arg, const char *what, int64_t lo) {
     int ok;
@@ -87,7 +81,7 @@ static double checkeps(lua_State *L, int arg) {
  * contiguous; in-place outputs must be contiguous already. */
 static float *checkchannel(lua_State *L, int arg, const char *name, int64_t C, int inplace) {
     char s[160];
-    lpnx_Tensor *t = checklive(L, arg);
+    lpnx_Tensor *t = lpnx_checklive(L, arg);
     if (t->ndim != 1 || t->size[0] != C)
         luaL_argerror(L, arg,
                       lua_pushfstring(L, "expected %s (%I) to match input channels %I, got %s", name, (lua_Integer)C,
@@ -101,7 +95,7 @@ static float *checkchannel(lua_State *L, int arg, const char *name, int64_t C, i
 static lpnx_Tensor *checklike(lua_State *L, int arg, const char *name, const lpnx_Tensor *like,
                               const char *like_name) {
     char s1[160], s2[160];
-    lpnx_Tensor *t = checklive(L, arg);
+    lpnx_Tensor *t = lpnx_checklive(L, arg);
     int same = t->ndim == like->ndim;
     for (int d = 0; same && d < t->ndim; d++) same = t->size[d] == like->size[d];
     if (!same)
@@ -124,45 +118,6 @@ static float *data(const lpnx_Tensor *t) { return lpnx_tensor_data(t); }
 /* ---- output buffers -------------------------------------------------- */
 
 /* 1 when a and b are the same view: one storage, offset and shape. */
-static int same_view(const lpnx_Tensor *a, const lpnx_Tensor *b) {
-    if (!a || !b || a->storage != b->storage || a->offset != b->offset || a->ndim != b->ndim) return 0;
-    for (int d = 0; d < a->ndim; d++)
-        if (a->size[d] != b->size[d] || a->stride[d] != b->stride[d]) return 0;
-    return 1;
-}
-
-/* The output buffer at arg: NULL for nil (the caller then makes a new
- * tensor); otherwise the caller's own contiguous tensor with exactly the
- * ndim sizes, sharing no memory with the tensors at the stack indices in
- * args (0-terminated; non-tensors skipped), except that it may be the very
- * tensor at index same (0 for none). what names the buffer, role what it
- * holds and names the arguments, in messages. */
-static lpnx_Tensor *opt_output(lua_State *L, int arg, const char *what, const char *role, int ndim,
-                               const int64_t *size, const int *args, int same, const char *names) {
-    char s1[160], s2[160];
-    if (lua_isnoneornil(L, arg)) return NULL;
-    lpnx_Tensor *t = checklive(L, arg);
-    int match = t->ndim == ndim;
-    for (int d = 0; match && d < ndim; d++) match = t->size[d] == size[d];
-    if (!match) {
-        lpnx_Tensor want = {0};
-        want.ndim = ndim;
-        for (int d = 0; d < ndim; d++) want.size[d] = size[d];
-        luaL_argerror(L, arg,
-                      lua_pushfstring(L, "expected %s %s to hold the %s, got %s", what,
-                                      lpnx_shape_of(s1, sizeof s1, &want), role, lpnx_shape_of(s2, sizeof s2, t)));
-    }
-    if (!lpnx_tensor_is_contiguous(t))
-        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s to be contiguous: it is written in place", what));
-    for (const int *a = args; *a; a++) {
-        const lpnx_Tensor *other = lpnx_testtensor(L, *a);
-        if (*a == same && same_view(t, other)) continue;
-        if (lpnx_overlaps(t, other))
-            luaL_argerror(L, arg, lua_pushfstring(L, "%s must not share memory with %s", what, names));
-    }
-    return t;
-}
-
 /* The tensor for a result: out when given (pushed again, so it is what the
  * function returns), else a new one of the given sizes; zero: the kernel
  * accumulates into it, so it starts at zero either way. */
@@ -220,7 +175,7 @@ static bn_train_args check_bn_train(lua_State *L) {
 static lpnx_Tensor *bn_train_output(lua_State *L, int arg, const bn_train_args *a) {
     static const int args[] = {1, 2, 3, 4, 5, 8, 9, 0};
     lpnx_Tensor *out =
-        opt_output(L, arg, "y", "output", 4, a->x->size, args, 0, "x, the per-channel tensors or the saved statistics");
+        lpnx_optoutput(L, arg, "y", "output", 4, a->x->size, args, 0, "x, the per-channel tensors or the saved statistics");
     return result(L, out, arg, 4, a->x->size, 0);
 }
 
@@ -252,7 +207,7 @@ static int batchnorm_eval(lua_State *L, int ref) {
     const float *running_mean = checkchannel(L, 4, "running_mean", C, 0);
     const float *running_var = checkchannel(L, 5, "running_var", C, 0);
     double eps = checkeps(L, 6);
-    lpnx_Tensor *out = opt_output(L, 7, "y", "output", 4, x->size, args, 0, "x or the per-channel tensors");
+    lpnx_Tensor *out = lpnx_optoutput(L, 7, "y", "output", 4, x->size, args, 0, "x or the per-channel tensors");
     lpnx_Tensor *y = result(L, out, 7, 4, x->size, 0);
     if (lpnx_tensor_numel(y) == 0) return 1;
     (ref ? lpnx_ref_batchnorm_eval_forward : lpnx_batchnorm_eval_forward)(
@@ -288,7 +243,7 @@ static bn_backward_args check_bn_backward(lua_State *L) {
  * check_bn_backward; it may be gy itself. */
 static lpnx_Tensor *bn_backward_output(lua_State *L, int arg, const bn_backward_args *a) {
     static const int args[] = {1, 2, 3, 4, 5, 6, 7, 0};
-    lpnx_Tensor *out = opt_output(L, arg, "gx", "input gradient", 4, a->x->size, args, 2,
+    lpnx_Tensor *out = lpnx_optoutput(L, arg, "gx", "input gradient", 4, a->x->size, args, 2,
                                   "x, the per-channel tensors or, partly, gy");
     return result(L, out, arg, 4, a->x->size, 0);
 }
@@ -315,7 +270,7 @@ static int batchnorm_backward_eval(lua_State *L, int ref) {
     double eps = checkeps(L, 6);
     float *gweight = checkchannel(L, 7, "gweight", C, 1);
     float *gbias = checkchannel(L, 8, "gbias", C, 1);
-    lpnx_Tensor *out = opt_output(L, 9, "gx", "input gradient", 4, x->size, args, 2,
+    lpnx_Tensor *out = lpnx_optoutput(L, 9, "gx", "input gradient", 4, x->size, args, 2,
                                   "x, the per-channel tensors or, partly, gy");
     lpnx_Tensor *gx = result(L, out, 9, 4, x->size, 0);
     if (lpnx_tensor_numel(gx) == 0) return 1;
@@ -450,7 +405,7 @@ static int act_backward(lua_State *L, activation_backward f) {
     lua_settop(L, 3);
     lpnx_Tensor *y = lpnx_checkcontiguous(L, 1);
     lpnx_Tensor *gy = checklike(L, 2, "gy", y, "y");
-    lpnx_Tensor *out = opt_output(L, 3, "gx", "input gradient", y->ndim, y->size, args, 2, "y or, partly, gy");
+    lpnx_Tensor *out = lpnx_optoutput(L, 3, "gx", "input gradient", y->ndim, y->size, args, 2, "y or, partly, gy");
     lpnx_Tensor *gx = result(L, out, 3, y->ndim, y->size, 0);
     size_t n = lpnx_tensor_numel(gx);
     if (n > 0) f(data(gx), data(y), data(gy), n);
@@ -495,8 +450,8 @@ static int maxpool2d_forward(lua_State *L, int ref) {
                                       lpnx_shape_of(s, sizeof s, x), (int)d.kh, (int)d.kw, (int)d.sh, (int)d.sw,
                                       (int)d.ph, (int)d.pw, (int)d.Ho, (int)d.Wo));
     int64_t size[4] = {x->size[0], x->size[1], d.Ho, d.Wo};
-    lpnx_Tensor *out_y = opt_output(L, 8, "y", "output", 4, size, args_y, 0, "x");
-    lpnx_Tensor *out_indices = opt_output(L, 9, "indices", "argmax positions", 4, size, args_indices, 0, "x or y");
+    lpnx_Tensor *out_y = lpnx_optoutput(L, 8, "y", "output", 4, size, args_y, 0, "x");
+    lpnx_Tensor *out_indices = lpnx_optoutput(L, 9, "indices", "argmax positions", 4, size, args_indices, 0, "x or y");
     if ((out_y == NULL) != (out_indices == NULL))
         luaL_argerror(L, out_y ? 9 : 8, "expected y and indices buffers together, or neither");
     lpnx_Tensor *y = result(L, out_y, 8, 4, size, 0);
@@ -546,7 +501,7 @@ static int maxpool2d_backward(lua_State *L, int ref) {
     d.Ho = gy->size[2];
     d.Wo = gy->size[3];
     int64_t size[4] = {gy->size[0], gy->size[1], d.H, d.W};
-    lpnx_Tensor *out = opt_output(L, 5, "gx", "input gradient", 4, size, args, 0, "gy or indices");
+    lpnx_Tensor *out = lpnx_optoutput(L, 5, "gx", "input gradient", 4, size, args, 0, "gy or indices");
     lpnx_Tensor *gx = result(L, out, 5, 4, size, 1);
     if (lpnx_tensor_numel(gy) == 0) return 1;
     if (ref) {
@@ -577,7 +532,7 @@ static int resample_forward(lua_State *L, resample_fn fast, resample_ref_fn ref,
         luaL_argerror(L, 1,
                       lua_pushfstring(L, "expected a non-empty input plane, got %s", lpnx_shape_of(s, sizeof s, x)));
     int64_t size[4] = {x->size[0], x->size[1], Ho, Wo};
-    lpnx_Tensor *out = opt_output(L, 4, "y", "output", 4, size, args, 0, "x");
+    lpnx_Tensor *out = lpnx_optoutput(L, 4, "y", "output", 4, size, args, 0, "x");
     lpnx_Tensor *y = result(L, out, 4, 4, size, 0);
     if (lpnx_tensor_numel(y) == 0) return 1;
     const int64_t planes = mul(x->size[0], x->size[1]);
@@ -598,7 +553,7 @@ static int resample_backward(lua_State *L, resample_fn fast, resample_ref_fn ref
         luaL_argerror(L, 1,
                       lua_pushfstring(L, "expected a non-empty gy plane, got %s", lpnx_shape_of(s, sizeof s, gy)));
     int64_t size[4] = {gy->size[0], gy->size[1], H, W};
-    lpnx_Tensor *out = opt_output(L, 4, "gx", "input gradient", 4, size, args, 0, "gy");
+    lpnx_Tensor *out = lpnx_optoutput(L, 4, "gx", "input gradient", 4, size, args, 0, "gy");
     lpnx_Tensor *gx = result(L, out, 4, 4, size, 1);
     if (lpnx_tensor_numel(gx) == 0) return 1;
     const int64_t planes = mul(gy->size[0], gy->size[1]);

@@ -7,7 +7,6 @@
 #include "bind.h"
 
 #define DEFAULT_SEED 67280421310721ULL /* PyTorch's default, for familiarity */
-static const char *const DEFAULT_KEY = "lpnx.default_generator";
 
 static lpnx_rng *checkgen(lua_State *L, int i) { return luaL_checkudata(L, i, LPNX_GENERATOR_MT); }
 
@@ -15,20 +14,6 @@ static lpnx_rng *pushgen(lua_State *L, uint64_t seed) {
     lpnx_rng *g = lua_newuserdatauv(L, sizeof *g, 0);
     lpnx_rng_seed(g, seed);
     luaL_setmetatable(L, LPNX_GENERATOR_MT);
-    return g;
-}
-
-static lpnx_rng *default_generator(lua_State *L) {
-    lua_getfield(L, LUA_REGISTRYINDEX, DEFAULT_KEY);
-    lpnx_rng *g = lua_touserdata(L, -1);
-    lua_pop(L, 1); /* the registry keeps it alive */
-    return g;
-}
-
-lpnx_rng *lpnx_optgenerator(lua_State *L, int i) {
-    if (lua_isnoneornil(L, i)) return default_generator(L);
-    lpnx_rng *g = luaL_testudata(L, i, LPNX_GENERATOR_MT);
-    if (!g) luaL_argerror(L, i, lua_pushfstring(L, "expected an lpnx.Generator, got %s", luaL_typename(L, i)));
     return g;
 }
 
@@ -45,12 +30,12 @@ static int l_generator(lua_State *L) {
 }
 
 static int l_manual_seed(lua_State *L) {
-    lpnx_rng_seed(default_generator(L), checkseed(L, 1));
+    lpnx_rng_seed(lpnx_default_generator(L), checkseed(L, 1));
     return 0;
 }
 
 static int l_default_generator(lua_State *L) {
-    lua_getfield(L, LUA_REGISTRYINDEX, DEFAULT_KEY);
+    lua_getfield(L, LUA_REGISTRYINDEX, LPNX_DEFAULT_GENERATOR);
     return 1;
 }
 
@@ -175,6 +160,6 @@ void lpnx_open_random(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
     pushgen(L, DEFAULT_SEED);
-    lua_setfield(L, LUA_REGISTRYINDEX, DEFAULT_KEY);
+    lua_setfield(L, LUA_REGISTRYINDEX, LPNX_DEFAULT_GENERATOR);
     luaL_setfuncs(L, functions, 0);
 }

@@ -7,91 +7,8 @@
 
 #include "bind.h"
 
-/* ---- userdata basics ------------------------------------------------- */
-
-lpnx_Tensor *lpnx_checktensor(lua_State *L, int i) {
-    return luaL_checkudata(L, i, LPNX_TENSOR_MT);
-}
-
-lpnx_Tensor *lpnx_testtensor(lua_State *L, int i) {
-    return luaL_testudata(L, i, LPNX_TENSOR_MT);
-}
-
-lpnx_Tensor *lpnx_pushempty(lua_State *L) {
-    lpnx_Tensor *t = lua_newuserdatauv(L, sizeof *t, 0);
-    memset(t, 0, sizeof *t);
-    luaL_setmetatable(L, LPNX_TENSOR_MT);
-    return t;
-}
-
-/* Bytes of tensors made since the collector last ran in full. Lua paces
- * its collector by its own heap, where a tensor weighs a few dozen bytes
- * whatever its storage, so dead tensors would pile up; a full collection
- * every GC_BUDGET bytes of new tensors bounds them, and their storages go
- * back to the allocator's cache (tensor.c) for the next ones. Incremental
- * steps, even large ones, were seen to leave dead tensors unfinalized for
- * many cycles when several ran between two allocations. A full collection
- * of a Lua heap of a few megabytes takes about a millisecond. */
-#define GC_BUDGET ((size_t)32 << 20)
-static size_t made_since_gc; /* atomic: Lua states may live in several threads */
-
-lpnx_Tensor *lpnx_pushnew(lua_State *L, int ndim, const int64_t *size, int zero) {
-    char shape[160];
-    lpnx_Tensor *t = lpnx_pushempty(L);
-    lpnx_status st = lpnx_tensor_alloc(t, ndim, size, zero);
-    if (st != LPNX_OK) {
-        lpnx_shape_str(shape, sizeof shape, ndim, size);
-        if (st == LPNX_ENOMEM) luaL_error(L, "not enough memory for a %s tensor", shape);
-        luaL_error(L, "cannot make a %s tensor: %s", shape, lpnx_strerror(st));
-    }
-    size_t bytes = lpnx_tensor_numel(t) * sizeof(float);
-    if (__atomic_add_fetch(&made_since_gc, bytes, __ATOMIC_RELAXED) >= GC_BUDGET) {
-        __atomic_store_n(&made_since_gc, 0, __ATOMIC_RELAXED);
-        lua_gc(L, LUA_GCCOLLECT, 0);
-    }
-    return t;
-}
-
-lpnx_Tensor *lpnx_pushview(lua_State *L, const lpnx_Tensor *t) {
-    lpnx_Tensor *v = lpnx_pushempty(L);
-    lpnx_tensor_share(v, t);
-    return v;
-}
-
-lpnx_operand lpnx_operand_of(const lpnx_Tensor *t) {
-    lpnx_operand o;
-    o.data = lpnx_tensor_data(t);
-    for (int d = 0; d < LPNX_MAXDIM; d++) o.stride[d] = d < t->ndim ? t->stride[d] : 0;
-    return o;
-}
-
-/* Copies src into a new contiguous tensor on the stack. */
-static lpnx_Tensor *pushcopy(lua_State *L, const lpnx_Tensor *src) {
-    lpnx_Tensor *c = lpnx_pushnew(L, src->ndim, src->size, 0);
-    if (lpnx_tensor_numel(src) > 0)
-        lpnx_unary(lpnx_operand_of(c), lpnx_operand_of(src), src->ndim, src->size, LPNX_OP_COPY);
-    return c;
-}
-
-static int t_gc(lua_State *L) {
-    lpnx_tensor_free(lpnx_checktensor(L, 1));
-    return 0;
-}
-
 static void checklive(lua_State *L, const lpnx_Tensor *t, int arg) {
     if (!t->storage) luaL_argerror(L, arg, "tensor was closed");
-}
-
-/* Typed getter that also rejects closed tensors. */
-static lpnx_Tensor *checkt(lua_State *L, int i) {
-    lpnx_Tensor *t = lpnx_checktensor(L, i);
-    checklive(L, t, i);
-    return t;
-}
-
-lpnx_Tensor *lpnx_checkcontiguous(lua_State *L, int i) {
-    lpnx_Tensor *t = checkt(L, i);
-    return lpnx_tensor_is_contiguous(t) ? t : pushcopy(L, t);
 }
 
 static const char *shapestr(const lpnx_Tensor *t, char *buf, size_t len) {
@@ -99,100 +16,9 @@ static const char *shapestr(const lpnx_Tensor *t, char *buf, size_t len) {
     return buf;
 }
 
-lpnx_Tensor *lpnx_checknchw(lua_State *L, int i) {
-    char s[160];
-    lpnx_Tensor *t = checkt(L, i);
-    if (t->ndim == 4 && !lpnx_tensor_is_contiguous(t)) t = pushcopy(L, t);
-    if (t->ndim != 4) {
-        lpnx_shape_str(s, sizeof s, t->ndim, t->size);
-        luaL_argerror(L, i, lua_pushfstring(L, "expected (N,C,H,W), got %s", s));
-    }
-    return t;
-}
-
-void lpnx_checkshape(lua_State *L, int arg, const lpnx_Tensor *t, int ndim, const int64_t *size) {
-    char s1[160], s2[160];
-    int same = t->ndim == ndim;
-    for (int d = 0; same && d < ndim; d++) same = t->size[d] == size[d];
-    if (!same) {
-        lpnx_shape_str(s1, sizeof s1, ndim, size);
-        lpnx_shape_str(s2, sizeof s2, t->ndim, t->size);
-        luaL_argerror(L, arg, lua_pushfstring(L, "expected %s, got %s", s1, s2));
-    }
-}
-
-lpnx_Tensor *lpnx_checkcontiguous_inplace(lua_State *L, int i) {
-    lpnx_Tensor *t = checkt(L, i);
-    if (!lpnx_tensor_is_contiguous(t))
-        luaL_argerror(L, i, "expected a contiguous tensor (call :contiguous() first)");
-    return t;
-}
-
-/* ---- argument helpers ------------------------------------------------ */
-
-static int64_t checkint(lua_State *L, int arg, const char *what) {
-    int ok;
-    lua_Integer v = lua_tointegerx(L, arg, &ok);
-    if (!ok) {
-        if (lua_type(L, arg) == LUA_TNUMBER)
-            luaL_argerror(L, arg, lua_pushfstring(L, "%s must be an integer, got %s", what, lua_tostring(L, arg)));
-        luaL_argerror(L, arg, lua_pushfstring(L, "%s must be an integer, got %s", what, luaL_typename(L, arg)));
-    }
-    return (int64_t)v;
-}
-
-static int64_t checksize_at(lua_State *L, int arg, int idx_in_table) {
-    int ok;
-    lua_Integer v = lua_tointegerx(L, -1, &ok);
-    if (!ok || v < 0) {
-        const char *got = lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1);
-        if (idx_in_table)
-            luaL_argerror(L, arg, lua_pushfstring(L, "size %d must be a non-negative integer, got %s", idx_in_table, got));
-        luaL_argerror(L, arg, lua_pushfstring(L, "size must be a non-negative integer, got %s", got));
-    }
-    return (int64_t)v;
-}
-
-/* Sizes from the numbers at first..last (last < 0: up to the first non-number). */
-static int read_sizes(lua_State *L, int first, int last, int64_t *size, int *next) {
-    int ndim = 0, i = first;
-    while (last < 0 ? lua_type(L, i) == LUA_TNUMBER : i <= last) {
-        if (ndim == LPNX_MAXDIM) luaL_argerror(L, i, lua_pushfstring(L, "at most %d dims", LPNX_MAXDIM));
-        lua_pushvalue(L, i);
-        size[ndim++] = checksize_at(L, i, 0);
-        lua_pop(L, 1);
-        i++;
-    }
-    if (next) *next = i;
-    return ndim;
-}
-
-int lpnx_checksizes(lua_State *L, int first, int64_t *size, int *next) {
-    int ndim = 0;
-    if (lua_istable(L, first)) {
-        lua_Integer n = luaL_len(L, first);
-        if (n > LPNX_MAXDIM) luaL_argerror(L, first, lua_pushfstring(L, "at most %d dims, got %d", LPNX_MAXDIM, (int)n));
-        for (int i = 1; i <= n; i++) {
-            lua_geti(L, first, i);
-            size[ndim++] = checksize_at(L, first, i);
-            lua_pop(L, 1);
-        }
-        if (next) *next = first + 1;
-        return ndim;
-    }
-    int t = lua_type(L, first);
-    if (t != LUA_TNUMBER && t != LUA_TNONE && t != LUA_TNIL && !next)
-        luaL_argerror(L, first, lua_pushfstring(L, "expected sizes as numbers or a table, got %s", luaL_typename(L, first)));
-    return read_sizes(L, first, -1, size, next);
-}
-
-int lpnx_checkdim(lua_State *L, int arg, int ndim) {
-    int64_t d = checkint(L, arg, "dim");
-    int64_t n = ndim > 0 ? ndim : 1;
-    if (d < 0) d += n + 1;
-    if (d < 1 || d > n)
-        luaL_argerror(L, arg, lua_pushfstring(L, "dim %d out of range for a %d-dim tensor", (int)checkint(L, arg, "dim"), ndim));
-    return (int)(d - 1);
+static int t_gc(lua_State *L) {
+    lpnx_tensor_free(lpnx_checktensor(L, 1));
+    return 0;
 }
 
 /* Checks a 1-based index (negatives count from the end) -> 0-based. */
@@ -268,7 +94,7 @@ static int l_tensor(lua_State *L) {
     lpnx_Tensor *src = lpnx_testtensor(L, 1);
     if (src) {
         checklive(L, src, 1);
-        pushcopy(L, src);
+        lpnx_pushcopy(L, src);
         return 1;
     }
     if (lua_type(L, 1) == LUA_TNUMBER) {
@@ -312,7 +138,7 @@ static int l_full(lua_State *L) {
     } else {
         value_arg = lua_gettop(L);
         if (value_arg < 1) return luaL_argerror(L, 1, "expected sizes and a fill value");
-        ndim = read_sizes(L, 1, value_arg - 1, size, NULL);
+        ndim = lpnx_readsizes(L, 1, value_arg - 1, size, NULL);
     }
     float v = checkfloat(L, value_arg);
     lpnx_Tensor *t = lpnx_pushnew(L, ndim, size, 0);
@@ -360,7 +186,7 @@ static int l_arange(lua_State *L) {
 
 /* size() / stride(): the whole table, or one dim's value. */
 static int push_dims(lua_State *L, const int64_t *values) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     if (!lua_isnoneornil(L, 2)) {
         if (t->ndim == 0) return luaL_argerror(L, 2, "a scalar tensor has no dims");
         lua_pushinteger(L, values[lpnx_checkdim(L, 2, t->ndim)]);
@@ -374,26 +200,26 @@ static int push_dims(lua_State *L, const int64_t *values) {
     return 1;
 }
 
-static int l_size(lua_State *L) { return push_dims(L, checkt(L, 1)->size); }
-static int l_stride(lua_State *L) { return push_dims(L, checkt(L, 1)->stride); }
+static int l_size(lua_State *L) { return push_dims(L, lpnx_checklive(L, 1)->size); }
+static int l_stride(lua_State *L) { return push_dims(L, lpnx_checklive(L, 1)->stride); }
 
 static int l_dim(lua_State *L) {
-    lua_pushinteger(L, checkt(L, 1)->ndim);
+    lua_pushinteger(L, lpnx_checklive(L, 1)->ndim);
     return 1;
 }
 
 static int l_numel(lua_State *L) {
-    lua_pushinteger(L, (lua_Integer)lpnx_tensor_numel(checkt(L, 1)));
+    lua_pushinteger(L, (lua_Integer)lpnx_tensor_numel(lpnx_checklive(L, 1)));
     return 1;
 }
 
 static int l_is_contiguous(lua_State *L) {
-    lua_pushboolean(L, lpnx_tensor_is_contiguous(checkt(L, 1)));
+    lua_pushboolean(L, lpnx_tensor_is_contiguous(lpnx_checklive(L, 1)));
     return 1;
 }
 
 static int l_len(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     if (t->ndim == 0) return luaL_error(L, "# of a scalar tensor: it has no dims");
     lua_pushinteger(L, t->size[0]);
     return 1;
@@ -401,7 +227,7 @@ static int l_len(lua_State *L) {
 
 /* Whether two tensors share storage (views of one another). */
 static int l_is_view_of(lua_State *L) {
-    lpnx_Tensor *a = checkt(L, 1), *b = checkt(L, 2);
+    lpnx_Tensor *a = lpnx_checklive(L, 1), *b = lpnx_checklive(L, 2);
     lua_pushboolean(L, a->storage == b->storage);
     return 1;
 }
@@ -409,30 +235,30 @@ static int l_is_view_of(lua_State *L) {
 /* ---- views ----------------------------------------------------------- */
 
 static int l_narrow(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     if (t->ndim == 0) return luaL_argerror(L, 1, "cannot narrow a scalar tensor");
     int d = lpnx_checkdim(L, 2, t->ndim);
-    int64_t start = checkint(L, 3, "start"), len = checkint(L, 4, "length");
+    int64_t start = lpnx_checkint(L, 3, "start"), len = lpnx_checkint(L, 4, "length");
     int64_t n = t->size[d];
     if (start < 0) start += n + 1;
     if (start < 1 || start > n + 1 || len < 0 || start - 1 + len > n)
         return luaL_error(L, "narrow: start %d and length %d out of range for dim %d of size %d",
-                          (int)checkint(L, 3, "start"), (int)len, d + 1, (int)n);
+                          (int)lpnx_checkint(L, 3, "start"), (int)len, d + 1, (int)n);
     lpnx_tensor_narrow(lpnx_pushview(L, t), d, start - 1, len);
     return 1;
 }
 
 static int l_select(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     if (t->ndim == 0) return luaL_argerror(L, 1, "cannot select from a scalar tensor");
     int d = lpnx_checkdim(L, 2, t->ndim);
-    int64_t i = checkindex(L, 3, checkint(L, 3, "index"), t->size[d], d);
+    int64_t i = checkindex(L, 3, lpnx_checkint(L, 3, "index"), t->size[d], d);
     lpnx_tensor_select(lpnx_pushview(L, t), d, i);
     return 1;
 }
 
 static int l_transpose(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     if (t->ndim < 2 && lua_isnoneornil(L, 2)) return luaL_argerror(L, 1, "transpose needs a tensor of 2 or more dims");
     int d1 = lua_isnoneornil(L, 2) ? 0 : lpnx_checkdim(L, 2, t->ndim);
     int d2 = lua_isnoneornil(L, 3) ? 1 : lpnx_checkdim(L, 3, t->ndim);
@@ -442,14 +268,14 @@ static int l_transpose(lua_State *L) {
 
 static int l_t(lua_State *L) {
     char s[160];
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     if (t->ndim != 2) return luaL_argerror(L, 1, lua_pushfstring(L, "t() expects a 2-dim tensor, got %s", shapestr(t, s, sizeof s)));
     lpnx_tensor_transpose(lpnx_pushview(L, t), 0, 1);
     return 1;
 }
 
 static int l_permute(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     int perm[LPNX_MAXDIM], seen[LPNX_MAXDIM] = {0};
     int n, table = lua_istable(L, 2);
     n = table ? (int)luaL_len(L, 2) : lua_gettop(L) - 1;
@@ -507,7 +333,7 @@ static int view_sizes(lua_State *L, const lpnx_Tensor *t, int64_t *size) {
 static int l_view(lua_State *L) {
     int64_t size[LPNX_MAXDIM];
     char s[160];
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     int ndim = view_sizes(L, t, size);
     lpnx_Tensor *v = lpnx_pushview(L, t);
     if (lpnx_tensor_view(v, ndim, size) != LPNX_OK)
@@ -518,30 +344,30 @@ static int l_view(lua_State *L) {
 
 static int l_reshape(lua_State *L) {
     int64_t size[LPNX_MAXDIM];
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     int ndim = view_sizes(L, t, size);
     lpnx_Tensor *v = lpnx_pushview(L, t);
     if (lpnx_tensor_view(v, ndim, size) != LPNX_OK) {
-        lpnx_Tensor *c = pushcopy(L, t);
+        lpnx_Tensor *c = lpnx_pushcopy(L, t);
         lpnx_tensor_view(c, ndim, size); /* contiguous: cannot fail */
     }
     return 1;
 }
 
 static int l_contiguous(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     if (lpnx_tensor_is_contiguous(t)) lua_settop(L, 1);
-    else pushcopy(L, t);
+    else lpnx_pushcopy(L, t);
     return 1;
 }
 
 static int l_clone(lua_State *L) {
-    pushcopy(L, checkt(L, 1));
+    lpnx_pushcopy(L, lpnx_checklive(L, 1));
     return 1;
 }
 
 static int l_unsqueeze(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     if (t->ndim == LPNX_MAXDIM) return luaL_argerror(L, 1, "tensor already has the most dims");
     int d = lpnx_checkdim(L, 2, t->ndim + 1);
     lpnx_Tensor *v = lpnx_pushview(L, t);
@@ -556,7 +382,7 @@ static int l_unsqueeze(lua_State *L) {
 }
 
 static int l_squeeze(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     int only = lua_isnoneornil(L, 2) ? -1 : lpnx_checkdim(L, 2, t->ndim);
     lpnx_Tensor *v = lpnx_pushview(L, t);
     int k = 0;
@@ -573,7 +399,7 @@ static int l_squeeze(lua_State *L) {
 static int l_expand(lua_State *L) {
     int64_t size[LPNX_MAXDIM];
     char s[160], s2[160];
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     int table = lua_istable(L, 2);
     int n = table ? (int)luaL_len(L, 2) : lua_gettop(L) - 1;
     if (n < t->ndim || n > LPNX_MAXDIM)
@@ -581,7 +407,7 @@ static int l_expand(lua_State *L) {
     for (int i = 0; i < n; i++) {
         if (table) lua_geti(L, 2, i + 1);
         else lua_pushvalue(L, i + 2);
-        size[i] = checkint(L, -1, "size");
+        size[i] = lpnx_checkint(L, -1, "size");
         lua_pop(L, 1);
     }
     lpnx_Tensor *v = lpnx_pushview(L, t);
@@ -610,18 +436,18 @@ static float *element(lua_State *L, lpnx_Tensor *t, int first) {
         luaL_error(L, "expected %d indices for a %s tensor, got %d", t->ndim, shapestr(t, s, sizeof s), n);
     size_t off = t->offset;
     for (int d = 0; d < t->ndim; d++)
-        off += (size_t)(checkindex(L, first + d, checkint(L, first + d, "index"), t->size[d], d) * t->stride[d]);
+        off += (size_t)(checkindex(L, first + d, lpnx_checkint(L, first + d, "index"), t->size[d], d) * t->stride[d]);
     return t->storage->data + off;
 }
 
 static int l_get(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     lua_pushnumber(L, *element(L, t, 2));
     return 1;
 }
 
 static int l_set(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     float v = checkfloat(L, 2);
     *element(L, t, 3) = v;
     lua_settop(L, 1);
@@ -642,7 +468,7 @@ static void push_nested(lua_State *L, const lpnx_Tensor *t, int d, size_t off) {
 }
 
 static int l_totable(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     push_nested(L, t, 0, t->offset);
     return 1;
 }
@@ -650,7 +476,7 @@ static int l_totable(lua_State *L) {
 /* Scalar value of a one-element tensor. */
 static int l_item(lua_State *L) {
     char s[160];
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     if (lpnx_tensor_numel(t) != 1)
         return luaL_error(L, "item: expected a tensor of one element, got %s", shapestr(t, s, sizeof s));
     float v;
@@ -664,9 +490,9 @@ static int copy_into(lua_State *L, lpnx_Tensor *dst, int src_arg);
 /* t[i]: a view of row i, or the number itself for a 1-dim tensor. */
 static int t_index(lua_State *L) {
     if (lua_type(L, 2) == LUA_TNUMBER) {
-        lpnx_Tensor *t = checkt(L, 1);
+        lpnx_Tensor *t = lpnx_checklive(L, 1);
         if (t->ndim == 0) return luaL_error(L, "cannot index a scalar tensor");
-        int64_t i = checkindex(L, 2, checkint(L, 2, "index"), t->size[0], 0);
+        int64_t i = checkindex(L, 2, lpnx_checkint(L, 2, "index"), t->size[0], 0);
         if (t->ndim == 1) {
             lua_pushnumber(L, t->storage->data[t->offset + (size_t)(i * t->stride[0])]);
             return 1;
@@ -681,10 +507,10 @@ static int t_index(lua_State *L) {
 
 /* t[i] = v: sets the number, or fills/copies row i. */
 static int t_newindex(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     if (lua_type(L, 2) != LUA_TNUMBER) return luaL_error(L, "tensors take only integer keys, got %s", luaL_typename(L, 2));
     if (t->ndim == 0) return luaL_error(L, "cannot index a scalar tensor");
-    int64_t i = checkindex(L, 2, checkint(L, 2, "index"), t->size[0], 0);
+    int64_t i = checkindex(L, 2, lpnx_checkint(L, 2, "index"), t->size[0], 0);
     lpnx_Tensor *row = lpnx_pushview(L, t);
     lpnx_tensor_select(row, 0, i);
     return copy_into(L, row, 3);
@@ -788,7 +614,7 @@ static int binary_new(lua_State *L, int ia, int ib, lpnx_binop op) {
 
 /* self op= other in place: other broadcasts to self's shape. */
 static int binary_inplace(lua_State *L, lpnx_binop op) {
-    lpnx_Tensor *self = checkt(L, 1);
+    lpnx_Tensor *self = lpnx_checklive(L, 1);
     lpnx_Tensor sb;
     float vb;
     int64_t size[LPNX_MAXDIM];
@@ -802,7 +628,7 @@ static int binary_inplace(lua_State *L, lpnx_binop op) {
     if (b != &sb && b->storage == self->storage &&
         (b->offset != self->offset || memcmp(b->stride, self->stride, sizeof(int64_t) * (size_t)b->ndim) != 0 ||
          b->ndim != self->ndim))
-        b = pushcopy(L, b); /* overlapping views: read from a snapshot */
+        b = lpnx_pushcopy(L, b); /* overlapping views: read from a snapshot */
     lua_pushvalue(L, 1);
     if (lpnx_tensor_numel(self) == 0) return 1;
     lpnx_operand o = lpnx_operand_of(self);
@@ -827,20 +653,20 @@ static int copy_into(lua_State *L, lpnx_Tensor *dst, int src_arg) {
     if (ndim != dst->ndim || memcmp(size, dst->size, sizeof(int64_t) * (size_t)ndim) != 0)
         return luaL_error(L, "copy: %s does not broadcast to %s", shapestr(src, s2, sizeof s2),
                           shapestr(dst, s1, sizeof s1));
-    if (src->storage == dst->storage) src = pushcopy(L, src);
+    if (src->storage == dst->storage) src = lpnx_pushcopy(L, src);
     if (lpnx_tensor_numel(dst))
         lpnx_unary(lpnx_operand_of(dst), broadcast_operand(src, ndim, size), ndim, size, LPNX_OP_COPY);
     return 0;
 }
 
 static int l_copy_(lua_State *L) {
-    copy_into(L, checkt(L, 1), 2);
+    copy_into(L, lpnx_checklive(L, 1), 2);
     lua_settop(L, 1);
     return 1;
 }
 
 static int l_fill_(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     luaL_checknumber(L, 2);
     copy_into(L, t, 2);
     lua_settop(L, 1);
@@ -848,7 +674,7 @@ static int l_fill_(lua_State *L) {
 }
 
 static int l_zero_(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     lua_settop(L, 1);
     lua_pushnumber(L, 0);
     copy_into(L, t, 2);
@@ -865,7 +691,7 @@ static int mm_div(lua_State *L) { return binary_new(L, 1, 2, LPNX_OP_DIV); }
 static int mm_pow(lua_State *L) { return binary_new(L, 1, 2, LPNX_OP_POW); }
 
 static int mm_unm(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     lpnx_Tensor *out = lpnx_pushnew(L, t->ndim, t->size, 0);
     if (lpnx_tensor_numel(t))
         lpnx_unary(lpnx_operand_of(out), lpnx_operand_of(t), t->ndim, t->size, LPNX_OP_NEG);
@@ -888,22 +714,22 @@ static int scaled_other(lua_State *L) {
     return 0;
 }
 
-static int l_add(lua_State *L) { checkt(L, 1); scaled_other(L); return binary_new(L, 1, 2, LPNX_OP_ADD); }
-static int l_sub(lua_State *L) { checkt(L, 1); scaled_other(L); return binary_new(L, 1, 2, LPNX_OP_SUB); }
-static int l_mul(lua_State *L) { checkt(L, 1); return binary_new(L, 1, 2, LPNX_OP_MUL); }
-static int l_div(lua_State *L) { checkt(L, 1); return binary_new(L, 1, 2, LPNX_OP_DIV); }
-static int l_pow(lua_State *L) { checkt(L, 1); return binary_new(L, 1, 2, LPNX_OP_POW); }
-static int l_maximum(lua_State *L) { checkt(L, 1); return binary_new(L, 1, 2, LPNX_OP_MAX); }
-static int l_minimum(lua_State *L) { checkt(L, 1); return binary_new(L, 1, 2, LPNX_OP_MIN); }
-static int l_eq(lua_State *L) { checkt(L, 1); return binary_new(L, 1, 2, LPNX_OP_EQ); }
-static int l_ne(lua_State *L) { checkt(L, 1); return binary_new(L, 1, 2, LPNX_OP_NE); }
-static int l_lt(lua_State *L) { checkt(L, 1); return binary_new(L, 1, 2, LPNX_OP_LT); }
-static int l_le(lua_State *L) { checkt(L, 1); return binary_new(L, 1, 2, LPNX_OP_LE); }
-static int l_gt(lua_State *L) { checkt(L, 1); return binary_new(L, 1, 2, LPNX_OP_GT); }
-static int l_ge(lua_State *L) { checkt(L, 1); return binary_new(L, 1, 2, LPNX_OP_GE); }
+static int l_add(lua_State *L) { lpnx_checklive(L, 1); scaled_other(L); return binary_new(L, 1, 2, LPNX_OP_ADD); }
+static int l_sub(lua_State *L) { lpnx_checklive(L, 1); scaled_other(L); return binary_new(L, 1, 2, LPNX_OP_SUB); }
+static int l_mul(lua_State *L) { lpnx_checklive(L, 1); return binary_new(L, 1, 2, LPNX_OP_MUL); }
+static int l_div(lua_State *L) { lpnx_checklive(L, 1); return binary_new(L, 1, 2, LPNX_OP_DIV); }
+static int l_pow(lua_State *L) { lpnx_checklive(L, 1); return binary_new(L, 1, 2, LPNX_OP_POW); }
+static int l_maximum(lua_State *L) { lpnx_checklive(L, 1); return binary_new(L, 1, 2, LPNX_OP_MAX); }
+static int l_minimum(lua_State *L) { lpnx_checklive(L, 1); return binary_new(L, 1, 2, LPNX_OP_MIN); }
+static int l_eq(lua_State *L) { lpnx_checklive(L, 1); return binary_new(L, 1, 2, LPNX_OP_EQ); }
+static int l_ne(lua_State *L) { lpnx_checklive(L, 1); return binary_new(L, 1, 2, LPNX_OP_NE); }
+static int l_lt(lua_State *L) { lpnx_checklive(L, 1); return binary_new(L, 1, 2, LPNX_OP_LT); }
+static int l_le(lua_State *L) { lpnx_checklive(L, 1); return binary_new(L, 1, 2, LPNX_OP_LE); }
+static int l_gt(lua_State *L) { lpnx_checklive(L, 1); return binary_new(L, 1, 2, LPNX_OP_GT); }
+static int l_ge(lua_State *L) { lpnx_checklive(L, 1); return binary_new(L, 1, 2, LPNX_OP_GE); }
 
-static int l_add_(lua_State *L) { checkt(L, 1); scaled_other(L); return binary_inplace(L, LPNX_OP_ADD); }
-static int l_sub_(lua_State *L) { checkt(L, 1); scaled_other(L); return binary_inplace(L, LPNX_OP_SUB); }
+static int l_add_(lua_State *L) { lpnx_checklive(L, 1); scaled_other(L); return binary_inplace(L, LPNX_OP_ADD); }
+static int l_sub_(lua_State *L) { lpnx_checklive(L, 1); scaled_other(L); return binary_inplace(L, LPNX_OP_SUB); }
 static int l_mul_(lua_State *L) { return binary_inplace(L, LPNX_OP_MUL); }
 static int l_div_(lua_State *L) { return binary_inplace(L, LPNX_OP_DIV); }
 static int l_pow_(lua_State *L) { return binary_inplace(L, LPNX_OP_POW); }
@@ -919,7 +745,7 @@ static lpnx_Tensor *elementwise_out(lua_State *L, lpnx_Tensor *t, int inplace) {
 }
 
 static int unary(lua_State *L, lpnx_unop op, int inplace) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     lpnx_Tensor *out = elementwise_out(L, t, inplace);
     if (lpnx_tensor_numel(t))
         lpnx_unary(lpnx_operand_of(out), lpnx_operand_of(t), t->ndim, t->size, op);
@@ -943,7 +769,7 @@ UNARY_PAIR(round, LPNX_OP_ROUND)
 UNARY_PAIR(sign, LPNX_OP_SIGN)
 
 static int clamp(lua_State *L, int inplace) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     float lo = lua_isnoneornil(L, 2) ? -INFINITY : checkfloat(L, 2);
     float hi = lua_isnoneornil(L, 3) ? INFINITY : checkfloat(L, 3);
     if (lo > hi) return luaL_error(L, "clamp: min %f is above max %f", (double)lo, (double)hi);
@@ -972,7 +798,7 @@ static int fill_random_(lua_State *L, lpnx_Tensor *t, lpnx_rng *g, rng_fill fill
 }
 
 static int l_uniform_(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     float a = (float)luaL_optnumber(L, 2, 0), b = (float)luaL_optnumber(L, 3, 1);
     lpnx_rng *g = lpnx_optgenerator(L, 4);
     if (!(a <= b)) return luaL_error(L, "uniform_: empty range [%f, %f)", (double)a, (double)b);
@@ -980,7 +806,7 @@ static int l_uniform_(lua_State *L) {
 }
 
 static int l_normal_(lua_State *L) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     float m = (float)luaL_optnumber(L, 2, 0), s = (float)luaL_optnumber(L, 3, 1);
     lpnx_rng *g = lpnx_optgenerator(L, 4);
     if (!(s >= 0)) return luaL_error(L, "normal_: std must be non-negative, got %f", (double)s);
@@ -1014,7 +840,7 @@ static void check_nonempty(lua_State *L, const lpnx_Tensor *t, const char *what)
 }
 
 static int reduce_sum_mean(lua_State *L, int mean) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     if (lua_isnoneornil(L, 2)) {
         lpnx_Tensor *c = lpnx_checkcontiguous(L, 1);
         size_t n = lpnx_tensor_numel(c);
@@ -1039,7 +865,7 @@ static int l_mean(lua_State *L) { return reduce_sum_mean(L, 1); }
 /* max/min: a number, or (values, 1-based indices) along a dim.
  * argmax/argmin: the 1-based flat index, or indices along a dim. */
 static int reduce_extreme(lua_State *L, int which, int want_values, int want_index) {
-    lpnx_Tensor *t = checkt(L, 1);
+    lpnx_Tensor *t = lpnx_checklive(L, 1);
     check_nonempty(L, t, which > 0 ? "max" : "min");
     if (lua_isnoneornil(L, 2)) {
         lpnx_Tensor *c = lpnx_checkcontiguous(L, 1);
@@ -1150,7 +976,7 @@ static void batched_gemm(lua_State *L, lpnx_Tensor *out, const lpnx_Tensor *a, c
 }
 
 static int l_matmul(lua_State *L) {
-    lpnx_Tensor *a = checkt(L, 1), *b = checkt(L, 2);
+    lpnx_Tensor *a = lpnx_checklive(L, 1), *b = lpnx_checklive(L, 2);
     char s1[160], s2[160];
     int na = a->ndim, nb = b->ndim;
     if (na < 1 || nb < 1 || na > 3 || nb > 3)
@@ -1230,7 +1056,7 @@ static int l_cat(lua_State *L) {
     if (lua_isnil(L, 3)) {
         out = lpnx_pushnew(L, first->ndim, size, 0);
     } else {
-        out = checkt(L, 3);
+        out = lpnx_checklive(L, 3);
         int same = out->ndim == first->ndim;
         for (int k = 0; same && k < out->ndim; k++) same = out->size[k] == size[k];
         if (!same) {
@@ -1271,7 +1097,7 @@ static int l_is_tensor(lua_State *L) {
 }
 
 static int l_set_num_threads(lua_State *L) {
-    int64_t n = checkint(L, 1, "thread count");
+    int64_t n = lpnx_checkint(L, 1, "thread count");
     if (n < 1 || n > 1024) return luaL_argerror(L, 1, "thread count must be in 1..1024");
     lpnx_set_num_threads((int)n);
     return 0;
@@ -1314,7 +1140,7 @@ static int l_empty_cache(lua_State *L) {
 /* lpnx.set_cache_limit(bytes): bounds the cache of freed blocks (0 turns
  * it off); blocks above the new bound are freed now. */
 static int l_set_cache_limit(lua_State *L) {
-    int64_t bytes = checkint(L, 1, "cache limit");
+    int64_t bytes = lpnx_checkint(L, 1, "cache limit");
     if (bytes < 0) return luaL_argerror(L, 1, lua_pushfstring(L, "cache limit must be >= 0 bytes, got %I",
                                                                (lua_Integer)bytes));
     lpnx_memory_set_cache_limit((size_t)bytes);
