@@ -40,12 +40,20 @@ CXXFLAGS_ALL := -std=c++17 $(OPT) -fPIC -fopenmp -Wall -Wextra -Wno-unknown-prag
 LIBS := -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas -lpng16 -ljansson -lm
 DCMTK_LIBS := -ldcmseg -ldcmfg -ldcmiod -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd
 
-C_SRC := $(wildcard lpnx/*.c lpnx/ops/*.c lpnx/image/*.c lpnx/io/*.c lpnx/ref/*.c lpnx/bind/*.c)
+C_SRC := $(wildcard lpnx/*.c lpnx/ops/*.c lpnx/image/*.c lpnx/io/*.c lpnx/bind/*.c)
 CXX_SRC := $(wildcard lpnx/io/*.cpp)
 OBJ := $(C_SRC:%.c=$(BUILD)/obj/%.o) $(CXX_SRC:%.cpp=$(BUILD)/obj/%.o)
 LIB := $(BUILD)/lpnx/core.so
 LINK := $(if $(CXX_SRC),$(CXX),$(CC))
 LINK_LIBS := $(LIBS) $(if $(CXX_SRC),$(DCMTK_LIBS))
+
+# lpnx.ref (lpnx/ref/): the oracles the specs hold the kernels to, a module
+# of its own so that lpnx.core carries none of them. It hands lpnx.core a
+# table of the oracles (ref/ref_table.h); the generator's draws (ops/random.c)
+# are the one kernel file it shares.
+REF_SRC := $(wildcard lpnx/ref/*.c) lpnx/ops/random.c
+REF_OBJ := $(REF_SRC:%.c=$(BUILD)/obj/%.o)
+REF_MOD := $(BUILD)/lpnx/ref.so
 
 # lpnx.mpi (lpnx/dist/): data-parallel collectives, built where Open MPI is
 # installed (make deps installs it), as a module of its own so that
@@ -72,11 +80,15 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 all: deps build
 
-build: $(LIB) $(MPI_MOD)
+build: $(LIB) $(REF_MOD) $(MPI_MOD)
 
 $(LIB): $(OBJ)
 	@mkdir -p $(dir $@)
 	$(LINK) -shared -Wl,-z,nodelete -o $@ $(OBJ) $(SAN_LDFLAGS) -fopenmp $(LINK_LIBS)
+
+$(REF_MOD): $(REF_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,-z,nodelete -o $@ $(REF_OBJ) $(SAN_LDFLAGS) -fopenmp -lm
 
 $(MPI_MOD): $(MPI_OBJ)
 	@mkdir -p $(dir $@)
@@ -99,8 +111,8 @@ $(BUILD)/.deps-ok:
 	@$(MAKE) --no-print-directory deps
 	@mkdir -p $(BUILD) && touch $@
 
--include $(OBJ:.o=.d) $(MPI_OBJ:.o=.d)
-$(OBJ) $(MPI_OBJ): $(TOP)/Makefile
+-include $(OBJ:.o=.d) $(REF_OBJ:.o=.d) $(MPI_OBJ:.o=.d)
+$(OBJ) $(REF_OBJ) $(MPI_OBJ): $(TOP)/Makefile
 
 # Installs the Debian packages that are missing; does nothing when all are there.
 deps:
@@ -223,6 +235,7 @@ INST_LUADIR ?= /usr/local/share/lua/5.4
 install: build
 	mkdir -p $(INST_LIBDIR)/lpnx $(INST_LUADIR)
 	cp $(LIB) $(INST_LIBDIR)/lpnx/core.so
+	cp $(REF_MOD) $(INST_LIBDIR)/lpnx/ref.so
 	$(if $(MPI_MOD),cp $(MPI_MOD) $(INST_LIBDIR)/lpnx/mpi.so)
 	cp -r lua/lpnx $(INST_LUADIR)/
 

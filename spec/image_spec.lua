@@ -1,6 +1,6 @@
 -- lpnx.image: resizing, flips, shift-scale-rotate, elastic warps, blur,
 -- CLAHE, intensity changes, connected components and review overlays.
--- The fast kernels are held to the oracles in lpnx.image.ref on random
+-- The fast kernels are held to the oracles in lpnx.ref.image on random
 -- inputs, to hand-computed values, and to values written by
 -- spec/fixtures/gen/make_image_fixtures.py: spec/fixtures/image/resize.safetensors
 -- (PyTorch 1.13 F.interpolate) and spec/fixtures/image/opencv.safetensors
@@ -8,7 +8,7 @@
 local lpnx = require "lpnx"
 local h = require "spec.support.helpers"
 
-local I, R = lpnx.image, lpnx.image.ref
+local I, R = lpnx.image, lpnx.ref.image
 
 -- The message of the error f raises.
 local function message(f)

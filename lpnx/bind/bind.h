@@ -81,18 +81,27 @@ void lpnx_open_io(lua_State *L);
 void lpnx_open_dicom(lua_State *L); /* l_dicom.c */
 void lpnx_open_png(lua_State *L);   /* l_png.c */
 void lpnx_open_rle(lua_State *L);   /* l_rle.c: rle and csv */
-void lpnx_open_image(lua_State *L); /* l_image.c */
+void lpnx_open_image(lua_State *L, int ridx); /* l_image.c; its oracles into ridx.image */
 void lpnx_open_draw(lua_State *L);  /* l_draw.c: drawing for synthetic images */
 void lpnx_open_sys(lua_State *L);   /* l_sys.c: processes, pipes, signals, clocks, files */
 
 /* Kernel families add their fast kernels to the table at stack index kidx
- * (lpnx.core.kernels) and the oracles with the same signatures to the
- * table at ridx (lpnx.core.ref). */
-void lpnx_open_ref(lua_State *L, int kidx, int ridx);    /* l_ref.c: matmul */
+ * (lpnx.core.kernels) and the bindings of the oracles, with the same
+ * signatures, to the table at ridx: what the lpnx.ref module returns once
+ * it has handed lpnx.core the oracles (ref/ref_table.h). */
+void lpnx_open_ref(lua_State *L, int ridx);              /* l_ref.c: matmul */
 void lpnx_open_conv(lua_State *L, int kidx, int ridx);   /* l_conv.c */
 void lpnx_open_layers(lua_State *L, int kidx, int ridx); /* l_layers.c: bn, pool, upsample, activations */
 void lpnx_open_loss(lua_State *L, int kidx, int ridx);   /* l_loss.c: losses */
 void lpnx_open_optim(lua_State *L, int kidx, int ridx);  /* l_optim.c: optimizer updates */
+
+/* Sets the functions of reg (luaL_setfuncs) into the table at idx. */
+void lpnx_setfuncs(lua_State *L, int idx, const luaL_Reg *reg);
+
+/* The oracles' table that the lpnx.ref module hands over
+ * (ref/ref_table.h); raises when lpnx.ref was not loaded. */
+struct lpnx_ref_table;
+const struct lpnx_ref_table *lpnx_oracles(lua_State *L);
 
 /* Writes t's sizes as "(64,3,7,7)" ("scalar" for a 0-dim tensor) into
  * buf (len bytes, cut short if need be); returns buf. */

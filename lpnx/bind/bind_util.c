@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../io/file.h"
+#include "../ref/ref_table.h"
 #include "bind.h"
 
 #define FILE_BYTES_MT "lpnx.FileBytes"
@@ -87,3 +88,20 @@ int lpnx_overlaps(const lpnx_Tensor *a, const lpnx_Tensor *b) {
     size_t na = extent(a), nb = extent(b);
     return na && nb && a->offset < b->offset + nb && b->offset < a->offset + na;
 }
+
+void lpnx_setfuncs(lua_State *L, int idx, const luaL_Reg *reg) {
+    lua_pushvalue(L, idx);
+    luaL_setfuncs(L, reg, 0);
+    lua_pop(L, 1);
+}
+
+const lpnx_ref_table *lpnx_oracles(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, LPNX_REF_TABLE_KEY);
+    const lpnx_ref_table *t = lua_islightuserdata(L, -1) ? lua_touserdata(L, -1) : NULL;
+    lua_pop(L, 1);
+    if (!t) luaL_error(L, "lpnx.ref: the oracles are not loaded (require \"lpnx.ref\" first)");
+    if (t->version != LPNX_REF_TABLE_VERSION)
+        luaL_error(L, "lpnx.ref: lpnx/ref.so does not match lpnx/core.so (rebuild both with make)");
+    return t;
+}
+

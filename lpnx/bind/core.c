@@ -1,6 +1,7 @@
 /* luaopen_lpnx_core: the one entry point of the extension. Each part
  * registers its own metatable and functions into the module table. */
 #include "../ops/ops.h"
+#include "../ref/ref_table.h"
 #include "bind.h"
 
 int luaopen_lpnx_core(lua_State *L);
@@ -14,18 +15,20 @@ int luaopen_lpnx_core(lua_State *L) {
     lpnx_open_dicom(L);
     lpnx_open_png(L);
     lpnx_open_rle(L);
-    lpnx_open_image(L);
     lpnx_open_draw(L);
     lpnx_open_sys(L);
     lua_newtable(L); /* kernels */
-    lua_newtable(L); /* ref */
+    lua_newtable(L); /* the oracles' bindings, for the lpnx.ref module */
     int module = lua_gettop(L) - 2, kernels = module + 1, ref = module + 2;
-    lpnx_open_ref(L, kernels, ref);
+    lua_pushvalue(L, module);
+    lpnx_open_image(L, ref);
+    lua_pop(L, 1);
+    lpnx_open_ref(L, ref);
     lpnx_open_conv(L, kernels, ref);
     lpnx_open_layers(L, kernels, ref);
     lpnx_open_loss(L, kernels, ref);
     lpnx_open_optim(L, kernels, ref);
-    lua_setfield(L, module, "ref");
+    lua_setfield(L, LUA_REGISTRYINDEX, LPNX_REF_BINDINGS_KEY);
     lua_setfield(L, module, "kernels");
     lua_pushliteral(L, "0.1.0");
     lua_setfield(L, -2, "version");

@@ -32,7 +32,7 @@
 #include <string.h>
 
 #include "../ops/conv2d.h"
-#include "../ref/conv2d_ref.h"
+#include "../ref/ref_table.h"
 #include "bind.h"
 
 #define SHAPE_LEN 160
@@ -191,7 +191,7 @@ static int conv2d_forward(lua_State *L, int fast) {
     if (fast)
         lpnx_conv2d_forward(lpnx_tensor_data(y), lpnx_tensor_data(x), lpnx_tensor_data(w), bias, col, &d);
     else
-        lpnx_ref_conv2d_forward(lpnx_tensor_data(y), lpnx_tensor_data(x), lpnx_tensor_data(w), bias, &d);
+        lpnx_oracles(L)->conv2d_forward(lpnx_tensor_data(y), lpnx_tensor_data(x), lpnx_tensor_data(w), bias, &d);
     return 1;
 }
 
@@ -254,7 +254,7 @@ static int conv2d_backward(lua_State *L, int fast) {
         lpnx_conv2d_backward(dinp, lpnx_tensor_data(gw), dbias, lpnx_tensor_data(gy), lpnx_tensor_data(x),
                              lpnx_tensor_data(w), col, &d);
     else
-        lpnx_ref_conv2d_backward(dinp, lpnx_tensor_data(gw), dbias, lpnx_tensor_data(gy),
+        lpnx_oracles(L)->conv2d_backward(dinp, lpnx_tensor_data(gw), dbias, lpnx_tensor_data(gy),
                                  lpnx_tensor_data(x), lpnx_tensor_data(w), &d);
     return 1;
 }
@@ -306,20 +306,15 @@ static int l_batch_parts(lua_State *L) {
 }
 
 void lpnx_open_conv(lua_State *L, int kidx, int ridx) {
-    lua_pushcfunction(L, l_set_batch_parts);
-    lua_setfield(L, kidx, "set_batch_parts");
-    lua_pushcfunction(L, l_batch_parts);
-    lua_setfield(L, kidx, "batch_parts");
-    lua_pushcfunction(L, l_conv2d_forward);
-    lua_setfield(L, kidx, "conv2d_forward");
-    lua_pushcfunction(L, l_conv2d_backward);
-    lua_setfield(L, kidx, "conv2d_backward");
-    lua_pushcfunction(L, l_conv2d_output_size);
-    lua_setfield(L, kidx, "conv2d_output_size");
-    lua_pushcfunction(L, l_conv2d_workspace_size);
-    lua_setfield(L, kidx, "conv2d_workspace_size");
-    lua_pushcfunction(L, l_ref_conv2d_forward);
-    lua_setfield(L, ridx, "conv2d_forward");
-    lua_pushcfunction(L, l_ref_conv2d_backward);
-    lua_setfield(L, ridx, "conv2d_backward");
+    static const luaL_Reg fast[] = {{"set_batch_parts", l_set_batch_parts},
+                                    {"batch_parts", l_batch_parts},
+                                    {"conv2d_forward", l_conv2d_forward},
+                                    {"conv2d_backward", l_conv2d_backward},
+                                    {"conv2d_output_size", l_conv2d_output_size},
+                                    {"conv2d_workspace_size", l_conv2d_workspace_size},
+                                    {NULL, NULL}};
+    static const luaL_Reg ref[] = {
+        {"conv2d_forward", l_ref_conv2d_forward}, {"conv2d_backward", l_ref_conv2d_backward}, {NULL, NULL}};
+    lpnx_setfuncs(L, kidx, fast);
+    lpnx_setfuncs(L, ridx, ref);
 }

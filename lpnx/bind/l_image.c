@@ -33,7 +33,7 @@
 
 #include "../image/image.h"
 #include "../ops/layers.h"
-#include "../ref/image_ref.h"
+#include "../ref/ref_table.h"
 #include "bind.h"
 
 /* Bound for sizes given as numbers. */
@@ -293,7 +293,7 @@ static int image_resize(lua_State *L, int ref) {
     lpnx_Tensor *out = lpnx_pushnew(L, a.t->ndim, size, 0);
     if (a.planes == 0) return 1;
     if (ref) {
-        lpnx_ref_image_resize(data(out), data(a.t), a.planes, a.H, a.W, Ho, Wo, (lpnx_resize_mode)mode);
+        lpnx_oracles(L)->image_resize(data(out), data(a.t), a.planes, a.H, a.W, Ho, Wo, (lpnx_resize_mode)mode);
         return 1;
     }
     lpnx_status st = LPNX_OK;
@@ -334,7 +334,7 @@ static int image_affine(lua_State *L, int ref) {
     lpnx_Tensor *out = lpnx_pushnew(L, a.t->ndim, a.t->size, 0);
     if (is_empty(&a)) return 1;
     if (ref) {
-        lpnx_ref_image_affine(data(out), data(a.t), a.planes, a.H, a.W, angle, scale, shift[0], shift[1],
+        lpnx_oracles(L)->image_affine(data(out), data(a.t), a.planes, a.H, a.W, angle, scale, shift[0], shift[1],
                               center[0], center[1], s);
         return 1;
     }
@@ -360,9 +360,9 @@ static lpnx_Tensor *checkfield(lua_State *L, int arg, const image_arg *a) {
     return lpnx_checkcontiguous(L, arg);
 }
 
-static void remap_into(lpnx_Tensor *out, const image_arg *a, const lpnx_Tensor *field, lpnx_sampling s, int ref) {
+static void remap_into(lua_State *L, lpnx_Tensor *out, const image_arg *a, const lpnx_Tensor *field, lpnx_sampling s, int ref) {
     if (is_empty(a)) return;
-    (ref ? lpnx_ref_image_remap : lpnx_image_remap)(data(out), data(a->t), data(field), a->planes, a->H, a->W, s);
+    (ref ? lpnx_oracles(L)->image_remap : lpnx_image_remap)(data(out), data(a->t), data(field), a->planes, a->H, a->W, s);
 }
 
 static int image_remap(lua_State *L, int ref) {
@@ -371,7 +371,7 @@ static int image_remap(lua_State *L, int ref) {
     checkopts(L, 3, SAMPLING_KEYS);
     const lpnx_sampling s = optsampling(L, 3);
     lpnx_Tensor *out = lpnx_pushnew(L, a.t->ndim, a.t->size, 0);
-    remap_into(out, &a, field, s, ref);
+    remap_into(L, out, &a, field, s, ref);
     return 1;
 }
 
@@ -383,7 +383,7 @@ static lpnx_Tensor *push_field(lua_State *L, lpnx_rng *g, int64_t H, int64_t W, 
     if (H == 0 || W == 0) return field;
     lpnx_status st;
     if (ref) {
-        st = lpnx_ref_image_elastic_field(data(field), g, H, W, alpha, sigma);
+        st = lpnx_oracles(L)->image_elastic_field(data(field), g, H, W, alpha, sigma);
     } else {
         lpnx_Tensor *tmp = lpnx_pushnew(L, 3, size, 0);
         st = lpnx_image_elastic_field(data(field), data(tmp), g, H, W, alpha, sigma);
@@ -419,7 +419,7 @@ static int image_elastic(lua_State *L, int ref) {
     const lpnx_sampling s = optsampling(L, opts);
     lpnx_Tensor *field = push_field(L, g, a.H, a.W, alpha, sigma, ref);
     lpnx_Tensor *out = lpnx_pushnew(L, a.t->ndim, a.t->size, 0);
-    remap_into(out, &a, field, s, ref);
+    remap_into(L, out, &a, field, s, ref);
     return 1;
 }
 
@@ -431,7 +431,7 @@ static int image_gaussian_blur(lua_State *L, int ref) {
     lpnx_Tensor *out = lpnx_pushnew(L, a.t->ndim, a.t->size, 0);
     if (is_empty(&a)) return 1;
     if (ref) {
-        check_status(L, lpnx_ref_image_gaussian_blur(data(out), data(a.t), a.planes, a.H, a.W, sigma),
+        check_status(L, lpnx_oracles(L)->image_gaussian_blur(data(out), data(a.t), a.planes, a.H, a.W, sigma),
                      "gaussian_blur");
         return 1;
     }
@@ -567,7 +567,7 @@ static int image_clahe(lua_State *L, int ref) {
                                             (lua_Integer)a.H, (lua_Integer)a.W));
     lpnx_Tensor *out = lpnx_pushnew(L, a.t->ndim, a.t->size, 0);
     if (ref) {
-        check_status(L, lpnx_ref_image_clahe(data(out), data(a.t), a.H, a.W, o), "clahe");
+        check_status(L, lpnx_oracles(L)->image_clahe(data(out), data(a.t), a.H, a.W, o), "clahe");
         return 1;
     }
     float *lut = pushscratch(L, entries, sizeof(float));      /* (tiles_y*tiles_x, bins) */
@@ -602,7 +602,7 @@ static int image_components(lua_State *L, int ref) {
     lpnx_Tensor *labels = lpnx_pushnew(L, m.t->ndim, m.t->size, 0);
     const int at = lua_gettop(L);
     int32_t *scratch = pushscratch(L, m.H * m.W, sizeof(int32_t)); /* (H*W) */
-    int64_t K = ref ? lpnx_ref_image_components(data(labels), scratch, data(m.t), m.H, m.W, connectivity)
+    int64_t K = ref ? lpnx_oracles(L)->image_components(data(labels), scratch, data(m.t), m.H, m.W, connectivity)
                     : lpnx_image_components(data(labels), scratch, data(m.t), m.H, m.W, connectivity);
     if (K < 0) return luaL_error(L, "components: not enough memory");
     lua_createtable(L, (int)K, 0);
@@ -621,7 +621,7 @@ static int image_remove_small(lua_State *L, int ref) {
     const int connectivity = optconnectivity(L, 3);
     lpnx_Tensor *out = lpnx_pushnew(L, m.t->ndim, m.t->size, 0);
     if (ref) {
-        check_status(L, lpnx_ref_image_remove_small(data(out), data(m.t), m.H, m.W, connectivity, min_area),
+        check_status(L, lpnx_oracles(L)->image_remove_small(data(out), data(m.t), m.H, m.W, connectivity, min_area),
                      "remove_small");
         return 1;
     }
@@ -679,7 +679,7 @@ static int image_overlay(lua_State *L, int ref) {
     lpnx_Tensor *out = lpnx_pushnew(L, 3, size, 0);
     if (H == 0 || W == 0) return 1;
     if (ref) {
-        lpnx_ref_image_overlay(data(out), data(img), channels, data(mask), H, W, &o);
+        lpnx_oracles(L)->image_overlay(data(out), data(img), channels, data(mask), H, W, &o);
         return 1;
     }
     int32_t *dist = pushscratch(L, mul(H, W), sizeof(int32_t)); /* (H,W) */
@@ -719,9 +719,9 @@ static const luaL_Reg ref_functions[] = {
     {"clahe", r_clahe}, {"components", r_components}, {"remove_small", r_remove_small},
     {"overlay", r_overlay}, {NULL, NULL}};
 
-void lpnx_open_image(lua_State *L) {
-    luaL_newlib(L, functions);
+void lpnx_open_image(lua_State *L, int ridx) {
     luaL_newlib(L, ref_functions);
-    lua_setfield(L, -2, "ref");
+    lua_setfield(L, ridx, "image");
+    luaL_newlib(L, functions);
     lua_setfield(L, -2, "image");
 }

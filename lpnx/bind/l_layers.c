@@ -45,7 +45,7 @@
 #include <string.h>
 
 #include "../ops/layers.h"
-#include "../ref/layers_ref.h"
+#include "../ref/ref_table.h"
 #include "bind.h"
 
 /* Largest input plane whose flat positions are exact in float32. */
@@ -191,7 +191,7 @@ static int batchnorm_train(lua_State *L, int ref) {
                                       lpnx_shape_of(s, sizeof s, a.x)));
     lpnx_Tensor *y = bn_train_output(L, 10, &a);
     if (a.C == 0) return 1;
-    (ref ? lpnx_ref_batchnorm_train_forward
+    (ref ? lpnx_oracles(L)->batchnorm_train_forward
          : lpnx_batchnorm_train_forward)(data(y), a.save_mean, a.save_invstd, a.running_mean, a.running_var, data(a.x),
                                          a.weight, a.bias, a.N, a.C, a.HW, a.momentum, a.eps);
     return 1;
@@ -210,7 +210,7 @@ static int batchnorm_eval(lua_State *L, int ref) {
     lpnx_Tensor *out = lpnx_optoutput(L, 7, "y", "output", 4, x->size, args, 0, "x or the per-channel tensors");
     lpnx_Tensor *y = result(L, out, 7, 4, x->size, 0);
     if (lpnx_tensor_numel(y) == 0) return 1;
-    (ref ? lpnx_ref_batchnorm_eval_forward : lpnx_batchnorm_eval_forward)(
+    (ref ? lpnx_oracles(L)->batchnorm_eval_forward : lpnx_batchnorm_eval_forward)(
         data(y), data(x), weight, bias, running_mean, running_var, N, C, HW, eps);
     return 1;
 }
@@ -253,7 +253,7 @@ static int batchnorm_backward(lua_State *L, int ref) {
     const bn_backward_args a = check_bn_backward(L);
     lpnx_Tensor *gx = bn_backward_output(L, 8, &a);
     if (lpnx_tensor_numel(gx) == 0) return 1;
-    (ref ? lpnx_ref_batchnorm_train_backward : lpnx_batchnorm_train_backward)(
+    (ref ? lpnx_oracles(L)->batchnorm_train_backward : lpnx_batchnorm_train_backward)(
         data(gx), a.gweight, a.gbias, data(a.gy), data(a.x), a.weight, a.save_mean, a.save_invstd, a.N, a.C, a.HW);
     return 1;
 }
@@ -274,7 +274,7 @@ static int batchnorm_backward_eval(lua_State *L, int ref) {
                                   "x, the per-channel tensors or, partly, gy");
     lpnx_Tensor *gx = result(L, out, 9, 4, x->size, 0);
     if (lpnx_tensor_numel(gx) == 0) return 1;
-    (ref ? lpnx_ref_batchnorm_eval_backward : lpnx_batchnorm_eval_backward)(
+    (ref ? lpnx_oracles(L)->batchnorm_eval_backward : lpnx_batchnorm_eval_backward)(
         data(gx), gweight, gbias, data(gy), data(x), weight, running_mean, running_var, N, C, HW, eps);
     return 1;
 }
@@ -331,7 +331,7 @@ static int batchnorm_sum(lua_State *L, int ref) {
     lpnx_Tensor *x = lpnx_checknchw(L, 1);
     const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
     double *sum = newnumbers(L, C);
-    (ref ? lpnx_ref_batchnorm_sum : lpnx_batchnorm_sum)(sum, data(x), N, C, HW);
+    (ref ? lpnx_oracles(L)->batchnorm_sum : lpnx_batchnorm_sum)(sum, data(x), N, C, HW);
     pushnumbers(L, sum, C);
     lua_pushinteger(L, (lua_Integer)mul(N, HW));
     return 2;
@@ -343,7 +343,7 @@ static int batchnorm_sqdev(lua_State *L, int ref) {
     const int64_t N = x->size[0], C = x->size[1], HW = mul(x->size[2], x->size[3]);
     const double *mean = checknumbers(L, 2, "mean", C);
     double *ss = newnumbers(L, C);
-    (ref ? lpnx_ref_batchnorm_sqdev : lpnx_batchnorm_sqdev)(ss, data(x), mean, N, C, HW);
+    (ref ? lpnx_oracles(L)->batchnorm_sqdev : lpnx_batchnorm_sqdev)(ss, data(x), mean, N, C, HW);
     pushnumbers(L, ss, C);
     return 1;
 }
@@ -358,7 +358,7 @@ static int batchnorm_train_apply(lua_State *L, int ref) {
         if (!(ss[c] >= 0)) luaL_argerror(L, 11, lua_pushfstring(L, "expected ss[%I] >= 0", (lua_Integer)c + 1));
     lpnx_Tensor *y = bn_train_output(L, 13, &a);
     if (a.C == 0) return 1;
-    (ref ? lpnx_ref_batchnorm_train_apply
+    (ref ? lpnx_oracles(L)->batchnorm_train_apply
          : lpnx_batchnorm_train_apply)(data(y), a.save_mean, a.save_invstd, a.running_mean, a.running_var, data(a.x),
                                        a.weight, a.bias, mean, ss, count, a.N, a.C, a.HW, a.momentum, a.eps);
     return 1;
@@ -371,7 +371,7 @@ static int batchnorm_backward_reduce(lua_State *L, int ref) {
     lpnx_Tensor *gy = checklike(L, 2, "gy", x, "x");
     const float *save_mean = checkchannel(L, 3, "save_mean", C, 0);
     double *sum_gy = newnumbers(L, C), *dot = newnumbers(L, C);
-    (ref ? lpnx_ref_batchnorm_backward_reduce : lpnx_batchnorm_backward_reduce)(sum_gy, dot, data(gy), data(x),
+    (ref ? lpnx_oracles(L)->batchnorm_backward_reduce : lpnx_batchnorm_backward_reduce)(sum_gy, dot, data(gy), data(x),
                                                                                 save_mean, N, C, HW);
     pushnumbers(L, sum_gy, C);
     pushnumbers(L, dot, C);
@@ -389,7 +389,7 @@ static int batchnorm_backward_input(lua_State *L, int ref) {
         luaL_argerror(L, 11, lua_pushfstring(L, "part must be in (0, 1], got %f", part));
     lpnx_Tensor *gx = bn_backward_output(L, 12, &a);
     if (lpnx_tensor_numel(gx) == 0) return 1;
-    (ref ? lpnx_ref_batchnorm_backward_input : lpnx_batchnorm_backward_input)(
+    (ref ? lpnx_oracles(L)->batchnorm_backward_input : lpnx_batchnorm_backward_input)(
         data(gx), a.gweight, a.gbias, data(a.gy), data(a.x), a.weight, a.save_mean, a.save_invstd, sum_gy, dot,
         count, (float)part, a.N, a.C, a.HW);
     return 1;
@@ -458,7 +458,7 @@ static int maxpool2d_forward(lua_State *L, int ref) {
     lpnx_Tensor *indices = result(L, out_indices, 9, 4, size, 0);
     if (d.planes == 0) return 2;
     if (ref)
-        lpnx_ref_maxpool2d_forward(data(y), data(indices), data(x), d.planes, d.H, d.W, d.Ho, d.Wo,
+        lpnx_oracles(L)->maxpool2d_forward(data(y), data(indices), data(x), d.planes, d.H, d.W, d.Ho, d.Wo,
                                    d.kh, d.kw, d.sh, d.sw, d.ph, d.pw);
     else
         lpnx_maxpool2d_forward(data(y), data(indices), data(x), d);
@@ -506,7 +506,7 @@ static int maxpool2d_backward(lua_State *L, int ref) {
     if (lpnx_tensor_numel(gy) == 0) return 1;
     if (ref) {
         check_indices(L, indices, d.H, d.W);
-        lpnx_ref_maxpool2d_backward(data(gx), data(gy), data(indices), d.planes, d.H, d.W, d.Ho, d.Wo);
+        lpnx_oracles(L)->maxpool2d_backward(data(gx), data(gy), data(indices), d.planes, d.H, d.W, d.Ho, d.Wo);
     } else if (lpnx_maxpool2d_backward(data(gx), data(gy), data(indices), d) != 0) {
         check_indices(L, indices, d.H, d.W);
     }
@@ -578,46 +578,51 @@ PAIR(batchnorm_sqdev, batchnorm_sqdev(L, 0), batchnorm_sqdev(L, 1))
 PAIR(batchnorm_train_apply, batchnorm_train_apply(L, 0), batchnorm_train_apply(L, 1))
 PAIR(batchnorm_backward_reduce, batchnorm_backward_reduce(L, 0), batchnorm_backward_reduce(L, 1))
 PAIR(batchnorm_backward_input, batchnorm_backward_input(L, 0), batchnorm_backward_input(L, 1))
-PAIR(relu_backward, act_backward(L, lpnx_relu_backward), act_backward(L, lpnx_ref_relu_backward))
-PAIR(sigmoid_backward, act_backward(L, lpnx_sigmoid_backward), act_backward(L, lpnx_ref_sigmoid_backward))
+PAIR(relu_backward, act_backward(L, lpnx_relu_backward), act_backward(L, lpnx_oracles(L)->relu_backward))
+PAIR(sigmoid_backward, act_backward(L, lpnx_sigmoid_backward), act_backward(L, lpnx_oracles(L)->sigmoid_backward))
 PAIR(maxpool2d_forward, maxpool2d_forward(L, 0), maxpool2d_forward(L, 1))
 PAIR(maxpool2d_backward, maxpool2d_backward(L, 0), maxpool2d_backward(L, 1))
 PAIR(upsample_nearest,
      resample_forward(L, lpnx_upsample_nearest_forward, NULL, "upsample_nearest"),
-     resample_forward(L, NULL, lpnx_ref_upsample_nearest_forward, "upsample_nearest"))
+     resample_forward(L, NULL, lpnx_oracles(L)->upsample_nearest_forward, "upsample_nearest"))
 PAIR(upsample_nearest_backward,
      resample_backward(L, lpnx_upsample_nearest_backward, NULL, "upsample_nearest_backward"),
-     resample_backward(L, NULL, lpnx_ref_upsample_nearest_backward, "upsample_nearest_backward"))
+     resample_backward(L, NULL, lpnx_oracles(L)->upsample_nearest_backward, "upsample_nearest_backward"))
 PAIR(upsample_bilinear,
      resample_forward(L, lpnx_upsample_bilinear_forward, NULL, "upsample_bilinear"),
-     resample_forward(L, NULL, lpnx_ref_upsample_bilinear_forward, "upsample_bilinear"))
+     resample_forward(L, NULL, lpnx_oracles(L)->upsample_bilinear_forward, "upsample_bilinear"))
 PAIR(upsample_bilinear_backward,
      resample_backward(L, lpnx_upsample_bilinear_backward, NULL, "upsample_bilinear_backward"),
-     resample_backward(L, NULL, lpnx_ref_upsample_bilinear_backward, "upsample_bilinear_backward"))
+     resample_backward(L, NULL, lpnx_oracles(L)->upsample_bilinear_backward, "upsample_bilinear_backward"))
 
 #undef PAIR
 
-#define ENTRY(name) {#name, l_##name, l_ref_##name}
+/* Every function of this file, under one name in lpnx.kernels and lpnx.ref. */
+#define FUNCTIONS(X) \
+    X(batchnorm_train) \
+    X(batchnorm_eval) \
+    X(batchnorm_backward) \
+    X(batchnorm_backward_eval) \
+    X(batchnorm_sum) \
+    X(batchnorm_sqdev) \
+    X(batchnorm_train_apply) \
+    X(batchnorm_backward_reduce) \
+    X(batchnorm_backward_input) \
+    X(relu_backward) \
+    X(sigmoid_backward) \
+    X(maxpool2d_forward) \
+    X(maxpool2d_backward) \
+    X(upsample_nearest) \
+    X(upsample_nearest_backward) \
+    X(upsample_bilinear) \
+    X(upsample_bilinear_backward)
 
-static const struct {
-    const char *name;
-    lua_CFunction fast, ref;
-} entries[] = {
-    ENTRY(batchnorm_train), ENTRY(batchnorm_eval), ENTRY(batchnorm_backward),
-    ENTRY(batchnorm_backward_eval), ENTRY(batchnorm_sum), ENTRY(batchnorm_sqdev),
-    ENTRY(batchnorm_train_apply), ENTRY(batchnorm_backward_reduce), ENTRY(batchnorm_backward_input),
-    ENTRY(relu_backward), ENTRY(sigmoid_backward),
-    ENTRY(maxpool2d_forward), ENTRY(maxpool2d_backward), ENTRY(upsample_nearest),
-    ENTRY(upsample_nearest_backward), ENTRY(upsample_bilinear), ENTRY(upsample_bilinear_backward),
-};
-
-#undef ENTRY
+#define FAST(name) {#name, l_##name},
+#define REF(name) {#name, l_ref_##name},
 
 void lpnx_open_layers(lua_State *L, int kidx, int ridx) {
-    for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++) {
-        lua_pushcfunction(L, entries[i].fast);
-        lua_setfield(L, kidx, entries[i].name);
-        lua_pushcfunction(L, entries[i].ref);
-        lua_setfield(L, ridx, entries[i].name);
-    }
+    static const luaL_Reg fast[] = {FUNCTIONS(FAST){NULL, NULL}};
+    static const luaL_Reg ref[] = {FUNCTIONS(REF){NULL, NULL}};
+    lpnx_setfuncs(L, kidx, fast);
+    lpnx_setfuncs(L, ridx, ref);
 }

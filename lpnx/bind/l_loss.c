@@ -20,7 +20,7 @@
 #include <math.h>
 
 #include "../ops/loss.h"
-#include "../ref/loss_ref.h"
+#include "../ref/ref_table.h"
 #include "bind.h"
 
 /* logits (arg 1) and target (arg 2): non-empty, one shape. Returns numel. */
@@ -131,12 +131,12 @@ static int bce(lua_State *L, int ref, int backward) {
     const float *w = checkposweight(L, x, ref, &scalar, &stride);
     const float *xd = lpnx_tensor_data(x), *td = lpnx_tensor_data(t);
     if (!backward) {
-        lua_pushnumber(L, ref ? lpnx_ref_bce_with_logits(xd, td, w, n)
+        lua_pushnumber(L, ref ? lpnx_oracles(L)->bce_with_logits(xd, td, w, n)
                               : lpnx_bce_with_logits_forward(xd, td, w, stride, n));
         return 1;
     }
     lpnx_Tensor *g = lpnx_pushnew(L, x->ndim, x->size, 0);
-    if (ref) lpnx_ref_bce_with_logits_backward(lpnx_tensor_data(g), xd, td, w, n);
+    if (ref) lpnx_oracles(L)->bce_with_logits_backward(lpnx_tensor_data(g), xd, td, w, n);
     else lpnx_bce_with_logits_backward(lpnx_tensor_data(g), xd, td, w, stride, n);
     return 1;
 }
@@ -155,11 +155,11 @@ static int dice(lua_State *L, int ref, int backward) {
     float eps = checkrange(L, 3, "eps", 0, HUGE_VAL);
     const float *xd = lpnx_tensor_data(x), *td = lpnx_tensor_data(t);
     if (!backward) {
-        lua_pushnumber(L, ref ? lpnx_ref_dice_loss(xd, td, eps, n) : lpnx_dice_loss_forward(xd, td, eps, n));
+        lua_pushnumber(L, ref ? lpnx_oracles(L)->dice_loss(xd, td, eps, n) : lpnx_dice_loss_forward(xd, td, eps, n));
         return 1;
     }
     lpnx_Tensor *g = lpnx_pushnew(L, x->ndim, x->size, 0);
-    if (ref) lpnx_ref_dice_loss_backward(lpnx_tensor_data(g), xd, td, eps, n);
+    if (ref) lpnx_oracles(L)->dice_loss_backward(lpnx_tensor_data(g), xd, td, eps, n);
     else lpnx_dice_loss_backward(lpnx_tensor_data(g), xd, td, eps, n);
     return 1;
 }
@@ -174,7 +174,7 @@ static int dice_sums(lua_State *L, int ref) {
     lua_settop(L, 2);
     size_t n = checkpair(L, &x, &t);
     double spt = 0, sp = 0, st = 0;
-    (ref ? lpnx_ref_dice_sums : lpnx_dice_sums)(&spt, &sp, &st, lpnx_tensor_data(x), lpnx_tensor_data(t), n);
+    (ref ? lpnx_oracles(L)->dice_sums : lpnx_dice_sums)(&spt, &sp, &st, lpnx_tensor_data(x), lpnx_tensor_data(t), n);
     lua_pushnumber(L, spt);
     lua_pushnumber(L, sp);
     lua_pushnumber(L, st);
@@ -194,7 +194,7 @@ static int dice_backward_sums(lua_State *L, int ref) {
     }
     float eps = checkrange(L, 6, "eps", 0, HUGE_VAL);
     lpnx_Tensor *g = lpnx_pushnew(L, x->ndim, x->size, 0);
-    (ref ? lpnx_ref_dice_loss_backward_sums : lpnx_dice_loss_backward_sums)(
+    (ref ? lpnx_oracles(L)->dice_loss_backward_sums : lpnx_dice_loss_backward_sums)(
         lpnx_tensor_data(g), lpnx_tensor_data(x), lpnx_tensor_data(t), sums[0], sums[1], sums[2], eps, n);
     return 1;
 }
@@ -215,12 +215,12 @@ static int focal(lua_State *L, int ref, int backward) {
     int use_alpha = checkalpha(L, &alpha);
     const float *xd = lpnx_tensor_data(x), *td = lpnx_tensor_data(t);
     if (!backward) {
-        lua_pushnumber(L, ref ? lpnx_ref_focal_loss(xd, td, gamma, use_alpha, alpha, n)
+        lua_pushnumber(L, ref ? lpnx_oracles(L)->focal_loss(xd, td, gamma, use_alpha, alpha, n)
                               : lpnx_focal_loss_forward(xd, td, gamma, use_alpha, alpha, n));
         return 1;
     }
     lpnx_Tensor *g = lpnx_pushnew(L, x->ndim, x->size, 0);
-    if (ref) lpnx_ref_focal_loss_backward(lpnx_tensor_data(g), xd, td, gamma, use_alpha, alpha, n);
+    if (ref) lpnx_oracles(L)->focal_loss_backward(lpnx_tensor_data(g), xd, td, gamma, use_alpha, alpha, n);
     else lpnx_focal_loss_backward(lpnx_tensor_data(g), xd, td, gamma, use_alpha, alpha, n);
     return 1;
 }
@@ -243,12 +243,6 @@ void lpnx_open_loss(lua_State *L, int kidx, int ridx) {
         {"dice_sums", l_ref_dice_sums}, {"dice_loss_backward_sums", l_ref_dice_backward_sums},
         {"focal_loss", l_ref_focal}, {"focal_loss_backward", l_ref_focal_backward},
         {NULL, NULL}};
-    for (const luaL_Reg *r = fast; r->name; r++) {
-        lua_pushcfunction(L, r->func);
-        lua_setfield(L, kidx, r->name);
-    }
-    for (const luaL_Reg *r = ref; r->name; r++) {
-        lua_pushcfunction(L, r->func);
-        lua_setfield(L, ridx, r->name);
-    }
+    lpnx_setfuncs(L, kidx, fast);
+    lpnx_setfuncs(L, ridx, ref);
 }

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "../ops/optim.h"
-#include "../ref/optim_ref.h"
+#include "../ref/ref_table.h"
 #include "bind.h"
 
 /* A number at arg within [lo, hi] (finite, NaN rejected); hi_open excludes hi.
@@ -101,7 +101,7 @@ static int sgd(lua_State *L, int ref) {
     const float *g = checkgrad(L, 2, p);
     checkdistinct(L, 2, "grad", g, "the parameter", pd, n);
     checkdistinct(L, 2, "grad", g, "the momentum buffer", buf, n);
-    if (ref) lpnx_ref_sgd_step(pd, buf, g, n, &h, first);
+    if (ref) lpnx_oracles(L)->sgd_step(pd, buf, g, n, &h, first);
     else lpnx_sgd_step(pd, buf, g, n, &h, first);
     return 0;
 }
@@ -130,7 +130,7 @@ static int adam(lua_State *L, int ref) {
     checkdistinct(L, 2, "grad", g, "the parameter", pd, n);
     checkdistinct(L, 2, "grad", g, "exp_avg", m, n);
     checkdistinct(L, 2, "grad", g, "exp_avg_sq", v, n);
-    if (ref) lpnx_ref_adam_step(pd, m, v, g, n, &h);
+    if (ref) lpnx_oracles(L)->adam_step(pd, m, v, g, n, &h);
     else lpnx_adam_step(pd, m, v, g, n, &h);
     return 0;
 }
@@ -140,7 +140,7 @@ static int sum_squares(lua_State *L, int ref) {
     lpnx_Tensor *t = lpnx_checkcontiguous(L, 1);
     size_t n = lpnx_tensor_numel(t);
     const float *x = lpnx_tensor_data(t);
-    lua_pushnumber(L, n == 0 ? 0.0 : ref ? lpnx_ref_sum_squares(x, n) : lpnx_sum_squares(x, n));
+    lua_pushnumber(L, n == 0 ? 0.0 : ref ? lpnx_oracles(L)->sum_squares(x, n) : lpnx_sum_squares(x, n));
     return 1;
 }
 
@@ -157,12 +157,6 @@ void lpnx_open_optim(lua_State *L, int kidx, int ridx) {
     static const luaL_Reg ref[] = {
         {"sgd_step", l_ref_sgd}, {"adam_step", l_ref_adam}, {"sum_squares", l_ref_sum_squares},
         {NULL, NULL}};
-    for (const luaL_Reg *r = fast; r->name; r++) {
-        lua_pushcfunction(L, r->func);
-        lua_setfield(L, kidx, r->name);
-    }
-    for (const luaL_Reg *r = ref; r->name; r++) {
-        lua_pushcfunction(L, r->func);
-        lua_setfield(L, ridx, r->name);
-    }
+    lpnx_setfuncs(L, kidx, fast);
+    lpnx_setfuncs(L, ridx, ref);
 }

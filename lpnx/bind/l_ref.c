@@ -1,6 +1,6 @@
-/* lpnx.core.ref: the slow oracles of lpnx/ref/, callable from specs to hold
- * the fast kernels to them. */
-#include "../ref/ref.h"
+/* lpnx.ref.matmul: the binding of the matrix product's oracle (the other
+ * oracles are bound beside their kernels). */
+#include "../ref/ref_table.h"
 #include "bind.h"
 
 static int l_ref_matmul(lua_State *L) {
@@ -16,13 +16,12 @@ static int l_ref_matmul(lua_State *L) {
     (void)ia;
     int64_t size[2] = {a->size[0], b->size[1]};
     lpnx_Tensor *c = lpnx_pushnew(L, 2, size, 0);
-    lpnx_ref_matmul(lpnx_tensor_data(c), lpnx_tensor_data(a), lpnx_tensor_data(b),
+    lpnx_oracles(L)->matmul(lpnx_tensor_data(c), lpnx_tensor_data(a), lpnx_tensor_data(b),
                     (int)a->size[0], (int)b->size[1], (int)a->size[1]);
     return 1;
 }
 
-void lpnx_open_ref(lua_State *L, int kidx, int ridx) {
-    (void)kidx;
-    lua_pushcfunction(L, l_ref_matmul);
-    lua_setfield(L, ridx, "matmul");
+void lpnx_open_ref(lua_State *L, int ridx) {
+    static const luaL_Reg ref[] = {{"matmul", l_ref_matmul}, {NULL, NULL}};
+    lpnx_setfuncs(L, ridx, ref);
 }

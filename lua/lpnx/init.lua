@@ -12,7 +12,6 @@ end
 -- Registered as modules so error messages name them ("bad argument #1 to
 -- 'lpnx.kernels.conv2d_forward'").
 package.loaded["lpnx.kernels"] = core.kernels
-package.loaded["lpnx.ref"] = core.ref
 
 local Tensor = core.Tensor
 local mt = core._Tensor_mt
@@ -232,11 +231,13 @@ end
 
 -- Submodules load on first use: lpnx.nn, lpnx.models, lpnx.optim, lpnx.metrics,
 -- lpnx.siim, lpnx.synth, lpnx.data, lpnx.transforms, lpnx.train, lpnx.predict,
--- lpnx.progress, lpnx.report, lpnx.dist, lpnx.fs. (lpnx.dicom, png, rle, csv, image, draw and sys come from C.)
+-- lpnx.progress, lpnx.report, lpnx.dist, lpnx.fs, and lpnx.ref (the oracles,
+-- a C module of its own). (lpnx.dicom, png, rle, csv, image, draw and sys come from C.)
 local lazy = {nn = "lpnx.nn", models = "lpnx.models", optim = "lpnx.optim", metrics = "lpnx.metrics",
               siim = "lpnx.siim", synth = "lpnx.synth", data = "lpnx.data", transforms = "lpnx.transforms",
               train = "lpnx.train", predict = "lpnx.predict", progress = "lpnx.progress",
-              report = "lpnx.report", dist = "lpnx.dist", fs = "lpnx.fs"}
+              report = "lpnx.report", dist = "lpnx.dist", fs = "lpnx.fs",
+              ref = "lpnx.ref"}
 setmetatable(lpnx, {
   __index = function(t, k)
     local name = lazy[k]
