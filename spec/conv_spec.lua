@@ -480,6 +480,29 @@ describe("conv2d backward semantics", function()
     assert(gw1:abs():max() > 0.1)
   end)
 
+  it("parts: two halves of a batch, each holding every other image, sum to the whole batch's bits", function()
+    lpnx.manual_seed(310)
+    local x, w = lpnx.randn(4, 16, 16, 16), lpnx.randn(8, 16, 3, 3)
+    local gy = lpnx.randn(4, 8, 16, 16)
+    local function rows(t, a, b) return lpnx.cat({t:narrow(1, a, 1), t:narrow(1, b, 1)}, 1) end
+    for _, algo in ipairs {"winograd", "winograd2", "direct"} do
+      local gw, gb = lpnx.zeros(8, 16, 3, 3), lpnx.zeros(8)
+      K.conv2d_backward(x, w, gy, 1, 1, 1, 1, 1, 1, gw, gb, false, nil, nil, algo)
+      local hw, hb = {}, {}
+      for r, pick in ipairs {{1, 3}, {2, 4}} do
+        hw[r], hb[r] = lpnx.zeros(8, 16, 3, 3), lpnx.zeros(8)
+        K.conv2d_backward(rows(x, pick[1], pick[2]), w, rows(gy, pick[1], pick[2]), 1, 1, 1, 1, 1, 1,
+                          hw[r], hb[r], false, nil, nil, algo, 2)
+      end
+      assert.is_true(gw:equal(hw[1] + hw[2]), algo)
+      assert.is_true(gb:equal(hb[1] + hb[2]), algo)
+    end
+    assert.matches("parts must be a power of two of processes, got 3",
+      message(function() K.conv2d_forward(x, w, nil, 1, 1, 1, 1, 1, 1, nil, nil, "direct", 3) end))
+    assert.matches("parts must be a power of two of processes, got string",
+      message(function() K.conv2d_workspace_size(x, w, 1, 1, 1, 1, 1, 1, nil, "2") end))
+  end)
+
   it("an empty batch gives an empty output and adds nothing", function()
     local x, w = lpnx.zeros(0, 3, 6, 5), lpnx.randn(4, 3, 3, 3)
     local y = K.conv2d_forward(x, w, lpnx.ones(4), 1, 1, 1, 1, 1, 1)

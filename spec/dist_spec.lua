@@ -234,10 +234,9 @@ describe("a U-Net trained on a batch spread over two processes", function()
       m:apply(function(mod) if mod.__name == "nn.BatchNorm2d" then mod.sync = sum end end)
       local c = lpnx.nn.ComboLoss{bce = 1, dice = 1, focal = 1}:distribute(sum, 2 / 4)
       local xr, tr = rows(x, share[r + 1]), rows(t, share[r + 1])
-      lpnx.kernels.set_batch_parts(2) -- each holds every other image (the ranks take turns between collectives)
+      lpnx.dist.share_batch(m, 2) -- each holds every other image
       local l = c:forward(m:forward(xr), tr)
       m:backward(xr, c:backward(m.output, tr))
-      lpnx.kernels.set_batch_parts(1)
       local _, gr = m:parameters()
       return {loss = l, out = m.output:clone(), grads = gr, model = m}
     end)

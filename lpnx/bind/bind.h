@@ -83,7 +83,7 @@ void lpnx_open_png(lua_State *L);   /* l_png.c */
 void lpnx_open_rle(lua_State *L);   /* l_rle.c: rle and csv */
 void lpnx_open_image(lua_State *L, int ridx); /* l_image.c; its oracles into ridx.image */
 void lpnx_open_draw(lua_State *L);  /* l_draw.c: drawing for synthetic images */
-void lpnx_open_sys(lua_State *L);   /* l_sys.c: processes, pipes, signals, clocks, files */
+void lpnx_open_sys(lua_State *L);   /* l_sys.c: processes, pipes, signals, clocks, fsync */
 
 /* Kernel families add their fast kernels to the table at stack index kidx
  * (lpnx.core.kernels) and the bindings of the oracles, with the same

@@ -3,17 +3,18 @@
  * ref/conv2d_ref.c with the same signatures as lpnx.ref.conv2d_*.
  *
  *   conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
- *                  [, workspace [, y [, algo]]]) -> y
+ *                  [, workspace [, y [, algo [, parts]]]]) -> y
  *   conv2d_backward(x, w, gy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
- *                   gw, gb, need_gx [, workspace [, gx [, algo]]]) -> gx or nil
+ *                   gw, gb, need_gx [, workspace [, gx [, algo [, parts]]]]) -> gx or nil
  *   conv2d_output_size(H, W, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w) -> Ho, Wo
- *   conv2d_workspace_size(x, w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w [, algo]) -> floats
+ *   conv2d_workspace_size(x, w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
+ *                         [, algo [, parts]]) -> floats
  *
  * algo is "winograd" (the default), "winograd2", "direct" or "double"
- * (ops/conv2d.h); a workspace must be sized for the same algo.
- *   set_batch_parts(n), batch_parts() -> n    n processes share each batch
- *     (interleaved; a power of two): the kernels then group images as the
- *     whole batch would be grouped (ops/conv2d.h)
+ * (ops/conv2d.h). parts (default 1) is how many processes share the batch,
+ * interleaved, a power of two: the kernels then group the images as the
+ * whole batch would be grouped (ops/conv_groups.h). A workspace must be
+ * sized for the same algo and parts.
  *
  * y and gx are optional output buffers: the caller's own contiguous
  * tensors of exactly the output's (or the input's) shape, sharing no
@@ -87,12 +88,24 @@ static void read_geometry(lua_State *L, int first, int xarg, const lpnx_Tensor *
                                                (lua_Integer)d->ho, (lua_Integer)d->wo, INT_MAX));
 }
 
-/* The algorithm named at arg (nil: winograd) into d. */
+/* The algorithm named at arg (nil: winograd) and the processes sharing
+ * the batch at arg + 1 (nil: 1) into d. */
 static void read_algo(lua_State *L, int arg, lpnx_conv2d_dims *d) {
     static const char *const names[] = {"winograd", "winograd2", "direct", "double", NULL};
     static const lpnx_conv2d_algo algos[] = {LPNX_CONV_WINOGRAD, LPNX_CONV_WINOGRAD2, LPNX_CONV_DIRECT,
                                              LPNX_CONV_DOUBLE};
     d->algo = algos[luaL_checkoption(L, arg, "winograd", names)];
+    d->batch_parts = 1;
+    if (!lua_isnoneornil(L, arg + 1)) {
+        int ok;
+        lua_Integer n = lua_tointegerx(L, arg + 1, &ok);
+        if (!ok || lua_type(L, arg + 1) != LUA_TNUMBER || n < 1 || n > (1 << 20) || (n & (n - 1)) != 0) {
+            const char *got =
+                lua_type(L, arg + 1) == LUA_TNUMBER ? lua_tostring(L, arg + 1) : luaL_typename(L, arg + 1);
+            luaL_argerror(L, arg + 1, lua_pushfstring(L, "parts must be a power of two of processes, got %s", got));
+        }
+        d->batch_parts = (int64_t)n;
+    }
 }
 
 /* x (N,Cin,H,W) at 1 and weight (Cout,Cin,kh,kw) at 2, both contiguous
@@ -170,7 +183,7 @@ static float *column_buffer(lua_State *L, int arg, const lpnx_conv2d_dims *d, co
 }
 
 static int conv2d_forward(lua_State *L, int fast) {
-    lua_settop(L, 12); /* missing arguments become nil; copies go above them */
+    lua_settop(L, 13); /* missing arguments become nil; copies go above them */
     lpnx_Tensor *x, *w;
     lpnx_conv2d_dims d;
     read_algo(L, 12, &d);
@@ -197,7 +210,7 @@ static int conv2d_forward(lua_State *L, int fast) {
 
 static int conv2d_backward(lua_State *L, int fast) {
     char s1[SHAPE_LEN], s2[SHAPE_LEN];
-    lua_settop(L, 15); /* missing arguments become nil; copies go above them */
+    lua_settop(L, 16); /* missing arguments become nil; copies go above them */
     lpnx_Tensor *x, *w;
     lpnx_conv2d_dims d;
     read_algo(L, 15, &d);
@@ -280,7 +293,7 @@ static int l_conv2d_output_size(lua_State *L) {
 /* Floats the fast kernels want in a workspace for this convolution (0
  * when they need none), so that callers can share one buffer. */
 static int l_conv2d_workspace_size(lua_State *L) {
-    lua_settop(L, 9);
+    lua_settop(L, 10);
     lpnx_Tensor *x, *w;
     lpnx_conv2d_dims d;
     read_algo(L, 9, &d);
@@ -290,25 +303,8 @@ static int l_conv2d_workspace_size(lua_State *L) {
     return 1;
 }
 
-/* set_batch_parts(n): n processes share every batch, interleaved (a
- * data-parallel run); a power of two. batch_parts() -> n. */
-static int l_set_batch_parts(lua_State *L) {
-    lua_Integer n = luaL_checkinteger(L, 1);
-    if (n < 1 || n > (1 << 20) || (n & (n - 1)) != 0)
-        luaL_argerror(L, 1, lua_pushfstring(L, "expected a power of two of processes, got %I", n));
-    lpnx_conv2d_set_batch_parts((int)n);
-    return 0;
-}
-
-static int l_batch_parts(lua_State *L) {
-    lua_pushinteger(L, lpnx_conv2d_batch_parts());
-    return 1;
-}
-
 void lpnx_open_conv(lua_State *L, int kidx, int ridx) {
-    static const luaL_Reg fast[] = {{"set_batch_parts", l_set_batch_parts},
-                                    {"batch_parts", l_batch_parts},
-                                    {"conv2d_forward", l_conv2d_forward},
+    static const luaL_Reg fast[] = {{"conv2d_forward", l_conv2d_forward},
                                     {"conv2d_backward", l_conv2d_backward},
                                     {"conv2d_output_size", l_conv2d_output_size},
                                     {"conv2d_workspace_size", l_conv2d_workspace_size},

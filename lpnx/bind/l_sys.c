@@ -31,8 +31,6 @@
  * (ignored from the first fork on) and the flags of catch_signal. */
 #define _DEFAULT_SOURCE /* TIOCGWINSZ */
 
-#include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <fcntl.h>
@@ -43,7 +41,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -52,7 +49,6 @@
 #include "bind.h"
 
 #define LPNX_SYS_MAX_FRAME ((uint64_t)1 << 30) /* 1 GiB, header excluded */
-#define DIR_MT "lpnx.sys.Dir"
 
 /* Raises "lpnx.sys.fn: what: strerror(err)". */
 static int syserror(lua_State *L, const char *fn, const char *what, int err) {
@@ -487,194 +483,7 @@ static int l_read_tensor(lua_State *L) {
     return 1;
 }
 
-/* ---- files and folders ------------------------------------------------- */
-
-/* stat(path) -> "file" | "dir" | "other", size; nil when nothing is there.
- * Symbolic links are followed. */
-static int l_stat(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        if (errno == ENOENT || errno == ENOTDIR) {
-            lua_pushnil(L);
-            return 1;
-        }
-        return syserror(L, "stat", lua_pushfstring(L, "stat %s failed", path), errno);
-    }
-    lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "dir" : "other");
-    lua_pushinteger(L, (lua_Integer)st.st_size);
-    return 2;
-}
-
-/* Makes the folder path (mode 0755) when missing; 0 when done or already
- * there, else errno with *what naming the reason. */
-static int mkdir_one(const char *path, const char **what) {
-    struct stat st;
-    if (stat(path, &st) == 0) {
-        *what = "is in the way";
-        return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
-    }
-    if (mkdir(path, 0755) == 0) return 0;
-    int err = errno;
-    if (err == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return 0; /* made meanwhile */
-    *what = "cannot be created";
-    return err;
-}
-
-/* mkdir_p(path): makes the folder and every missing parent (mode 0755).
- * An existing folder is fine; anything else in the way is an error naming
- * it. */
-static int l_mkdir_p(lua_State *L) {
-    size_t len;
-    const char *path = luaL_checklstring(L, 1, &len);
-    if (len == 0) return luaL_argerror(L, 1, "expected a folder path, got an empty string");
-    char *buf = lua_newuserdatauv(L, len + 1, 0); /* Lua's: freed even after an error */
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (i < len && (buf[i] != '/' || buf[i - 1] == '/')) continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        const char *what = NULL;
-        int err = mkdir_one(buf, &what);
-        if (err != 0) return luaL_error(L, "lpnx.sys.mkdir_p: %s %s: %s", buf, what, strerror(err));
-        buf[i] = saved;
-    }
-    return 0;
-}
-
-/* An open folder owned by Lua, so it is closed even after an error. */
-typedef struct {
-    DIR *dir;
-} DirBox;
-
-static int dir_gc(lua_State *L) {
-    DirBox *b = luaL_checkudata(L, 1, DIR_MT);
-    if (b->dir) closedir(b->dir);
-    b->dir = NULL;
-    return 0;
-}
-
-/* Pushes the lower-cased extension of the file name at the end of path
- * (after the last dot of its last component, when that dot does not open
- * the name), or returns 0 and pushes nothing when there is none. */
-static int push_ext(lua_State *L, const char *name) {
-    const char *dot = strrchr(name, '.');
-    if (!dot || dot == name || dot[1] == '\0') return 0;
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (const char *p = dot + 1; *p; p++) luaL_addchar(&b, (char)tolower((unsigned char)*p));
-    luaL_pushresult(&b);
-    return 1;
-}
-
-static int cmp_paths(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* walk(dir [, {exts = {"dcm", "png"}}]) -> sorted array of the paths of
- * the files under dir, at any depth. Symbolic links to files are listed,
- * links to folders are not followed; exts (with or without the dot) match
- * case-insensitively. */
-static int l_walk(lua_State *L) {
-    const char *root = luaL_checkstring(L, 1);
-    int filter = 0;
-    lua_settop(L, 2);
-    lua_newtable(L); /* 3: set of lower-cased extensions */
-    if (!lua_isnil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        if (lua_getfield(L, 2, "exts") != LUA_TNIL) {
-            if (!lua_istable(L, -1)) return luaL_argerror(L, 2, "expected exts to be an array of extensions");
-            for (lua_Integer i = 1;; i++) {
-                if (lua_geti(L, -1, i) == LUA_TNIL) {
-                    lua_pop(L, 1);
-                    break;
-                }
-                if (lua_type(L, -1) != LUA_TSTRING)
-                    return luaL_argerror(L, 2, lua_pushfstring(L, "expected exts[%I] to be a string, got %s", i, luaL_typename(L, -1)));
-                const char *e = lua_tostring(L, -1);
-                luaL_Buffer b;
-                luaL_buffinit(L, &b);
-                for (const char *p = e[0] == '.' ? e + 1 : e; *p; p++) luaL_addchar(&b, (char)tolower((unsigned char)*p));
-                luaL_pushresult(&b);
-                lua_pushboolean(L, 1);
-                lua_settable(L, 3);
-                lua_pop(L, 1);
-                filter = 1;
-            }
-        }
-        lua_pop(L, 1);
-    }
-    lua_newtable(L); /* 4: files found */
-    lua_newtable(L); /* 5: folders still to read (a stack) */
-    DirBox *box = lua_newuserdatauv(L, sizeof *box, 0); /* 6 */
-    box->dir = NULL;
-    luaL_setmetatable(L, DIR_MT);
-    size_t rootlen = strlen(root);
-    lua_pushlstring(L, root, rootlen > 1 && root[rootlen - 1] == '/' ? rootlen - 1 : rootlen);
-    lua_rawseti(L, 5, 1);
-    lua_Integer pending = 1, nfiles = 0;
-    while (pending > 0) {
-        lua_rawgeti(L, 5, pending); /* 7: this folder */
-        lua_pushnil(L);
-        lua_rawseti(L, 5, pending--);
-        const char *dirpath = lua_tostring(L, 7);
-        box->dir = opendir(dirpath);
-        if (!box->dir) return syserror(L, "walk", lua_pushfstring(L, "cannot open folder %s", dirpath), errno);
-        for (;;) {
-            errno = 0;
-            struct dirent *e = readdir(box->dir);
-            if (!e) {
-                if (errno != 0) return syserror(L, "walk", lua_pushfstring(L, "cannot read folder %s", dirpath), errno);
-                break;
-            }
-            const char *name = e->d_name;
-            if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) continue;
-            const char *full = lua_pushfstring(L, "%s/%s", strcmp(dirpath, "/") == 0 ? "" : dirpath, name); /* 8 */
-            struct stat st;
-            if (lstat(full, &st) != 0) {
-                if (errno == ENOENT) { /* removed while listing */
-                    lua_pop(L, 1);
-                    continue;
-                }
-                return syserror(L, "walk", lua_pushfstring(L, "cannot stat %s", full), errno);
-            }
-            if (S_ISDIR(st.st_mode)) {
-                lua_rawseti(L, 5, ++pending);
-                continue;
-            }
-            int is_file = S_ISREG(st.st_mode);
-            if (S_ISLNK(st.st_mode)) is_file = stat(full, &st) == 0 && S_ISREG(st.st_mode); /* dangling: skipped */
-            if (is_file && filter) {
-                if (push_ext(L, name)) {
-                    is_file = lua_rawget(L, 3) != LUA_TNIL;
-                    lua_pop(L, 1);
-                } else {
-                    is_file = 0;
-                }
-            }
-            if (is_file) lua_rawseti(L, 4, ++nfiles);
-            else lua_pop(L, 1);
-        }
-        closedir(box->dir);
-        box->dir = NULL;
-        lua_pop(L, 1);
-    }
-    /* Sort by byte order of the whole path; the strings stay anchored in
-     * table 4 while their pointers are sorted. */
-    const char **order = lua_newuserdatauv(L, (size_t)nfiles * sizeof *order + 1, 0);
-    for (lua_Integer i = 1; i <= nfiles; i++) {
-        lua_rawgeti(L, 4, i);
-        order[i - 1] = lua_tostring(L, -1);
-        lua_pop(L, 1);
-    }
-    qsort(order, (size_t)nfiles, sizeof *order, cmp_paths);
-    lua_createtable(L, (int)nfiles, 0);
-    for (lua_Integer i = 1; i <= nfiles; i++) {
-        lua_pushstring(L, order[i - 1]);
-        lua_rawseti(L, -2, i);
-    }
-    return 1;
-}
+/* ---- durable writes ------------------------------------------------------ */
 
 /* fsync_path(path): flushes a file or a folder (its entries) to disk. */
 static int l_fsync_path(lua_State *L) {
@@ -713,9 +522,6 @@ static const luaL_Reg functions[] = {
     {"catch_signal", l_catch_signal},
     {"signal_pending", l_signal_pending},
     {"default_signal", l_default_signal},
-    {"stat", l_stat},
-    {"mkdir_p", l_mkdir_p},
-    {"walk", l_walk},
     {"fsync_path", l_fsync_path},
     {NULL, NULL},
 };
@@ -723,10 +529,6 @@ static const luaL_Reg functions[] = {
 /* Adds lpnx.sys to the module table on top of the stack, with
  * sys.signals = {INT = 2, TERM = 15, ...} (the names kill accepts). */
 void lpnx_open_sys(lua_State *L) {
-    luaL_newmetatable(L, DIR_MT);
-    lua_pushcfunction(L, dir_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
     luaL_newlib(L, functions);
     lua_createtable(L, 0, (int)NSIGNAMES);
     for (size_t i = 0; i < NSIGNAMES; i++) {

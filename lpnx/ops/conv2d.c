@@ -11,7 +11,7 @@
  *   input     dcol (K, T)     = weight^T (K, cout) * dout (cout, T), then
  *             col2im adds each column entry back onto the input pixel it
  *             was copied from.
- * The images are cut into groups (lpnx_conv2d_groups, conv2d.h): a tile
+ * The images are cut into groups (lpnx_conv2d_groups, conv_groups.h): a tile
  * is a run of pixels of one image, or a whole group of small images. Each
  * group's weight gradient goes to a part of its own in the workspace, and
  * the parts are added in the groups' tree, so a batch shared by two
@@ -34,7 +34,9 @@
 #include <string.h>
 
 #include "conv2d.h"
+#include "conv_groups.h"
 #include "ops.h"
+#include "winograd.h"
 
 /* Column tiles aim at this many bytes, so one tile and the gemm's packed
  * copy of it fit in a core's L2 cache. */
@@ -59,101 +61,6 @@ int64_t lpnx_conv2d_output_size(int64_t in, int64_t k, int64_t stride, int64_t p
 int lpnx_conv2d_is_pointwise(const lpnx_conv2d_dims *d) {
     return d->kh == 1 && d->kw == 1 && d->stride_h == 1 && d->stride_w == 1 && d->pad_h == 0 &&
            d->pad_w == 0;
-}
-
-/* ---- groups ------------------------------------------------------------ */
-
-/* log2 of the processes sharing each batch (lpnx_conv2d_set_batch_parts). */
-static int held_levels = 0;
-
-void lpnx_conv2d_set_batch_parts(int parts) {
-    int levels = 0;
-    while (parts > 1) {
-        parts /= 2;
-        levels++;
-    }
-    held_levels = levels;
-}
-
-int lpnx_conv2d_batch_parts(void) { return 1 << held_levels; }
-
-/* Whether a list of count images at this level of the tree splits. */
-static int splits(int64_t count, int level) { return count >= 2 && level < LPNX_CONV2D_SPLIT_LEVELS; }
-
-static void add_groups(lpnx_conv2d_group *out, int64_t *k, int64_t first, int64_t stride, int64_t count,
-                       int level) {
-    if (splits(count, level)) {
-        add_groups(out, k, first, 2 * stride, (count + 1) / 2, level + 1);
-        add_groups(out, k, first + stride, 2 * stride, count / 2, level + 1);
-        return;
-    }
-    if (out) out[*k] = (lpnx_conv2d_group){first, stride, count};
-    (*k)++;
-}
-
-int64_t lpnx_conv2d_groups(lpnx_conv2d_group *out, int64_t n) {
-    int64_t k = 0;
-    if (n > 0) add_groups(out, &k, 0, 1, n, held_levels);
-    return k;
-}
-
-/* dst += src, len floats. */
-static void add_into(float *dst, const float *src, size_t len) {
-    const int64_t n = (int64_t)len;
-#pragma omp parallel for schedule(static) if (n >= LPNX_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
-}
-
-/* The sum of a subtree's parts into its first part; returns its index.
- * *k: the next group's part. */
-static int64_t sum_tree(float *parts, size_t len, int64_t *k, int64_t count, int level) {
-    if (!splits(count, level)) return (*k)++;
-    const int64_t even = sum_tree(parts, len, k, (count + 1) / 2, level + 1);
-    const int64_t odd = sum_tree(parts, len, k, count / 2, level + 1);
-    add_into(parts + (size_t)even * len, parts + (size_t)odd * len, len);
-    return even;
-}
-
-void lpnx_conv2d_sum_groups(float *dst, float *parts, int64_t n, size_t len) {
-    if (n <= 0) return;
-    int64_t k = 0;
-    const int level = held_levels;
-    if (!splits(n, level)) {
-        add_into(dst, parts, len);
-        return;
-    }
-    /* the top split's two sums, added into dst in one pass: dst + (even + odd) */
-    const float *even = parts + (size_t)sum_tree(parts, len, &k, (n + 1) / 2, level + 1) * len;
-    const float *odd = parts + (size_t)sum_tree(parts, len, &k, n / 2, level + 1) * len;
-    const int64_t count = (int64_t)len;
-#pragma omp parallel for schedule(static) if (count >= LPNX_PARALLEL_MIN)
-    for (int64_t i = 0; i < count; i++) dst[i] += even[i] + odd[i];
-}
-
-static int64_t group_units(const lpnx_conv2d_group *grp, int64_t c, int64_t per) {
-    return per > 1 ? grp->count * per : (grp->count + c - 1) / c;
-}
-
-int64_t lpnx_conv2d_units(const lpnx_conv2d_group *groups, int64_t count, int64_t c, int64_t per) {
-    int64_t u = 0;
-    for (int64_t k = 0; k < count; k++) u += group_units(&groups[k], c, per);
-    return u;
-}
-
-void lpnx_conv2d_unit(const lpnx_conv2d_group *groups, int64_t count, int64_t c, int64_t per, int64_t u,
-                      int64_t *k, int64_t *j0, int64_t *nn, int64_t *piece) {
-    int64_t g = 0;
-    while (g + 1 < count && u >= group_units(&groups[g], c, per)) u -= group_units(&groups[g++], c, per);
-    *k = g;
-    if (per > 1) {
-        *j0 = u / per;
-        *nn = 1;
-        *piece = u % per;
-    } else {
-        *j0 = u * c;
-        *nn = groups[g].count - *j0 < c ? groups[g].count - *j0 : c;
-        *piece = 0;
-    }
 }
 
 /* ---- the im2col plan ------------------------------------------------------
@@ -194,7 +101,7 @@ static col_plan make_col_plan(const lpnx_conv2d_dims *d) {
         pixels = lpnx_imin(p.c, lpnx_imax(d->n, 1)) * p.P;
     }
     lpnx_conv2d_group list[1 << LPNX_CONV2D_SPLIT_LEVELS];
-    p.groups = lpnx_conv2d_groups(list, d->n);
+    p.groups = lpnx_conv2d_groups(list, d->n, d->batch_parts);
     p.count = lpnx_conv2d_units(list, p.groups, p.c, p.per_image);
     p.par = (double)d->n * (double)d->cout * (double)p.P * (double)p.K >= PARALLEL_WORK;
     p.threads = p.threads_back = p.par ? lpnx_get_num_threads() : 1;
@@ -237,7 +144,7 @@ typedef struct {
 
 static group_space groups_of(const lpnx_conv2d_dims *d, float *ws) {
     group_space gs;
-    gs.count = lpnx_conv2d_groups(gs.list, d->n);
+    gs.count = lpnx_conv2d_groups(gs.list, d->n, d->batch_parts);
     const size_t K = (size_t)(d->cin * d->kh * d->kw);
     gs.floats = round16((size_t)gs.count * (size_t)d->cout * (K + 1));
     gs.wparts = ws;
@@ -521,7 +428,7 @@ static void forward_double(float *out, const float *inp, const float *weight, co
     float *base = col + round16(2 * (size_t)d->cout * (size_t)p.K);
     const size_t per = double_thread_floats(&p, d);
     lpnx_conv2d_group list[1 << LPNX_CONV2D_SPLIT_LEVELS];
-    lpnx_conv2d_groups(list, d->n);
+    lpnx_conv2d_groups(list, d->n, d->batch_parts);
 #pragma omp parallel num_threads(double_threads(&p)) if (double_threads(&p) > 1)
     {
         const int me = lpnx_thread_num();
@@ -607,7 +514,7 @@ void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
             }
             gs.bparts[i] = s;
         }
-        lpnx_conv2d_sum_groups(dbias, gs.bparts, n, (size_t)cout);
+        lpnx_conv2d_sum_groups(dbias, gs.bparts, n, (size_t)cout, d->batch_parts);
     }
     if (in_image == 0) return; /* nothing reaches the weight or an empty input */
     if (lpnx_conv2d_is_pointwise(d)) {
@@ -645,5 +552,5 @@ void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
             }
         }
     }
-    lpnx_conv2d_sum_groups(dweight, gs.wparts, n, (size_t)(cout * K));
+    lpnx_conv2d_sum_groups(dweight, gs.wparts, n, (size_t)(cout * K), d->batch_parts);
 }

@@ -48,6 +48,9 @@ typedef struct {
     int64_t dil_h, dil_w;
     int64_t ho, wo;              /* output (n, cout, ho, wo) */
     lpnx_conv2d_algo algo;       /* how to compute it */
+    int64_t batch_parts;         /* processes sharing the batch, interleaved:
+                                    0 or 1 (none), 2, or another power of two
+                                    (conv_groups.h) */
 } lpnx_conv2d_dims;
 
 /* floor((in + 2*pad - dil*(k-1) - 1) / stride) + 1 for one spatial dim,
@@ -95,75 +98,5 @@ void lpnx_conv2d_forward(float *out, const float *inp, const float *weight, cons
 void lpnx_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                           const float *inp, const float *weight, float *col,
                           const lpnx_conv2d_dims *d);
-
-/* ---- groups of images ------------------------------------------------
- * The images 0..n-1 of a batch are split into the images at even places
- * and those at odd places (LPNX_CONV2D_SPLIT_LEVELS times over): the
- * groups, in that tree's depth-first order. Each group is computed on its
- * own, in units of a few of its images (or pieces of one) in order, with
- * a weight gradient part of its own; the parts are added in the tree. A
- * process that holds every other image of a batch
- * (lpnx_conv2d_set_batch_parts(2)) skips the split: its one group is a
- * group of the whole batch, computed alike, and the two processes' sum
- * is the one process's. */
-#define LPNX_CONV2D_SPLIT_LEVELS 1
-
-typedef struct {
-    int64_t first, stride, count; /* images first, first + stride, ... (count of them) */
-} lpnx_conv2d_group;
-
-/* How many processes share each batch, interleaved: 1 (the default), 2,
- * or another power of two; lpnx.dist sets it. Process-wide, like the
- * thread count. */
-void lpnx_conv2d_set_batch_parts(int parts);
-int lpnx_conv2d_batch_parts(void);
-
-/* The groups of n images into out (room for 1 << LPNX_CONV2D_SPLIT_LEVELS),
- * in depth-first order; returns how many. out may be NULL to count them. */
-int64_t lpnx_conv2d_groups(lpnx_conv2d_group *out, int64_t n);
-
-/* dst[i] += the sum over the groups k of parts[k*len + i], added in the
- * groups' tree (parts is overwritten). */
-void lpnx_conv2d_sum_groups(float *dst, float *parts, int64_t n, size_t len);
-
-/* A group's units: runs of up to c of its images, or, when per > 1, its
- * images one by one, each in per pieces. The units of all the groups are
- * numbered group after group; unit u is group *k's images *j0 .. *j0 +
- * *nn - 1 (places in the group), piece *piece (0 when per == 1). */
-int64_t lpnx_conv2d_units(const lpnx_conv2d_group *groups, int64_t count, int64_t c, int64_t per);
-void lpnx_conv2d_unit(const lpnx_conv2d_group *groups, int64_t count, int64_t c, int64_t per, int64_t u,
-                      int64_t *k, int64_t *j0, int64_t *nn, int64_t *piece);
-
-/* ---- Winograd F(m x m, 3x3), m = 2 or 4 (winograd.c) -----------------
- * 3x3 kernels with stride 1 and dilation 1, any padding. lpnx_conv2d_*
- * choose it, and m, themselves; these are its parts, with the same
- * buffers. */
-
-/* 1 when the Winograd kernels can compute the convolution d. */
-int lpnx_winograd_applies(const lpnx_conv2d_dims *d);
-
-/* Floats of work the Winograd forward and backward need with tiles m x m. */
-size_t lpnx_winograd_work_size(const lpnx_conv2d_dims *d, int m);
-
-/* As lpnx_conv2d_forward, with m x m output tiles and work of
- * lpnx_winograd_work_size(d, m) floats; the images go in the batch's
- * groups (lpnx_conv2d_groups). */
-void lpnx_winograd_forward(float *out, const float *inp, const float *weight, const float *bias,
-                           float *work, const lpnx_conv2d_dims *d, int m);
-
-/* As lpnx_conv2d_backward without the bias gradient: dinp (or NULL)
- * accumulates; dweight (groups, cout, cin, 3, 3) gets each group's
- * weight gradient apart (written, not added); the rest as in
- * lpnx_winograd_forward. */
-void lpnx_winograd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                            const float *weight, float *work, const lpnx_conv2d_dims *d, int m);
-
-/* ---- Winograd F(2x2, 3x3) in double (winograd_double.c) ----------------
- * LPNX_CONV_DOUBLE's forward for what lpnx_winograd_applies to: every
- * output rounded once from a double sum. Work of
- * lpnx_winograd_double_work_size(d) floats, starting on 64 bytes. */
-size_t lpnx_winograd_double_work_size(const lpnx_conv2d_dims *d);
-void lpnx_winograd_double_forward(float *out, const float *inp, const float *weight, const float *bias,
-                                  float *work, const lpnx_conv2d_dims *d);
 
 #endif

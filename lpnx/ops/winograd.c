@@ -36,8 +36,9 @@
 #include <string.h>
 
 
-#include "conv2d.h"
+#include "conv_groups.h"
 #include "ops.h"
+#include "winograd.h"
 
 /* The transforms are loops of adds over runs of tiles: where the compiler
  * can, they are also built for the wider vector units of newer x86 CPUs,
@@ -119,7 +120,7 @@ static plan make_plan(const lpnx_conv2d_dims *d, int m) {
         p.image_blocks = (p.th + p.rows - 1) / p.rows;
         p.block = p.rows * p.tw;
     }
-    p.groups = lpnx_conv2d_groups(p.list, d->n);
+    p.groups = lpnx_conv2d_groups(p.list, d->n, d->batch_parts);
     p.count = lpnx_conv2d_units(p.list, p.groups, p.c, p.image_blocks);
     p.par = (double)d->n * (double)d->cout * (double)(d->ho * d->wo) * (double)(d->cin * 9) >= PARALLEL_WORK;
     p.threads = p.threads_back = p.par ? lpnx_get_num_threads() : 1;

@@ -20,8 +20,8 @@
 #include <string.h>
 
 
-#include "conv2d.h"
 #include "ops.h"
+#include "winograd.h"
 
 /* A block's V and M aim at this many bytes... */
 #define BLOCK_BYTES (2 * 1024 * 1024)

@@ -15,6 +15,8 @@
 --   dist.broadcast_module(m [, root])                parameters and buffers
 --   dist.broadcast_buffers(m [, root])               buffers only (BN statistics)
 --   dist.sync_batchnorm(m [, on])                    BatchNorm2d statistics over every process
+--   dist.share_batch(m, parts)                       every Conv2d of m groups its images as
+--                             the whole batch that parts processes share (interleaved) is grouped
 --   dist.summer() -> fn(list) -> list                 a sum over every process (what
 --                             nn.BatchNorm2d.sync and a loss's distribute() take)
 --   dist.shard(list [, rank, size]) -> list          items rank+1, rank+1+size, ...
@@ -119,6 +121,27 @@ end
 -- Makes every BatchNorm2d in m normalise with statistics over the whole
 -- global batch (all processes), in train mode, forward and backward;
 -- on = false turns it off again. Returns the number of layers.
+-- share_batch(m, parts): parts processes (a power of two) share each batch,
+-- each holding every parts-th image; every Conv2d of m then groups its
+-- images as one process groups the whole batch, so that the processes'
+-- summed weight gradients are that process's bits. Returns how many
+-- convolutions it set. Needs no MPI.
+function dist.share_batch(m, parts)
+  if math.type(parts) ~= "integer" or parts < 1 or parts & (parts - 1) ~= 0 then
+    error(("lpnx.dist.share_batch: parts must be a power of two, got %s"):format(tostring(parts)), 2)
+  end
+  local Conv2d = require("lpnx.nn").Conv2d
+  local isinstance = require("lpnx.class").isinstance
+  local count = 0
+  m:apply(function(mod)
+    if isinstance(mod, Conv2d) then
+      mod.batch_parts = parts
+      count = count + 1
+    end
+  end)
+  return count
+end
+
 function dist.sync_batchnorm(m, on)
   local BatchNorm2d = require("lpnx").nn.BatchNorm2d
   local isinstance = require("lpnx.class").isinstance

@@ -266,8 +266,6 @@ function train.run(opts)
   if opts.dist then
     dist = lpnx.dist
     rank, nproc = dist.init()
-    -- group the images of each shared batch as one process would the whole batch
-    if nproc & (nproc - 1) == 0 then lpnx.kernels.set_batch_parts(nproc) end
     -- the machine's cores shared among the processes on it
     opts.threads = opts.threads or math.max(1, lpnx.get_num_threads() // dist.local_size())
   elseif opts.sync_bn then
@@ -342,6 +340,8 @@ function train.run(opts)
   if dist then
     dist.broadcast_module(model, 0) -- every process starts from rank 0's weights
     if opts.sync_bn then dist.sync_batchnorm(model) end
+    -- group the images of each shared batch as one process would the whole batch
+    if nproc & (nproc - 1) == 0 then dist.share_batch(model, nproc) end
   end
   local params, grads = model:parameters()
   local Opt = opts.optimizer == "adamw" and lpnx.optim.AdamW or lpnx.optim.Adam

@@ -87,6 +87,9 @@ function nn.Conv2d:__init(cin, cout, k, opts)
   end
   -- false for a first layer: backward then skips the input gradient.
   self.need_input_grad = true
+  -- processes sharing each batch, interleaved (a power of two; the kernels
+  -- then group the images as the whole batch would be: lpnx.dist.share_batch)
+  self.batch_parts = 1
 end
 
 -- PyTorch's output size along one dim (<= 0 when the input is too small).
@@ -105,14 +108,14 @@ function nn.Conv2d:forward(x)
   if n and c == self.cin and ho >= 1 and wo >= 1 then -- else the kernel says what is wrong
     out = fits(self.output, n, self.cout, ho, wo)
     local forward_floats = K.conv2d_workspace_size(x, self.weight, self.sh, self.sw, self.ph, self.pw,
-                                                   self.dh, self.dw, algo)
+                                                   self.dh, self.dw, algo, self.batch_parts)
     local backward_floats = K.conv2d_workspace_size(x, self.weight, self.sh, self.sw, self.ph, self.pw,
-                                                    self.dh, self.dw, self.backward_algo)
+                                                    self.dh, self.dw, self.backward_algo, self.batch_parts)
     self.workspace_floats = math.max(forward_floats, backward_floats)
     ws = column_workspace(self.workspace_floats)
   end
   self.output = K.conv2d_forward(x, self.weight, self.bias, self.sh, self.sw, self.ph, self.pw,
-                                 self.dh, self.dw, ws, out, algo)
+                                 self.dh, self.dw, ws, out, algo, self.batch_parts)
   return self.output
 end
 
@@ -121,7 +124,7 @@ function nn.Conv2d:backward(x, gy)
   self.grad_input = K.conv2d_backward(x, self.weight, gy, self.sh, self.sw, self.ph, self.pw,
                                       self.dh, self.dw, self.grad_weight, self.grad_bias,
                                       self.need_input_grad, column_workspace(self.workspace_floats), gx,
-                                      self.backward_algo)
+                                      self.backward_algo, self.batch_parts)
   return self.grad_input
 end
 
