@@ -520,45 +520,29 @@ typedef lpnx_status (*resample_fn)(float *out, const float *inp, int64_t planes,
 typedef void (*resample_ref_fn)(float *out, const float *inp, int64_t planes,
                                 int64_t H, int64_t W, int64_t Ho, int64_t Wo);
 
-/* (x, Ho, Wo) -> y */
-static int resample_forward(lua_State *L, resample_fn fast, resample_ref_fn ref, const char *what) {
+/* Forward (x, Ho, Wo) -> y, or backward (gy, H, W) -> gx: both take a
+ * plane tensor and the size of the other side. The kernels' arguments are
+ * (out, in, planes, small side H, W, large side Ho, Wo) either way. */
+static int resample(lua_State *L, resample_fn fast, resample_ref_fn ref, const char *what, int backward) {
     static const int args[] = {1, 0};
     char s[160];
     lua_settop(L, 4);
-    lpnx_Tensor *x = lpnx_checknchw(L, 1);
-    int64_t Ho = checkrange(L, 2, "output height", 1);
-    int64_t Wo = checkrange(L, 3, "output width", 1);
-    if (x->size[2] < 1 || x->size[3] < 1)
-        luaL_argerror(L, 1,
-                      lua_pushfstring(L, "expected a non-empty input plane, got %s", lpnx_shape_of(s, sizeof s, x)));
-    int64_t size[4] = {x->size[0], x->size[1], Ho, Wo};
-    lpnx_Tensor *out = lpnx_optoutput(L, 4, "y", "output", 4, size, args, 0, "x");
-    lpnx_Tensor *y = result(L, out, 4, 4, size, 0);
-    if (lpnx_tensor_numel(y) == 0) return 1;
-    const int64_t planes = mul(x->size[0], x->size[1]);
-    if (ref) ref(data(y), data(x), planes, x->size[2], x->size[3], Ho, Wo);
-    else check_status(L, fast(data(y), data(x), planes, x->size[2], x->size[3], Ho, Wo), what);
-    return 1;
-}
-
-/* (gy, H, W) -> gx */
-static int resample_backward(lua_State *L, resample_fn fast, resample_ref_fn ref, const char *what) {
-    static const int args[] = {1, 0};
-    char s[160];
-    lua_settop(L, 4);
-    lpnx_Tensor *gy = lpnx_checknchw(L, 1);
-    int64_t H = checkrange(L, 2, "input height", 1);
-    int64_t W = checkrange(L, 3, "input width", 1);
-    if (gy->size[2] < 1 || gy->size[3] < 1)
-        luaL_argerror(L, 1,
-                      lua_pushfstring(L, "expected a non-empty gy plane, got %s", lpnx_shape_of(s, sizeof s, gy)));
-    int64_t size[4] = {gy->size[0], gy->size[1], H, W};
-    lpnx_Tensor *out = lpnx_optoutput(L, 4, "gx", "input gradient", 4, size, args, 0, "gy");
-    lpnx_Tensor *gx = result(L, out, 4, 4, size, 1);
-    if (lpnx_tensor_numel(gx) == 0) return 1;
-    const int64_t planes = mul(gy->size[0], gy->size[1]);
-    if (ref) ref(data(gx), data(gy), planes, H, W, gy->size[2], gy->size[3]);
-    else check_status(L, fast(data(gx), data(gy), planes, H, W, gy->size[2], gy->size[3]), what);
+    lpnx_Tensor *in = lpnx_checknchw(L, 1);
+    int64_t H2 = checkrange(L, 2, backward ? "input height" : "output height", 1);
+    int64_t W2 = checkrange(L, 3, backward ? "input width" : "output width", 1);
+    if (in->size[2] < 1 || in->size[3] < 1)
+        luaL_argerror(L, 1, lua_pushfstring(L, "expected a non-empty %s plane, got %s", backward ? "gy" : "input",
+                                            lpnx_shape_of(s, sizeof s, in)));
+    int64_t size[4] = {in->size[0], in->size[1], H2, W2};
+    lpnx_Tensor *given = backward ? lpnx_optoutput(L, 4, "gx", "input gradient", 4, size, args, 0, "gy")
+                                  : lpnx_optoutput(L, 4, "y", "output", 4, size, args, 0, "x");
+    lpnx_Tensor *out = result(L, given, 4, 4, size, backward); /* backward accumulates */
+    if (lpnx_tensor_numel(out) == 0) return 1;
+    const int64_t planes = mul(in->size[0], in->size[1]);
+    const int64_t H = backward ? H2 : in->size[2], W = backward ? W2 : in->size[3];
+    const int64_t Ho = backward ? in->size[2] : H2, Wo = backward ? in->size[3] : W2;
+    if (ref) ref(data(out), data(in), planes, H, W, Ho, Wo);
+    else check_status(L, fast(data(out), data(in), planes, H, W, Ho, Wo), what);
     return 1;
 }
 
@@ -583,17 +567,17 @@ PAIR(sigmoid_backward, act_backward(L, lpnx_sigmoid_backward), act_backward(L, l
 PAIR(maxpool2d_forward, maxpool2d_forward(L, 0), maxpool2d_forward(L, 1))
 PAIR(maxpool2d_backward, maxpool2d_backward(L, 0), maxpool2d_backward(L, 1))
 PAIR(upsample_nearest,
-     resample_forward(L, lpnx_upsample_nearest_forward, NULL, "upsample_nearest"),
-     resample_forward(L, NULL, lpnx_oracles(L)->upsample_nearest_forward, "upsample_nearest"))
+     resample(L, lpnx_upsample_nearest_forward, NULL, "upsample_nearest", 0),
+     resample(L, NULL, lpnx_oracles(L)->upsample_nearest_forward, "upsample_nearest", 0))
 PAIR(upsample_nearest_backward,
-     resample_backward(L, lpnx_upsample_nearest_backward, NULL, "upsample_nearest_backward"),
-     resample_backward(L, NULL, lpnx_oracles(L)->upsample_nearest_backward, "upsample_nearest_backward"))
+     resample(L, lpnx_upsample_nearest_backward, NULL, "upsample_nearest_backward", 1),
+     resample(L, NULL, lpnx_oracles(L)->upsample_nearest_backward, "upsample_nearest_backward", 1))
 PAIR(upsample_bilinear,
-     resample_forward(L, lpnx_upsample_bilinear_forward, NULL, "upsample_bilinear"),
-     resample_forward(L, NULL, lpnx_oracles(L)->upsample_bilinear_forward, "upsample_bilinear"))
+     resample(L, lpnx_upsample_bilinear_forward, NULL, "upsample_bilinear", 0),
+     resample(L, NULL, lpnx_oracles(L)->upsample_bilinear_forward, "upsample_bilinear", 0))
 PAIR(upsample_bilinear_backward,
-     resample_backward(L, lpnx_upsample_bilinear_backward, NULL, "upsample_bilinear_backward"),
-     resample_backward(L, NULL, lpnx_oracles(L)->upsample_bilinear_backward, "upsample_bilinear_backward"))
+     resample(L, lpnx_upsample_bilinear_backward, NULL, "upsample_bilinear_backward", 1),
+     resample(L, NULL, lpnx_oracles(L)->upsample_bilinear_backward, "upsample_bilinear_backward", 1))
 
 #undef PAIR
 

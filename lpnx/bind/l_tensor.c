@@ -1147,14 +1147,6 @@ static int l_set_cache_limit(lua_State *L) {
     return 0;
 }
 
-static int t_tostring(lua_State *L) {
-    char s[160];
-    lpnx_Tensor *t = lpnx_checktensor(L, 1);
-    if (!t->storage) lua_pushstring(L, "[lpnx.Tensor (closed)]");
-    else lua_pushfstring(L, "[lpnx.Tensor of size %s]", shapestr(t, s, sizeof s));
-    return 1;
-}
-
 static const luaL_Reg methods[] = {
     {"size", l_size}, {"stride", l_stride}, {"dim", l_dim}, {"numel", l_numel},
     {"is_contiguous", l_is_contiguous}, {"is_view_of", l_is_view_of},
@@ -1181,7 +1173,7 @@ static const luaL_Reg methods[] = {
     {NULL, NULL}};
 
 static const luaL_Reg metamethods[] = {
-    {"__gc", t_gc}, {"__close", t_gc}, {"__tostring", t_tostring}, {"__len", l_len},
+    {"__gc", t_gc}, {"__close", t_gc}, {"__len", l_len},
     {"__newindex", t_newindex}, {"__add", mm_add}, {"__sub", mm_sub}, {"__mul", mm_mul},
     {"__div", mm_div}, {"__pow", mm_pow}, {"__unm", mm_unm},
     {NULL, NULL}};
