@@ -95,6 +95,9 @@ void lpnx_open_layers(lua_State *L, int kidx, int ridx); /* l_layers.c: bn, pool
 void lpnx_open_loss(lua_State *L, int kidx, int ridx);   /* l_loss.c: losses */
 void lpnx_open_optim(lua_State *L, int kidx, int ridx);  /* l_optim.c: optimizer updates */
 
+/* Registers the metatable name with __gc = gc (once; later calls do
+ * nothing), for a userdata that owns C memory. */
+void lpnx_gcmeta(lua_State *L, const char *name, lua_CFunction gc);
 /* Sets the functions of reg (luaL_setfuncs) into the table at idx. */
 void lpnx_setfuncs(lua_State *L, int idx, const luaL_Reg *reg);
 

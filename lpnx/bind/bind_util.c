@@ -21,11 +21,8 @@ lpnx_file_bytes *lpnx_pushfile(lua_State *L, const char *path, const char *where
     lpnx_file_bytes *fb = lua_newuserdatauv(L, sizeof *fb, 0);
     fb->bytes = NULL;
     fb->len = 0;
-    if (luaL_newmetatable(L, FILE_BYTES_MT)) {
-        lua_pushcfunction(L, file_bytes_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
+    lpnx_gcmeta(L, FILE_BYTES_MT, file_bytes_gc);
+    luaL_setmetatable(L, FILE_BYTES_MT);
     if (lpnx_file_read(path, &fb->bytes, &fb->len, err, sizeof err) != 0)
         luaL_error(L, "%s: %s", where, err);
     return fb;
@@ -105,3 +102,10 @@ const lpnx_ref_table *lpnx_oracles(lua_State *L) {
     return t;
 }
 
+void lpnx_gcmeta(lua_State *L, const char *name, lua_CFunction gc) {
+    if (luaL_newmetatable(L, name)) {
+        lua_pushcfunction(L, gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+}

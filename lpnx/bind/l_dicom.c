@@ -641,10 +641,7 @@ static const luaL_Reg functions[] = {
     {"read", l_read}, {"write", l_write}, {"write_seg", l_write_seg}, {"read_seg", l_read_seg}, {NULL, NULL}};
 
 void lpnx_open_dicom(lua_State *L) {
-    luaL_newmetatable(L, HANDLE_MT);
-    lua_pushcfunction(L, handle_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    lpnx_gcmeta(L, HANDLE_MT, handle_gc);
     luaL_newlib(L, functions);
     lua_setfield(L, -2, "dicom");
 }

@@ -282,10 +282,7 @@ static const luaL_Reg csv_functions[] = {
     {"read", l_csv_read}, {"parse", l_csv_parse}, {"write", l_csv_write}, {NULL, NULL}};
 
 void lpnx_open_rle(lua_State *L) {
-    luaL_newmetatable(L, CSV_HOLDER_MT);
-    lua_pushcfunction(L, csv_holder_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    lpnx_gcmeta(L, CSV_HOLDER_MT, csv_holder_gc);
     luaL_newlib(L, rle_functions);
     lua_setfield(L, -2, "rle");
     luaL_newlib(L, csv_functions);

@@ -1115,19 +1115,17 @@ static int l_get_num_threads(lua_State *L) {
 static int l_memory_stats(lua_State *L) {
     lpnx_memory_stats st;
     lpnx_memory_get_stats(&st);
-    lua_createtable(L, 0, 6);
-    lua_pushinteger(L, (lua_Integer)st.allocated_bytes);
-    lua_setfield(L, -2, "allocated_bytes");
-    lua_pushinteger(L, (lua_Integer)st.cached_bytes);
-    lua_setfield(L, -2, "cached_bytes");
-    lua_pushinteger(L, (lua_Integer)st.peak_bytes);
-    lua_setfield(L, -2, "peak_bytes");
-    lua_pushinteger(L, (lua_Integer)st.cache_limit);
-    lua_setfield(L, -2, "cache_limit");
-    lua_pushinteger(L, (lua_Integer)st.allocations);
-    lua_setfield(L, -2, "allocations");
-    lua_pushinteger(L, (lua_Integer)st.reuses);
-    lua_setfield(L, -2, "reuses");
+    const struct {
+        const char *name;
+        uint64_t value;
+    } fields[] = {{"allocated_bytes", st.allocated_bytes}, {"cached_bytes", st.cached_bytes},
+                  {"peak_bytes", st.peak_bytes},           {"cache_limit", st.cache_limit},
+                  {"allocations", st.allocations},         {"reuses", st.reuses}};
+    lua_createtable(L, 0, (int)(sizeof fields / sizeof fields[0]));
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        lua_pushinteger(L, (lua_Integer)fields[i].value);
+        lua_setfield(L, -2, fields[i].name);
+    }
     return 1;
 }
 

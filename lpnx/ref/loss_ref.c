@@ -25,35 +25,6 @@ void lpnx_ref_bce_with_logits_backward(float *dlogits, const float *logits, cons
     }
 }
 
-double lpnx_ref_dice_loss(const float *logits, const float *target, float eps, size_t n) {
-    double inter = 0, sum_p = 0, sum_t = 0;
-    for (size_t i = 0; i < n; i++) {
-        double p = sigmoid(logits[i]);
-        inter += p * target[i];
-        sum_p += p;
-        sum_t += target[i];
-    }
-    return 1 - (2 * inter + eps) / (sum_p + sum_t + eps);
-}
-
-void lpnx_ref_dice_loss_backward(float *dlogits, const float *logits, const float *target,
-                                 float eps, size_t n) {
-    double inter = 0, sum_p = 0, sum_t = 0;
-    for (size_t i = 0; i < n; i++) {
-        double p = sigmoid(logits[i]);
-        inter += p * target[i];
-        sum_p += p;
-        sum_t += target[i];
-    }
-    double num = 2 * inter + eps, den = sum_p + sum_t + eps;
-    for (size_t i = 0; i < n; i++) {
-        double p = sigmoid(logits[i]);
-        /* loss = 1 - num/den; d num/dp = 2t, d den/dp = 1 */
-        double dloss_dp = -(2 * target[i] * den - num) / (den * den);
-        dlogits[i] = (float)(dloss_dp * p * (1 - p));
-    }
-}
-
 void lpnx_ref_dice_sums(double *sum_pt, double *sum_p, double *sum_t, const float *logits, const float *target,
                         size_t n) {
     *sum_pt = *sum_p = *sum_t = 0;
@@ -73,6 +44,19 @@ void lpnx_ref_dice_loss_backward_sums(float *dlogits, const float *logits, const
         double dloss_dp = -(2 * target[i] * den - num) / (den * den);
         dlogits[i] = (float)(dloss_dp * p * (1 - p));
     }
+}
+
+double lpnx_ref_dice_loss(const float *logits, const float *target, float eps, size_t n) {
+    double inter, sum_p, sum_t;
+    lpnx_ref_dice_sums(&inter, &sum_p, &sum_t, logits, target, n);
+    return 1 - (2 * inter + eps) / (sum_p + sum_t + eps);
+}
+
+void lpnx_ref_dice_loss_backward(float *dlogits, const float *logits, const float *target,
+                                 float eps, size_t n) {
+    double inter, sum_p, sum_t;
+    lpnx_ref_dice_sums(&inter, &sum_p, &sum_t, logits, target, n);
+    lpnx_ref_dice_loss_backward_sums(dlogits, logits, target, inter, sum_p, sum_t, eps, n);
 }
 
 double lpnx_ref_focal_loss(const float *logits, const float *target, float gamma,
