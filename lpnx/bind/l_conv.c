@@ -267,8 +267,8 @@ static int conv2d_backward(lua_State *L, int fast) {
         lpnx_conv2d_backward(dinp, lpnx_tensor_data(gw), dbias, lpnx_tensor_data(gy), lpnx_tensor_data(x),
                              lpnx_tensor_data(w), col, &d);
     else
-        lpnx_oracles(L)->conv2d_backward(dinp, lpnx_tensor_data(gw), dbias, lpnx_tensor_data(gy),
-                                 lpnx_tensor_data(x), lpnx_tensor_data(w), &d);
+        lpnx_oracles(L)->conv2d_backward(dinp, lpnx_tensor_data(gw), dbias, lpnx_tensor_data(gy), lpnx_tensor_data(x),
+                                         lpnx_tensor_data(w), &d);
     return 1;
 }
 

@@ -335,7 +335,7 @@ static int image_affine(lua_State *L, int ref) {
     if (is_empty(&a)) return 1;
     if (ref) {
         lpnx_oracles(L)->image_affine(data(out), data(a.t), a.planes, a.H, a.W, angle, scale, shift[0], shift[1],
-                              center[0], center[1], s);
+                                      center[0], center[1], s);
         return 1;
     }
     double m[6];
@@ -362,7 +362,8 @@ static lpnx_Tensor *checkfield(lua_State *L, int arg, const image_arg *a) {
 
 static void remap_into(lua_State *L, lpnx_Tensor *out, const image_arg *a, const lpnx_Tensor *field, lpnx_sampling s, int ref) {
     if (is_empty(a)) return;
-    (ref ? lpnx_oracles(L)->image_remap : lpnx_image_remap)(data(out), data(a->t), data(field), a->planes, a->H, a->W, s);
+    (ref ? lpnx_oracles(L)->image_remap : lpnx_image_remap)(data(out), data(a->t), data(field), a->planes, a->H, a->W,
+                                                            s);
 }
 
 static int image_remap(lua_State *L, int ref) {
@@ -604,7 +605,8 @@ static int image_components(lua_State *L, int ref) {
     int32_t *scratch = pushscratch(L, m.H * m.W, sizeof(int32_t)); /* (H*W) */
     int64_t K = ref ? lpnx_oracles(L)->image_components(data(labels), scratch, data(m.t), m.H, m.W, connectivity)
                     : lpnx_image_components(data(labels), scratch, data(m.t), m.H, m.W, connectivity);
-    if (K < 0) return luaL_error(L, "components: not enough memory");
+    if (K < 0)
+        return luaL_error(L, "components: not enough memory");
     lua_createtable(L, (int)K, 0);
     for (int64_t k = 0; k < K; k++) {
         lua_pushinteger(L, scratch[k]);

@@ -210,8 +210,8 @@ static int batchnorm_eval(lua_State *L, int ref) {
     lpnx_Tensor *out = lpnx_optoutput(L, 7, "y", "output", 4, x->size, args, 0, "x or the per-channel tensors");
     lpnx_Tensor *y = result(L, out, 7, 4, x->size, 0);
     if (lpnx_tensor_numel(y) == 0) return 1;
-    (ref ? lpnx_oracles(L)->batchnorm_eval_forward : lpnx_batchnorm_eval_forward)(
-        data(y), data(x), weight, bias, running_mean, running_var, N, C, HW, eps);
+    (ref ? lpnx_oracles(L)->batchnorm_eval_forward
+         : lpnx_batchnorm_eval_forward)(data(y), data(x), weight, bias, running_mean, running_var, N, C, HW, eps);
     return 1;
 }
 
@@ -372,7 +372,7 @@ static int batchnorm_backward_reduce(lua_State *L, int ref) {
     const float *save_mean = checkchannel(L, 3, "save_mean", C, 0);
     double *sum_gy = newnumbers(L, C), *dot = newnumbers(L, C);
     (ref ? lpnx_oracles(L)->batchnorm_backward_reduce : lpnx_batchnorm_backward_reduce)(sum_gy, dot, data(gy), data(x),
-                                                                                save_mean, N, C, HW);
+                                                                                        save_mean, N, C, HW);
     pushnumbers(L, sum_gy, C);
     pushnumbers(L, dot, C);
     return 2;
@@ -389,9 +389,9 @@ static int batchnorm_backward_input(lua_State *L, int ref) {
         luaL_argerror(L, 11, lua_pushfstring(L, "part must be in (0, 1], got %f", part));
     lpnx_Tensor *gx = bn_backward_output(L, 12, &a);
     if (lpnx_tensor_numel(gx) == 0) return 1;
-    (ref ? lpnx_oracles(L)->batchnorm_backward_input : lpnx_batchnorm_backward_input)(
-        data(gx), a.gweight, a.gbias, data(a.gy), data(a.x), a.weight, a.save_mean, a.save_invstd, sum_gy, dot,
-        count, (float)part, a.N, a.C, a.HW);
+    (ref ? lpnx_oracles(L)->batchnorm_backward_input
+         : lpnx_batchnorm_backward_input)(data(gx), a.gweight, a.gbias, data(a.gy), data(a.x), a.weight, a.save_mean,
+                                          a.save_invstd, sum_gy, dot, count, (float)part, a.N, a.C, a.HW);
     return 1;
 }
 
@@ -458,8 +458,8 @@ static int maxpool2d_forward(lua_State *L, int ref) {
     lpnx_Tensor *indices = result(L, out_indices, 9, 4, size, 0);
     if (d.planes == 0) return 2;
     if (ref)
-        lpnx_oracles(L)->maxpool2d_forward(data(y), data(indices), data(x), d.planes, d.H, d.W, d.Ho, d.Wo,
-                                   d.kh, d.kw, d.sh, d.sw, d.ph, d.pw);
+        lpnx_oracles(L)->maxpool2d_forward(data(y), data(indices), data(x), d.planes, d.H, d.W, d.Ho, d.Wo, d.kh, d.kw,
+                                           d.sh, d.sw, d.ph, d.pw);
     else
         lpnx_maxpool2d_forward(data(y), data(indices), data(x), d);
     return 2;
@@ -566,17 +566,13 @@ PAIR(relu_backward, act_backward(L, lpnx_relu_backward), act_backward(L, lpnx_or
 PAIR(sigmoid_backward, act_backward(L, lpnx_sigmoid_backward), act_backward(L, lpnx_oracles(L)->sigmoid_backward))
 PAIR(maxpool2d_forward, maxpool2d_forward(L, 0), maxpool2d_forward(L, 1))
 PAIR(maxpool2d_backward, maxpool2d_backward(L, 0), maxpool2d_backward(L, 1))
-PAIR(upsample_nearest,
-     resample(L, lpnx_upsample_nearest_forward, NULL, "upsample_nearest", 0),
+PAIR(upsample_nearest, resample(L, lpnx_upsample_nearest_forward, NULL, "upsample_nearest", 0),
      resample(L, NULL, lpnx_oracles(L)->upsample_nearest_forward, "upsample_nearest", 0))
-PAIR(upsample_nearest_backward,
-     resample(L, lpnx_upsample_nearest_backward, NULL, "upsample_nearest_backward", 1),
+PAIR(upsample_nearest_backward, resample(L, lpnx_upsample_nearest_backward, NULL, "upsample_nearest_backward", 1),
      resample(L, NULL, lpnx_oracles(L)->upsample_nearest_backward, "upsample_nearest_backward", 1))
-PAIR(upsample_bilinear,
-     resample(L, lpnx_upsample_bilinear_forward, NULL, "upsample_bilinear", 0),
+PAIR(upsample_bilinear, resample(L, lpnx_upsample_bilinear_forward, NULL, "upsample_bilinear", 0),
      resample(L, NULL, lpnx_oracles(L)->upsample_bilinear_forward, "upsample_bilinear", 0))
-PAIR(upsample_bilinear_backward,
-     resample(L, lpnx_upsample_bilinear_backward, NULL, "upsample_bilinear_backward", 1),
+PAIR(upsample_bilinear_backward, resample(L, lpnx_upsample_bilinear_backward, NULL, "upsample_bilinear_backward", 1),
      resample(L, NULL, lpnx_oracles(L)->upsample_bilinear_backward, "upsample_bilinear_backward", 1))
 
 #undef PAIR

@@ -136,8 +136,10 @@ static int bce(lua_State *L, int ref, int backward) {
         return 1;
     }
     lpnx_Tensor *g = lpnx_pushnew(L, x->ndim, x->size, 0);
-    if (ref) lpnx_oracles(L)->bce_with_logits_backward(lpnx_tensor_data(g), xd, td, w, n);
-    else lpnx_bce_with_logits_backward(lpnx_tensor_data(g), xd, td, w, stride, n);
+    if (ref)
+        lpnx_oracles(L)->bce_with_logits_backward(lpnx_tensor_data(g), xd, td, w, n);
+    else
+        lpnx_bce_with_logits_backward(lpnx_tensor_data(g), xd, td, w, stride, n);
     return 1;
 }
 
@@ -159,8 +161,10 @@ static int dice(lua_State *L, int ref, int backward) {
         return 1;
     }
     lpnx_Tensor *g = lpnx_pushnew(L, x->ndim, x->size, 0);
-    if (ref) lpnx_oracles(L)->dice_loss_backward(lpnx_tensor_data(g), xd, td, eps, n);
-    else lpnx_dice_loss_backward(lpnx_tensor_data(g), xd, td, eps, n);
+    if (ref)
+        lpnx_oracles(L)->dice_loss_backward(lpnx_tensor_data(g), xd, td, eps, n);
+    else
+        lpnx_dice_loss_backward(lpnx_tensor_data(g), xd, td, eps, n);
     return 1;
 }
 
@@ -220,8 +224,10 @@ static int focal(lua_State *L, int ref, int backward) {
         return 1;
     }
     lpnx_Tensor *g = lpnx_pushnew(L, x->ndim, x->size, 0);
-    if (ref) lpnx_oracles(L)->focal_loss_backward(lpnx_tensor_data(g), xd, td, gamma, use_alpha, alpha, n);
-    else lpnx_focal_loss_backward(lpnx_tensor_data(g), xd, td, gamma, use_alpha, alpha, n);
+    if (ref)
+        lpnx_oracles(L)->focal_loss_backward(lpnx_tensor_data(g), xd, td, gamma, use_alpha, alpha, n);
+    else
+        lpnx_focal_loss_backward(lpnx_tensor_data(g), xd, td, gamma, use_alpha, alpha, n);
     return 1;
 }
 

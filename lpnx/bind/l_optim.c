@@ -101,8 +101,10 @@ static int sgd(lua_State *L, int ref) {
     const float *g = checkgrad(L, 2, p);
     checkdistinct(L, 2, "grad", g, "the parameter", pd, n);
     checkdistinct(L, 2, "grad", g, "the momentum buffer", buf, n);
-    if (ref) lpnx_oracles(L)->sgd_step(pd, buf, g, n, &h, first);
-    else lpnx_sgd_step(pd, buf, g, n, &h, first);
+    if (ref)
+        lpnx_oracles(L)->sgd_step(pd, buf, g, n, &h, first);
+    else
+        lpnx_sgd_step(pd, buf, g, n, &h, first);
     return 0;
 }
 
@@ -130,8 +132,10 @@ static int adam(lua_State *L, int ref) {
     checkdistinct(L, 2, "grad", g, "the parameter", pd, n);
     checkdistinct(L, 2, "grad", g, "exp_avg", m, n);
     checkdistinct(L, 2, "grad", g, "exp_avg_sq", v, n);
-    if (ref) lpnx_oracles(L)->adam_step(pd, m, v, g, n, &h);
-    else lpnx_adam_step(pd, m, v, g, n, &h);
+    if (ref)
+        lpnx_oracles(L)->adam_step(pd, m, v, g, n, &h);
+    else
+        lpnx_adam_step(pd, m, v, g, n, &h);
     return 0;
 }
 

@@ -163,16 +163,22 @@ static void gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, cons
               (int)ldc);
 }
 
+/* A run of a group's tiles in one tile row: image n, tile row ty, tile
+ * columns [tx0, tx0 + count). */
+typedef struct {
+    int64_t n, ty, tx0, count;
+} tile_span;
+
 /* The run of the group's tiles starting at tile t and ending before `end`
- * that lies in one tile row, at most CHUNK long: image *n, tile row *ty,
- * tile columns [*tx0, *tx1). */
-static void tile_run(const plan *p, const lpnx_conv2d_group *grp, int64_t t, int64_t end, int64_t *n,
-                     int64_t *ty, int64_t *tx0, int64_t *tx1) {
+ * that lies in one tile row, at most CHUNK long. */
+static tile_span tile_run(const plan *p, const lpnx_conv2d_group *grp, int64_t t, int64_t end) {
     const int64_t r = t % p->per_image;
-    *n = grp->first + grp->stride * (t / p->per_image);
-    *ty = r / p->tw;
-    *tx0 = r % p->tw;
-    *tx1 = lpnx_imin(lpnx_imin(p->tw, *tx0 + end - t), *tx0 + CHUNK);
+    tile_span s;
+    s.n = grp->first + grp->stride * (t / p->per_image);
+    s.ty = r / p->tw;
+    s.tx0 = r % p->tw;
+    s.count = lpnx_imin(lpnx_imin(p->tw, s.tx0 + end - t), s.tx0 + CHUNK) - s.tx0;
+    return s;
 }
 
 /* ---- the 1-D transforms ------------------------------------------------
@@ -774,11 +780,10 @@ static void input_block(float *V, const float *inp, const plan *p, const lpnx_co
 #pragma omp parallel for schedule(static) if (par && cin * nb * p->positions >= LPNX_PARALLEL_MIN)
     for (int64_t c = 0; c < cin; c++) {
         for (int64_t t = t0; t < t0 + nb;) {
-            int64_t n, ty, tx0, tx1;
-            tile_run(p, grp, t, t0 + nb, &n, &ty, &tx0, &tx1);
-            input_run(V + c * ld + (t - t0), cin * ld, inp + (n * cin + c) * h * w, h, w, p->m * ty - d->pad_h,
-                      p->m * tx0 - d->pad_w, tx1 - tx0, p->m);
-            t += tx1 - tx0;
+            const tile_span s = tile_run(p, grp, t, t0 + nb);
+            input_run(V + c * ld + (t - t0), cin * ld, inp + (s.n * cin + c) * h * w, h, w, p->m * s.ty - d->pad_h,
+                      p->m * s.tx0 - d->pad_w, s.count, p->m);
+            t += s.count;
         }
     }
 }
@@ -791,11 +796,10 @@ static void input_block_adjoint(float *dinp, const float *V, const plan *p, cons
 #pragma omp parallel for schedule(static) if (par && cin * nb * p->positions >= LPNX_PARALLEL_MIN)
     for (int64_t c = 0; c < cin; c++) {
         for (int64_t t = t0; t < t0 + nb;) {
-            int64_t n, ty, tx0, tx1;
-            tile_run(p, grp, t, t0 + nb, &n, &ty, &tx0, &tx1);
-            input_run_adjoint(dinp + (n * cin + c) * h * w, V + c * ld + (t - t0), cin * ld, h, w,
-                              p->m * ty - d->pad_h, p->m * tx0 - d->pad_w, tx1 - tx0, p->m);
-            t += tx1 - tx0;
+            const tile_span s = tile_run(p, grp, t, t0 + nb);
+            input_run_adjoint(dinp + (s.n * cin + c) * h * w, V + c * ld + (t - t0), cin * ld, h, w,
+                              p->m * s.ty - d->pad_h, p->m * s.tx0 - d->pad_w, s.count, p->m);
+            t += s.count;
         }
     }
 }
@@ -809,11 +813,10 @@ static void output_block(float *out, const float *M, const float *bias, const pl
     for (int64_t co = 0; co < cout; co++) {
         const float b = bias ? bias[co] : 0.0f;
         for (int64_t t = t0; t < t0 + nb;) {
-            int64_t n, ty, tx0, tx1;
-            tile_run(p, grp, t, t0 + nb, &n, &ty, &tx0, &tx1);
-            output_run(out + (n * cout + co) * ho * wo, M + co * ld + (t - t0), cout * ld, b, ho, wo, p->m * ty,
-                       p->m * tx0, tx1 - tx0, p->m);
-            t += tx1 - tx0;
+            const tile_span s = tile_run(p, grp, t, t0 + nb);
+            output_run(out + (s.n * cout + co) * ho * wo, M + co * ld + (t - t0), cout * ld, b, ho, wo, p->m * s.ty,
+                       p->m * s.tx0, s.count, p->m);
+            t += s.count;
         }
     }
 }
@@ -825,11 +828,10 @@ static void output_block_adjoint(float *M, const float *dout, const plan *p, con
 #pragma omp parallel for schedule(static) if (par && cout * nb * p->positions >= LPNX_PARALLEL_MIN)
     for (int64_t co = 0; co < cout; co++) {
         for (int64_t t = t0; t < t0 + nb;) {
-            int64_t n, ty, tx0, tx1;
-            tile_run(p, grp, t, t0 + nb, &n, &ty, &tx0, &tx1);
-            output_run_adjoint(M + co * ld + (t - t0), cout * ld, dout + (n * cout + co) * ho * wo, ho, wo,
-                               p->m * ty, p->m * tx0, tx1 - tx0, p->m);
-            t += tx1 - tx0;
+            const tile_span s = tile_run(p, grp, t, t0 + nb);
+            output_run_adjoint(M + co * ld + (t - t0), cout * ld, dout + (s.n * cout + co) * ho * wo, ho, wo,
+                               p->m * s.ty, p->m * s.tx0, s.count, p->m);
+            t += s.count;
         }
     }
 }
