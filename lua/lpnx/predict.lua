@@ -14,6 +14,7 @@
 -- run-length strings and scores are all at the original resolution.
 local lpnx = require "lpnx"
 local data = require "lpnx.data"
+local fs = require "lpnx.fs"
 local siim = require "lpnx.siim"
 local metrics = require "lpnx.metrics"
 local models = require "lpnx.models"
@@ -166,7 +167,7 @@ local function now()
 end
 
 local function mkdir(path)
-  if not os.execute("mkdir -p " .. data.shell_quote(path)) then error(("cannot create folder %s"):format(path), 3) end
+  if not pcall(fs.mkdir_p, path) then error(("cannot create folder %s"):format(path), 3) end
 end
 
 -- An image (1,H,W) at size x size: area averaging when it shrinks,

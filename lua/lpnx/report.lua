@@ -24,7 +24,7 @@
 -- the grid sorted and filtered that way.
 local lpnx = require "lpnx"
 local cjson = require "cjson"
-local data = require "lpnx.data"
+local fs = require "lpnx.fs"
 local siim = require "lpnx.siim"
 local util = require "lpnx.util"
 
@@ -53,7 +53,7 @@ local function positive_integer(name, key, v)
 end
 
 local function mkdir(path)
-  if not os.execute("mkdir -p " .. data.shell_quote(path)) then error(("cannot create folder %s"):format(path), 3) end
+  if not pcall(fs.mkdir_p, path) then error(("cannot create folder %s"):format(path), 3) end
 end
 
 local function shape(t)
