@@ -43,21 +43,10 @@ local NEW_KEYS = {"out", "truth", "title", "thumb_size", "view_size", "low_dice"
 ---------------------------------------------------------------------------
 -- helpers
 
-local check_keys = util.check_keys
-
-local function positive_integer(name, key, v)
-  if math.type(v) ~= "integer" or v < 1 then
-    error(("%s: %s must be a positive integer, got %s"):format(name, key, tostring(v)), 3)
-  end
-  return v
-end
+local check_keys, positive_integer, shape = util.check_keys, util.positive_integer, util.shape_tuple
 
 local function mkdir(path)
   if not pcall(fs.mkdir_p, path) then error(("cannot create folder %s"):format(path), 3) end
-end
-
-local function shape(t)
-  return "(" .. table.concat(t:size(), ",") .. ")"
 end
 
 -- (h,w) of an image (1,H,W) or (H,W) scaled to fit size on its long side
@@ -175,9 +164,7 @@ function report.new(opts)
   if type(self.title) ~= "string" then
     error(("%s: title must be a string, got %s"):format(name, type(self.title)), 2)
   end
-  if type(self.low_dice) ~= "number" or not (self.low_dice >= 0 and self.low_dice <= 1) then
-    error(("%s: low_dice must be a number in [0, 1], got %s"):format(name, tostring(self.low_dice)), 2)
-  end
+  util.number_in(name, "low_dice", self.low_dice, 0, 1, 3)
   if type(opts.truth) == "string" then
     local ok, entries = pcall(siim.read_csv, opts.truth)
     if not ok then error(("%s: truth: %s"):format(name, (tostring(entries):gsub("^[^:]*:%d+: ", ""))), 2) end
