@@ -8,6 +8,7 @@
 --   for batch in loader:epoch(1) do ... batch.images (N,3,H,W), batch.masks (N,1,H,W) end
 local lpnx = require "lpnx"
 local fs = require "lpnx.fs"
+local siim = require "lpnx.siim"
 
 local data = {}
 
@@ -135,7 +136,7 @@ function data.siim(opts)
   end
   local ids
   if opts.csv then
-    local entries, csv_ids = lpnx.siim.read_csv(opts.csv)
+    local entries, csv_ids = siim.read_csv(opts.csv)
     self.entries = entries
     ids = {}
     local missing = {}
@@ -218,7 +219,7 @@ function Dataset:load(i)
   local h, w = img:size(2), img:size(3)
   local mask
   if self.entries then
-    mask = lpnx.siim.mask(self.entries[id], h, w, id):view(1, h, w)
+    mask = siim.mask(self.entries[id], h, w, id):view(1, h, w)
   elseif self.mask_paths[i] then
     local m = lpnx.png.read(self.mask_paths[i])
     mask = m:narrow(1, 1, 1):gt(0.5)
@@ -248,7 +249,8 @@ end
 
 data.Dataset = Dataset
 
--- loader(ds, opts): see lpnx/data/loader.lua
+-- loader(ds, opts): see lpnx/data/loader.lua. That module requires this
+-- one, so it is required here on first use rather than at the top.
 function data.loader(ds, opts)
   return require("lpnx.data.loader").new(ds, opts)
 end
