@@ -217,8 +217,10 @@ describe("examples/predict.lua --dicom-seg --report --truth", function()
     assert.matches("wrote the review page .-/index%.html: 6 cases, mean Dice %d%.%d+, %d+ flagged", text)
     assert.matches("\npredicted 6 images, %d with pneumothorax %(threshold 0.5%) in [%d.]+s: .-submission.csv\n$", text)
     local series = {}
+    local sources = {}
+    for _, p in ipairs(fs.walk(data_dir, {exts = {"dcm"}})) do sources[lpnx.data.image_id(p)] = p end
     for _, id in ipairs(ids) do
-      local source = assert(io.popen("find " .. quote(data_dir) .. " -name " .. quote(id .. ".dcm")):read("l"))
+      local source = assert(sources[id], id)
       local _, meta = lpnx.dicom.read(source)
       local seg, info = lpnx.dicom.read_seg(out .. "/seg/" .. id .. ".dcm")
       local png = lpnx.png.read(out .. "/masks/" .. id .. ".png")
