@@ -1,8 +1,8 @@
 -- Argument checks and message pieces the Lua modules share. Messages start
 -- with where ("SGD", "DiceLoss", "predict.triplet"); level is error()'s,
--- counted from the check itself, and is 4 by default: the caller of a class
--- constructor (Class(...) -> the class helper's __call -> __init -> the
--- check), or of a function whose own helper calls the check.
+-- counted from the check itself. Unless a check says otherwise it is 4 by
+-- default: the caller of a class constructor (Class(...) -> the class
+-- helper's __call -> __init -> the check).
 local util = {}
 
 local CTOR = 4
