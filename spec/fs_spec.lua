@@ -1,6 +1,7 @@
 -- lpnx.fs: files and folders on LuaFileSystem, never through a shell.
 local helpers = require "spec.support.helpers"
 local fs = require "lpnx.fs"
+local lfs = require "lfs"
 
 local function message(f, ...)
   local ok, err = pcall(f, ...)
@@ -13,6 +14,10 @@ describe("lpnx.fs", function()
 
   before_each(function() root = helpers.tmpdir() end)
   after_each(function() helpers.rmdir(root) end)
+
+  local function link(target, path)
+    assert(lfs.link(target, path, true))
+  end
 
   local function touch(path, text)
     local f = assert(io.open(path, "w"))
@@ -47,9 +52,9 @@ describe("lpnx.fs", function()
     touch(root .. "/d/y.Png")
     touch(root .. "/noext")
     touch(root .. "/other/hidden.dcm")
-    assert(os.execute(("ln -s '%s/b.png' '%s/e/link.png'"):format(root, root)))
-    assert(os.execute(("ln -s '%s/other' '%s/e/folder_link'"):format(root, root)))
-    assert(os.execute(("ln -s '%s/gone.png' '%s/e/dangling.png'"):format(root, root)))
+    link(root .. "/b.png", root .. "/e/link.png")
+    link(root .. "/other", root .. "/e/folder_link")
+    link(root .. "/gone.png", root .. "/e/dangling.png")
     local function rel(list)
       local out = {}
       for i, p in ipairs(list) do out[i] = p:sub(#root + 2) end
@@ -83,6 +88,44 @@ describe("lpnx.fs", function()
     touch(odd .. "/sub/a b.dcm")
     assert.are.same({odd .. "/sub/a b.dcm"}, fs.walk(odd, {exts = {"dcm"}}))
     assert.are.equal("dir", fs.stat(odd))
+  end)
+
+  it("remove_tree removes a folder and everything under it, links themselves and not their targets", function()
+    local keep = root .. "/keep"
+    fs.mkdir_p(keep .. "/inner")
+    touch(keep .. "/inner/kept.txt", "still here")
+    local tree = root .. "/it's a \"tree\"; -rf $(x)"
+    fs.mkdir_p(tree .. "/a/b c/d")
+    touch(tree .. "/a/b c/d/f.dcm")
+    touch(tree .. "/a/top.png")
+    link(keep, tree .. "/a/folder_link")
+    link(keep .. "/inner/kept.txt", tree .. "/file_link")
+    link(root .. "/gone", tree .. "/dangling")
+    fs.remove_tree(tree)
+    assert.is_nil(fs.stat(tree))
+    assert.are.same({keep .. "/inner/kept.txt"}, fs.walk(keep))
+    -- a link to a folder given with a trailing slash: the link goes, the folder stays
+    link(keep, root .. "/link")
+    fs.remove_tree(root .. "/link/")
+    assert.is_nil(lfs.symlinkattributes(root .. "/link"))
+    assert.are.same({keep .. "/inner/kept.txt"}, fs.walk(keep))
+    -- a single file; nothing there
+    fs.remove_tree(keep .. "/inner/kept.txt")
+    assert.is_nil(fs.stat(keep .. "/inner/kept.txt"))
+    fs.remove_tree(root .. "/never-made")
+    fs.remove_tree(keep .. "/")
+    assert.is_nil(fs.stat(keep))
+    assert.are.equal("dir", fs.stat(root))
+  end)
+
+  it("remove_tree refuses /, . and .., and names what it cannot remove", function()
+    for _, p in ipairs {"/", "//", ".", "..", root .. "/.", root .. "/..", "./"} do
+      assert.are.equal("lpnx.fs.remove_tree: refusing to remove " .. p, message(fs.remove_tree, p))
+    end
+    assert.are.equal("dir", fs.stat(root))
+    assert.matches("^lpnx.fs.remove_tree: cannot remove /proc/self/status: ",
+      message(fs.remove_tree, "/proc/self/status"))
+    assert.matches("lpnx.fs.remove_tree: expected a path, got an empty string", message(fs.remove_tree, ""))
   end)
 
   it("names a bad argument", function()

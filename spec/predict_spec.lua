@@ -1,4 +1,6 @@
 local lpnx = require "lpnx"
+local lfs = require "lfs"
+local fs = require "lpnx.fs"
 local h = require "spec.support.helpers"
 
 local predict = lpnx.predict
@@ -266,7 +268,7 @@ describe("prediction and evaluation on a synthetic set", function()
     -- a 70x90 PNG: resized (area) to the model's 64x64, probabilities back to 70x90 (bilinear)
     local img = lpnx.image.resize(lpnx.data.read_image((lpnx.data.list_images(data_dir))[1]), 70, 90, "bilinear")
     local png = dir .. "/odd/scan 1.png"
-    os.execute("mkdir -p " .. quote(dir .. "/odd"))
+    fs.mkdir_p(dir .. "/odd")
     lpnx.png.write(png, img)
     local out = dir .. "/odd-pred"
     local threads = lpnx.get_num_threads()
@@ -284,6 +286,42 @@ describe("prediction and evaluation on a synthetic set", function()
     -- 45 / 90 of 70 rows is 35
     assert.are.same({3, 35, 45}, lpnx.png.read(out .. "/overlays/scan 1.png"):size())
     assert.are.equal(threads, lpnx.get_num_threads()) -- threads = 1 held only while running
+  end)
+
+  it("run, list_images and data.siim take folder and file names a shell would misread", function()
+    -- a relative folder starting with a dash used to reach find(1) as an option, a newline in a
+    -- file name split it in two, and mkdir -p took a relative "-pred out" for its options
+    local function copy(from, to)
+      local f = assert(io.open(from, "rb"))
+      local bytes = f:read("a")
+      f:close()
+      f = assert(io.open(to, "wb"))
+      f:write(bytes)
+      f:close()
+    end
+    local sources = lpnx.data.list_images(data_dir)
+    local name = "-it's a \"scan\" folder; $(x)"
+    local odd = dir .. "/" .. name
+    fs.mkdir_p(odd .. "/sub dir")
+    local files = {odd .. "/sub dir/first scan.dcm", odd .. "/second\nscan.dcm"}
+    for i, path in ipairs(files) do copy(sources[i], path) end
+    assert.are.same({files[2], files[1]}, lpnx.data.list_images(odd)) -- byte order: "se" < "su"
+    local plain = predict.run{model = model_path, inputs = {sources[1]}, out = dir .. "/plain", threshold = 0.5}
+    local here = assert(lfs.currentdir())
+    assert(lfs.chdir(dir))
+    local ok, err = pcall(function()
+      assert.is_true(lpnx.data.is_dir(name))
+      assert.are.same({name .. "/second\nscan.dcm", name .. "/sub dir/first scan.dcm"}, lpnx.data.list_images(name))
+      assert.are.same({"first scan", "second\nscan"}, lpnx.data.siim{root = name, size = 64}.ids)
+      local s = predict.run{model = model_path, inputs = name .. "/sub dir", out = "-pred out", threshold = 0.5}
+      assert.are.same({"first scan"}, s.ids)
+      assert.are.equal(plain.rows[1][2], s.rows[1][2])
+      assert.are.equal("file", fs.stat("-pred out/submission.csv"))
+      assert.are.equal("file", fs.stat("-pred out/masks/first scan.png"))
+      assert.are.equal("file", fs.stat("-pred out/overlays/first scan.png"))
+    end)
+    assert(lfs.chdir(here))
+    assert(ok, err)
   end)
 
   it("the CLI writes what run writes, and evaluate's numbers match a computation by hand", function()

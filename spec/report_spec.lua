@@ -5,6 +5,7 @@
 -- photographed. Specs needing an external program are pending without it.
 local lpnx = require "lpnx"
 local cjson = require "cjson"
+local fs = require "lpnx.fs"
 local h = require "spec.support.helpers"
 
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
@@ -151,6 +152,39 @@ describe("lpnx.report", function()
     assert.has_error(function() rep:add({id = "a"}, lpnx.zeros(1, 4, 4), lpnx.zeros(1, 4, 4)) end,
                      "lpnx.report:add: case a was added twice")
   end)
+
+  it("reads its page template beside report.lua and names it when it is missing or not the template", function()
+    -- a copy of the module in a folder of its own, as make install lays it out
+    fs.mkdir_p(dir .. "/lpnx")
+    local code = slurp(ROOT .. "/lua/lpnx/report.lua")
+    local copy = assert(io.open(dir .. "/lpnx/report.lua", "wb"))
+    copy:write(code)
+    copy:close()
+    local function load_copy()
+      local chunk = assert(loadfile(dir .. "/lpnx/report.lua"))
+      return chunk()
+    end
+    local ok, err = pcall(load_copy)
+    assert.is_false(ok)
+    assert.are.equal(("lpnx.report: cannot read the review page's template: %s/lpnx/report.html: "
+                      .. "No such file or directory"):format(dir), err)
+    local empty = assert(io.open(dir .. "/lpnx/report.html", "wb"))
+    empty:close()
+    ok, err = pcall(load_copy)
+    assert.is_false(ok)
+    assert.are.equal(("lpnx.report: %s/lpnx/report.html is not the review page's template (no @CASES@ in it)")
+                     :format(dir), err)
+    local template = assert(io.open(dir .. "/lpnx/report.html", "wb"))
+    template:write(slurp(ROOT .. "/lua/lpnx/report.html"))
+    template:close()
+    local loaded = load_copy()
+    local rep = loaded.new{out = dir .. "/out", thumb_size = 8}
+    rep:add({id = "a", max_probability = 0.9}, lpnx.rand(1, 4, 4), rect(4, 4, 1, 2, 1, 2))
+    local page = slurp((rep:finish()))
+    assert.matches("^<!DOCTYPE html>", page)
+    assert.matches("minmax%(44px, 1fr%)", page)
+    assert.are.equal("a", page_cases(page)[1].id)
+  end)
 end)
 
 describe("examples/predict.lua --dicom-seg --report --truth", function()
@@ -183,8 +217,10 @@ describe("examples/predict.lua --dicom-seg --report --truth", function()
     assert.matches("wrote the review page .-/index%.html: 6 cases, mean Dice %d%.%d+, %d+ flagged", text)
     assert.matches("\npredicted 6 images, %d with pneumothorax %(threshold 0.5%) in [%d.]+s: .-submission.csv\n$", text)
     local series = {}
+    local sources = {}
+    for _, p in ipairs(fs.walk(data_dir, {exts = {"dcm"}})) do sources[lpnx.data.image_id(p)] = p end
     for _, id in ipairs(ids) do
-      local source = assert(io.popen("find " .. quote(data_dir) .. " -name " .. quote(id .. ".dcm")):read("l"))
+      local source = assert(sources[id], id)
       local _, meta = lpnx.dicom.read(source)
       local seg, info = lpnx.dicom.read_seg(out .. "/seg/" .. id .. ".dcm")
       local png = lpnx.png.read(out .. "/masks/" .. id .. ".png")

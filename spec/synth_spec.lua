@@ -1,4 +1,5 @@
 local lpnx = require "lpnx"
+local fs = require "lpnx.fs"
 local h = require "spec.support.helpers"
 
 local synth = lpnx.synth
@@ -56,9 +57,12 @@ describe("synthetic SIIM-ACR data sets", function()
     local header = io.open(dir .. "/a/train-rle.csv"):read("l")
     assert.are.equal("ImageId, EncodedPixels", header)
     local positives = 0
+    local files = {}
+    for _, p in ipairs(fs.walk(dir .. "/a/dicom-images-train", {exts = {"dcm"}})) do
+      files[lpnx.data.image_id(p)] = p
+    end
     for _, id in ipairs(ids) do
-      local files = io.popen(("find '%s/a/dicom-images-train' -name '%s.dcm'"):format(dir, id)):read("a")
-      local path = files:match("[^\n]+")
+      local path = files[id]
       assert.is_truthy(path, "no DICOM for " .. id)
       local img, meta = lpnx.dicom.read(path)
       assert.are.same({1, 128, 128}, img:size())

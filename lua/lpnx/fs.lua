@@ -5,6 +5,7 @@
 --   fs.stat(path)                 -> "file" | "dir" | "other", size; nil when nothing is there
 --   fs.mkdir_p(path)              makes the folder and every missing parent
 --   fs.walk(dir [, {exts = {..}}]) -> sorted paths of the files under dir
+--   fs.remove_tree(path)          removes a file, or a folder and everything under it
 local lfs = require "lfs"
 
 local fs = {}
@@ -99,6 +100,46 @@ function fs.walk(dir, opts)
   end
   table.sort(files)
   return files
+end
+
+-- Removes what is at path: a file or link itself, or a folder after
+-- everything in it (links inside are removed, never followed). Returns
+-- true, or nil and "path: reason" for the first thing that cannot go.
+local function remove(path)
+  local mode = lfs.symlinkattributes(path, "mode")
+  if mode == nil then return true end
+  if mode == "directory" then
+    local ok, iter, state = pcall(lfs.dir, path)
+    if not ok then return nil, ("%s: %s"):format(path, tostring(iter):match(".*: (.-)$") or tostring(iter)) end
+    local names = {}
+    for name in iter, state do
+      if name ~= "." and name ~= ".." then names[#names + 1] = name end
+    end
+    for _, name in ipairs(names) do
+      local done, err = remove((path == "/" and "" or path) .. "/" .. name)
+      if not done then return nil, err end
+    end
+    local removed, err = lfs.rmdir(path)
+    if not removed then return nil, ("%s: %s"):format(path, tostring(err)) end
+  else
+    local removed, err = os.remove(path)
+    if not removed then return nil, tostring(err) end -- os.remove's message starts with the path
+  end
+  return true
+end
+
+-- remove_tree(path): removes the file, link or folder (with everything
+-- under it) at path, as `rm -rf` does but without a shell; nothing there
+-- is fine. A trailing slash does not make it follow a link to a folder.
+-- "/" and paths ending in "." or ".." are refused.
+function fs.remove_tree(path)
+  check_path("remove_tree", path, "a path")
+  local target = path:match("^(.-)/*$")
+  if target == "" or target:match("^%.%.?$") or target:match("/%.%.?$") then
+    error(("lpnx.fs.remove_tree: refusing to remove %s"):format(path), 2)
+  end
+  local done, err = remove(target)
+  if not done then error(("lpnx.fs.remove_tree: cannot remove %s"):format(err), 2) end
 end
 
 return fs

@@ -14,6 +14,7 @@
 -- run-length strings and scores are all at the original resolution.
 local lpnx = require "lpnx"
 local data = require "lpnx.data"
+local fs = require "lpnx.fs"
 local siim = require "lpnx.siim"
 local metrics = require "lpnx.metrics"
 local models = require "lpnx.models"
@@ -34,29 +35,16 @@ predict.search_grid = {
 ---------------------------------------------------------------------------
 -- argument checks
 
-local function shape(t)
-  return "(" .. table.concat(t:size(), ",") .. ")"
-end
+local shape = util.shape_tuple
 
 -- Raises when opts has a key that is not in allowed (a typo such as
 -- "min-area" would otherwise be ignored silently).
 local check_keys = util.check_keys
 
-local function number_in(name, key, v, lo, hi)
-  if type(v) ~= "number" or v ~= v or v < lo or v > hi then
-    error(("%s: %s must be a number in [%g, %g], got %s"):format(name, key, lo, hi, tostring(v)), 4)
-  end
-  return v
-end
-
-local function integer_at_least(name, key, v, lo)
-  if math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v) and v < 2 ^ 53) then
-    error(("%s: %s must be an integer, got %s"):format(name, key, tostring(v)), 4)
-  end
-  v = math.tointeger(v)
-  if v < lo then error(("%s: %s must be at least %d, got %d"):format(name, key, lo, v), 4) end
-  return v
-end
+-- Numbers: "predict.triplet: top must be a number in [0, 1], got 2",
+-- "predict.search: tops[2] must be ...", "predict.run: batch must be at
+-- least 1, got 0".
+local number_in, number_list, integer_at_least = util.number_in, util.number_list, util.integer_at_least
 
 -- The (H,W) plane of a probability map or mask given as (H,W) or (1,H,W).
 local function check_plane(name, t)
@@ -166,7 +154,7 @@ local function now()
 end
 
 local function mkdir(path)
-  if not os.execute("mkdir -p " .. data.shell_quote(path)) then error(("cannot create folder %s"):format(path), 3) end
+  if not pcall(fs.mkdir_p, path) then error(("cannot create folder %s"):format(path), 3) end
 end
 
 -- An image (1,H,W) at size x size: area averaging when it shrinks,
@@ -357,16 +345,6 @@ end
 
 ---------------------------------------------------------------------------
 -- choosing the triplet on labelled images
-
-local function number_list(name, key, list, lo, hi)
-  if type(list) ~= "table" or #list == 0 then
-    error(("%s: %s must be a non-empty list of numbers"):format(name, key), 3)
-  end
-  for i, v in ipairs(list) do
-    number_in(name, ("%s[%d]"):format(key, i), v, lo, hi)
-  end
-  return list
-end
 
 local SEARCH_KEYS = {"model", "meta", "data", "csv", "tops", "min_areas", "bottoms", "reference_area",
                      "min_component", "tta", "batch", "threads", "progress"}

@@ -12,6 +12,7 @@
 -- medially by the thin white visceral pleural line. Exposure, contrast,
 -- noise, patient size, position and anatomy vary per image.
 local lpnx = require "lpnx"
+local fs = require "lpnx.fs"
 
 local draw = lpnx.draw
 local synth = {}
@@ -439,8 +440,7 @@ local function dicom_meta(g, p)
 end
 
 local function mkdir(path)
-  local ok = os.execute("mkdir -p '" .. path:gsub("'", "'\\''") .. "'")
-  if not ok then error("cannot create folder " .. path, 3) end
+  if not pcall(fs.mkdir_p, path) then error(("cannot create folder %s"):format(path), 3) end
 end
 
 -- write{out=DIR, count=N, seed=S, positive=0.4, size=1024, test_fraction=0.1,

@@ -44,6 +44,7 @@
 -- value out of range is an error naming the transform and the option
 -- ("hflip: p must be in [0, 1], got 2").
 local lpnx = require "lpnx"
+local util = require "lpnx.util"
 
 local image = lpnx.image
 
@@ -53,18 +54,9 @@ local GENERATOR_MT = getmetatable(lpnx.Generator(0))
 
 -- ---- messages --------------------------------------------------------
 
--- A value as it appears in a message: numbers as Lua users write them
--- ("2", "0.5", "inf"), strings quoted, anything else by its type.
-local function show(v)
-  if math.type(v) == "integer" then return tostring(v) end
-  if type(v) == "number" then return ("%.14g"):format(v) end
-  if type(v) == "string" then return ('"%s"'):format(v) end
-  return type(v)
-end
-
-local function shape(t)
-  return "(" .. table.concat(t:size(), ",") .. ")"
-end
+-- A value as it appears in a message ("2", "0.5", "inf", '"wrap"', "table")
+-- and a tensor's sizes as "(C,H,W)".
+local show, shape = util.show, util.shape_tuple
 
 -- Raises "name: text" with the position of a caller: level 1 is the
 -- function calling fail, 2 its caller, and so on (so a helper called by a
@@ -90,19 +82,9 @@ local function options(name, opts, keys)
   return opts
 end
 
-local function finite(v)
-  return type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge
-end
-
--- opts[key] (def when nil): a finite number for which ok(v) holds; what
--- says what ok wants ("in [0, 1]").
-local function number(name, opts, key, def, ok, what)
-  local v = opts[key]
-  if v == nil then return def end
-  if type(v) ~= "number" then fail(name, 3, "%s must be a number, got %s", key, type(v)) end
-  if not (finite(v) and ok(v)) then fail(name, 3, "%s must be %s, got %s", key, what, show(v)) end
-  return v
-end
+-- number(name, opts, key, def, ok, what): opts[key] (def when nil), a
+-- finite number for which ok(v) holds; what says what ok wants ("in [0, 1]").
+local finite, number = util.is_finite, util.option_number
 
 local function unit(v) return v >= 0 and v <= 1 end
 

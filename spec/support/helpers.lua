@@ -1,5 +1,6 @@
 -- Small assertions shared by the specs.
 local lpnx = require "lpnx"
+local fs = require "lpnx.fs"
 local assert = require "luassert"
 local M = {}
 
@@ -36,12 +37,14 @@ end
 function M.tmpdir()
   local p = os.tmpname()
   os.remove(p)
-  assert(os.execute("mkdir -p '" .. p .. "'"))
+  fs.mkdir_p(p)
   return p
 end
 
+-- Removes a folder made by M.tmpdir and everything in it, as far as it
+-- can: a spec's clean-up never fails the spec.
 function M.rmdir(p)
-  os.execute("rm -rf '" .. p .. "'")
+  pcall(fs.remove_tree, p)
 end
 
 -- Path of a committed fixture.

@@ -7,42 +7,19 @@
 --                                   transform = aug, positive_fraction = 0.8, workers = 1})
 --   for batch in loader:epoch(1) do ... batch.images (N,3,H,W), batch.masks (N,1,H,W) end
 local lpnx = require "lpnx"
+local fs = require "lpnx.fs"
+local siim = require "lpnx.siim"
 
 local data = {}
 
 ---------------------------------------------------------------------------
 -- files
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-data.shell_quote = shell_quote
-
+-- is_dir(path): true when path is a folder (or a link to one).
 local function is_dir(path)
-  local ok, _, code = os.rename(path, path)
-  if ok then
-    local p = io.popen("test -d " .. shell_quote(path) .. " && echo d")
-    local out = p:read("a")
-    p:close()
-    return out:find("d") ~= nil
-  end
-  return code == 13 -- permission denied still means it exists
+  return path ~= "" and fs.stat(path) == "dir"
 end
 data.is_dir = is_dir
-
--- Files under dir (recursively) whose names end in one of exts, sorted.
-local function find(dir, exts)
-  local parts = {}
-  for i, e in ipairs(exts) do parts[i] = "-iname " .. shell_quote("*." .. e) end
-  local cmd = ("find %s -type f \\( %s \\) 2>/dev/null | LC_ALL=C sort"):format(shell_quote(dir),
-                                                                               table.concat(parts, " -o "))
-  local p = io.popen(cmd)
-  local list = {}
-  for line in p:lines() do list[#list + 1] = line end
-  p:close()
-  return list
-end
-data.find = find
 
 local IMAGE_EXTS = {"dcm", "dicom", "png"}
 
@@ -57,7 +34,7 @@ end
 function data.list_images(what)
   if type(what) == "table" then return what end
   if type(what) ~= "string" then error("list_images: expected a folder, a file or a list of files", 2) end
-  if is_dir(what) then return find(what, IMAGE_EXTS) end
+  if is_dir(what) then return fs.walk(what, {exts = IMAGE_EXTS}) end
   local f = io.open(what, "rb")
   if not f then error(("%s: no such file or folder"):format(what), 2) end
   f:close()
@@ -150,16 +127,16 @@ function data.siim(opts)
                             Dataset)
   local by_id, mask_by_id = {}, {}
   if is_dir(opts.root .. "/images") and is_dir(opts.root .. "/masks") then
-    for _, p in ipairs(find(opts.root .. "/images", {"png"})) do by_id[data.image_id(p)] = p end
-    for _, p in ipairs(find(opts.root .. "/masks", {"png"})) do mask_by_id[data.image_id(p)] = p end
+    for _, p in ipairs(fs.walk(opts.root .. "/images", {exts = {"png"}})) do by_id[data.image_id(p)] = p end
+    for _, p in ipairs(fs.walk(opts.root .. "/masks", {exts = {"png"}})) do mask_by_id[data.image_id(p)] = p end
     self.format = "png"
   else
-    for _, p in ipairs(find(opts.root, {"dcm", "dicom"})) do by_id[data.image_id(p)] = p end
+    for _, p in ipairs(fs.walk(opts.root, {exts = {"dcm", "dicom"}})) do by_id[data.image_id(p)] = p end
     self.format = "dicom"
   end
   local ids
   if opts.csv then
-    local entries, csv_ids = lpnx.siim.read_csv(opts.csv)
+    local entries, csv_ids = siim.read_csv(opts.csv)
     self.entries = entries
     ids = {}
     local missing = {}
@@ -242,7 +219,7 @@ function Dataset:load(i)
   local h, w = img:size(2), img:size(3)
   local mask
   if self.entries then
-    mask = lpnx.siim.mask(self.entries[id], h, w, id):view(1, h, w)
+    mask = siim.mask(self.entries[id], h, w, id):view(1, h, w)
   elseif self.mask_paths[i] then
     local m = lpnx.png.read(self.mask_paths[i])
     mask = m:narrow(1, 1, 1):gt(0.5)
@@ -272,7 +249,8 @@ end
 
 data.Dataset = Dataset
 
--- loader(ds, opts): see lpnx/data/loader.lua
+-- loader(ds, opts): see lpnx/data/loader.lua. That module requires this
+-- one, so it is required here on first use rather than at the top.
 function data.loader(ds, opts)
   return require("lpnx.data.loader").new(ds, opts)
 end

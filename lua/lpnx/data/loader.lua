@@ -12,6 +12,8 @@
 -- (batch b goes to worker (b - first) % workers) and send them back over a
 -- pipe as raw tensors. A worker is at most one batch ahead of the trainer.
 local lpnx = require "lpnx"
+local data = require "lpnx.data"
+local transforms = require "lpnx.transforms"
 
 local Loader = {}
 Loader.__index = Loader
@@ -141,7 +143,6 @@ end
 -- Builds one batch from its plan entries: {images = (N,C,S,S) network
 -- input, masks = (N,1,S,S) or nil, ids = {...}, indices = {...}}
 function Loader:build(epoch, entries)
-  local transforms = require "lpnx.transforms"
   local images, masks, ids, indices = {}, {}, {}, {}
   for i, e in ipairs(entries) do
     local sample = self.ds:get(e.index)
@@ -152,7 +153,7 @@ function Loader:build(epoch, entries)
     if sample.mask then masks[i] = sample.mask:unsqueeze(1) end
     ids[i], indices[i] = sample.id, e.index
   end
-  local batch = {images = lpnx.data.prepare(lpnx.cat(images, 1), self.meta), ids = ids, indices = indices}
+  local batch = {images = data.prepare(lpnx.cat(images, 1), self.meta), ids = ids, indices = indices}
   if #masks == #images then batch.masks = lpnx.cat(masks, 1) end
   return batch
 end

@@ -7,6 +7,7 @@
 -- state-dict keys and their order are PyTorch's ("layer1.0.conv1.weight").
 local lpnx = require "lpnx"
 local class = require "lpnx.class"
+local util = require "lpnx.util"
 
 local Module = class("nn.Module")
 
@@ -104,9 +105,7 @@ function Module:state_dict()
   return sd, keys
 end
 
-local function shape(t)
-  return "(" .. table.concat(t:size(), ",") .. ")"
-end
+local shape = util.shape_tuple
 
 -- Copies values from sd into this module's own tensors (so references
 -- held elsewhere, such as an optimizer's, stay valid). strict (default):
