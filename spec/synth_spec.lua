@@ -80,6 +80,16 @@ describe("synthetic SIIM-ACR data sets", function()
     local again = synth.write{out = dir .. "/b", count = 6, seed = 3, positive = 0.5, size = 128, test_fraction = 0.34}
     assert.are.same(r.train, again.train)
     assert.are.equal(io.open(dir .. "/a/train-rle.csv"):read("a"), io.open(dir .. "/b/train-rle.csv"):read("a"))
+    local a_files, b_files = fs.walk(dir .. "/a"), fs.walk(dir .. "/b")
+    assert.are.equal(#a_files, #b_files)
+    for i, pa in ipairs(a_files) do
+      local pb = b_files[i]
+      assert.are.equal(pa:sub(#dir + 3), pb:sub(#dir + 3))
+      local fa, fb = assert(io.open(pa, "rb")), assert(io.open(pb, "rb"))
+      assert.is_true(fa:read("a") == fb:read("a"), "not the same bytes: " .. pa:sub(#dir + 2))
+      fa:close()
+      fb:close()
+    end
   end)
 
   it("rejects bad options with a clear message", function()

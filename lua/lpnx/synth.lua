@@ -421,7 +421,7 @@ end
 local function dicom_meta(g, p)
   local age = g:random(18, 88)
   local anon_id = uid(g):sub(-12)
-  return {
+  local meta = {
     patient_id = anon_id,
     patient_name = anon_id,
     study_date = "19010101",
@@ -437,6 +437,9 @@ local function dicom_meta(g, p)
     sop_instance_uid = uid(g),
     pixel_spacing = g:uniform() < 0.5 and {0.14, 0.14} or {0.168, 0.168},
   }
+  -- from a generator of its own, seeded by the image's UID: no draw from g
+  meta.frame_of_reference_uid = uid(lpnx.Generator(math.tointeger(meta.sop_instance_uid:sub(-15))))
+  return meta
 end
 
 local function mkdir(path)
