@@ -14,7 +14,6 @@
 -- run-length strings and scores are all at the original resolution.
 local lpnx = require "lpnx"
 local data = require "lpnx.data"
-local fs = require "lpnx.fs"
 local siim = require "lpnx.siim"
 local metrics = require "lpnx.metrics"
 local models = require "lpnx.models"
@@ -153,9 +152,7 @@ local function now()
   return sys and sys.now and sys.now() or os.time()
 end
 
-local function mkdir(path)
-  if not pcall(fs.mkdir_p, path) then error(("cannot create folder %s"):format(path), 3) end
-end
+local mkdir = util.make_folder
 
 -- An image (1,H,W) at size x size: area averaging when it shrinks,
 -- bilinear when it grows.

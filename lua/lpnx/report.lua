@@ -25,7 +25,6 @@
 -- the grid sorted and filtered that way.
 local lpnx = require "lpnx"
 local cjson = require "cjson"
-local fs = require "lpnx.fs"
 local siim = require "lpnx.siim"
 local util = require "lpnx.util"
 
@@ -46,9 +45,7 @@ local NEW_KEYS = {"out", "truth", "title", "thumb_size", "view_size", "low_dice"
 
 local check_keys, positive_integer, shape = util.check_keys, util.positive_integer, util.shape_tuple
 
-local function mkdir(path)
-  if not pcall(fs.mkdir_p, path) then error(("cannot create folder %s"):format(path), 3) end
-end
+local mkdir = util.make_folder
 
 -- (h,w) of an image (1,H,W) or (H,W) scaled to fit size on its long side
 -- (never enlarged).

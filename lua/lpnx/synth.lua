@@ -12,7 +12,7 @@
 -- medially by the thin white visceral pleural line. Exposure, contrast,
 -- noise, patient size, position and anatomy vary per image.
 local lpnx = require "lpnx"
-local fs = require "lpnx.fs"
+local util = require "lpnx.util"
 
 local draw = lpnx.draw
 local synth = {}
@@ -442,9 +442,7 @@ local function dicom_meta(g, p)
   return meta
 end
 
-local function mkdir(path)
-  if not pcall(fs.mkdir_p, path) then error(("cannot create folder %s"):format(path), 3) end
-end
+local mkdir = util.make_folder
 
 -- write{out=DIR, count=N, seed=S, positive=0.4, size=1024, test_fraction=0.1,
 --       jpeg=true, quality=95, progress=function(i, n, id, positive)}

@@ -158,4 +158,13 @@ function util.option_number(where, opts, key, default, ok, wants, level)
   return v
 end
 
+-- make_folder(path): the folder and its missing parents (lpnx.fs.mkdir_p),
+-- or "cannot create folder PATH: why" raised at the caller's caller.
+function util.make_folder(path)
+  local ok, err = pcall(require("lpnx.fs").mkdir_p, path)
+  if not ok then
+    error(("cannot create folder %s: %s"):format(path, (tostring(err):gsub("^lpnx%.fs%.mkdir_p: ", ""))), 3)
+  end
+end
+
 return util
