@@ -20,20 +20,26 @@ local synth = {}
 ---------------------------------------------------------------------------
 -- geometry helpers (normalised coordinates: x, y in [0, 1] of the field)
 
+-- Appends per_segment points of the Catmull-Rom segment from p1 to p2
+-- (p0 and p3 its neighbours), p1 included, p2 not.
+local function segment(out, p0, p1, p2, p3, per_segment)
+  for s = 0, per_segment - 1 do
+    local t = s / per_segment
+    local t2, t3 = t * t, t * t * t
+    local function f(a, b, c, d)
+      return 0.5 * (2 * b + (-a + c) * t + (2 * a - 5 * b + 4 * c - d) * t2 + (-a + 3 * b - 3 * c + d) * t3)
+    end
+    out[#out + 1] = {f(p0[1], p1[1], p2[1], p3[1]), f(p0[2], p1[2], p2[2], p3[2])}
+  end
+end
+
 -- Closed Catmull-Rom spline through control points {{x, y}, ...}.
 local function closed_spline(ctrl, per_segment)
   local out, n = {}, #ctrl
   for i = 1, n do
     local p0, p1 = ctrl[(i - 2) % n + 1], ctrl[i]
     local p2, p3 = ctrl[i % n + 1], ctrl[(i + 1) % n + 1]
-    for s = 0, per_segment - 1 do
-      local t = s / per_segment
-      local t2, t3 = t * t, t * t * t
-      local function f(a, b, c, d)
-        return 0.5 * (2 * b + (-a + c) * t + (2 * a - 5 * b + 4 * c - d) * t2 + (-a + 3 * b - 3 * c + d) * t3)
-      end
-      out[#out + 1] = {f(p0[1], p1[1], p2[1], p3[1]), f(p0[2], p1[2], p2[2], p3[2])}
-    end
+    segment(out, p0, p1, p2, p3, per_segment)
   end
   return out
 end
@@ -43,14 +49,7 @@ local function open_spline(ctrl, per_segment)
   local out, n = {}, #ctrl
   for i = 1, n - 1 do
     local p0, p1, p2, p3 = ctrl[math.max(i - 1, 1)], ctrl[i], ctrl[i + 1], ctrl[math.min(i + 2, n)]
-    for s = 0, per_segment - 1 do
-      local t = s / per_segment
-      local t2, t3 = t * t, t * t * t
-      local function f(a, b, c, d)
-        return 0.5 * (2 * b + (-a + c) * t + (2 * a - 5 * b + 4 * c - d) * t2 + (-a + 3 * b - 3 * c + d) * t3)
-      end
-      out[#out + 1] = {f(p0[1], p1[1], p2[1], p3[1]), f(p0[2], p1[2], p2[2], p3[2])}
-    end
+    segment(out, p0, p1, p2, p3, per_segment)
   end
   out[#out + 1] = {ctrl[n][1], ctrl[n][2]}
   return out
