@@ -19,6 +19,7 @@ dependencies = {
 external_dependencies = {
   OPENBLAS = { header = "x86_64-linux-gnu/openblas-openmp/cblas.h", library = "openblas" },
   PNG = { header = "png.h", library = "png16" },
+  JANSSON = { header = "jansson.h", library = "jansson" },
   DCMTK = { header = "dcmtk/dcmdata/dctk.h", library = "dcmdata" },
 }
 build = {

@@ -49,6 +49,18 @@ describe("lpnx.save / lpnx.load", function()
     assert.are.same({1, 2, 3, 4}, {v1, v2, v3, v4})
   end)
 
+  it("writes the header compact: metadata first, tensors and metadata keys sorted, fields in a fixed order", function()
+    local path = dir .. "/h.safetensors"
+    lpnx.save(path, {w = lpnx.zeros(2, 1), b = lpnx.tensor(1)}, {size = 256, arch = 'u"net'})
+    local bytes = read_bytes(path)
+    local n = string.unpack("<I8", bytes)
+    local json, pad = bytes:sub(9, 8 + n):match("^(.-)( *)$")
+    assert.are.equal('{"__metadata__":{"arch":"u\\"net","size":"256"},'
+                     .. '"b":{"dtype":"F32","shape":[],"data_offsets":[0,4]},'
+                     .. '"w":{"dtype":"F32","shape":[2,1],"data_offsets":[4,12]}}', json)
+    assert.is_true(#pad < 8 and n % 8 == 0)
+  end)
+
   it("saves non-contiguous views by value", function()
     local path = dir .. "/v.safetensors"
     local m = lpnx.arange(6):view(2, 3)
@@ -122,6 +134,36 @@ describe("lpnx.save / lpnx.load", function()
       assert.matches(case[2], err, 1, true)
     end)
   end
+
+  it("names a repeated key by what it is: tensor, metadata or tensor field", function()
+    local t = '{"dtype":"F32","shape":[],"data_offsets":[0,4]}'
+    local cases = {
+      {'{"x":' .. t .. ',"x":' .. t .. '}', "duplicate tensor name 'x'"},
+      {'{"a\\"b":' .. t .. ',"a\\u0022b":{}}', "duplicate tensor name 'a\"b'"},
+      {'{"__metadata__":{},"__metadata__":{}}', '"__metadata__" appears twice'},
+      {'{"__metadata__":{"k":"1","k":"2"}}', '"__metadata__" has duplicate key \'k\''},
+      {'{"x":{"dtype":"F32","shape":[],"dtype":"F32"}}', 'tensor \'x\': duplicate key "dtype"'},
+      {'{"x":{"dtype" "F32"}}', "malformed header JSON at byte"},
+      {'{} x', "malformed header JSON at byte"},
+    }
+    local path = dir .. "/dup.safetensors"
+    for _, case in ipairs(cases) do
+      write_bytes(path, string.pack("<I8", #case[1]) .. case[1] .. ("\0"):rep(4))
+      local ok, err = pcall(lpnx.load, path)
+      assert.is_false(ok, case[1])
+      assert.matches(case[2], err, 1, true)
+    end
+  end)
+
+  it("reads a header of metadata alone", function()
+    local path = dir .. "/meta.safetensors"
+    local header = '{"__metadata__":{"format":"pt"}}'
+    write_bytes(path, string.pack("<I8", #header) .. header)
+    local t, meta, names = lpnx.load(path)
+    assert.are.same({}, t)
+    assert.are.same({format = "pt"}, meta)
+    assert.are.same({}, names)
+  end)
 
   it("rejects every truncation of a valid file without crashing", function()
     local bytes = read_bytes(h.fixture("other_writer.safetensors"))
