@@ -134,9 +134,6 @@ static int l_save(lua_State *L) {
 static const luaL_Reg functions[] = {{"load", l_load}, {"save", l_save}, {NULL, NULL}};
 
 void lpnx_open_io(lua_State *L) {
-    luaL_newmetatable(L, HOLDER_MT);
-    lua_pushcfunction(L, holder_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    lpnx_gcmeta(L, HOLDER_MT, holder_gc);
     luaL_setfuncs(L, functions, 0);
 }
