@@ -68,25 +68,23 @@ local function out_of(range, v)
 end
 
 -- argparse converter: a number, or "FLAG expects a number, got 'x'";
--- outside range: "FLAG must be in [0, 1], got 2".
+-- outside range: "FLAG must be in [0, 1]".
 function cli.number(flag, range)
   return function(s)
     local v = tonumber(s)
     if not v then return nil, ("%s expects a number, got '%s'"):format(flag, s) end
-    if range and out_of(range, v) then return verdict(("%s must be %s, got %s"):format(flag, range_text(range), s)) end
+    if range and out_of(range, v) then return verdict(("%s must be %s"):format(flag, range_text(range))) end
     return v
   end
 end
 
 -- argparse converter: an integer; outside range: "FLAG must be an
--- integer >= 1, got 0".
+-- integer >= 1".
 function cli.integer(flag, range)
   return function(s)
     local v = math.tointeger(tonumber(s))
     if not v then return nil, ("%s expects an integer, got '%s'"):format(flag, s) end
-    if range and out_of(range, v) then
-      return verdict(("%s must be %s, got %s"):format(flag, range_text(range, true), s))
-    end
+    if range and out_of(range, v) then return verdict(("%s must be %s"):format(flag, range_text(range, true))) end
     return v
   end
 end
