@@ -99,3 +99,55 @@ describe("cli.failer", function()
     assert.are.equal("exit=2\n", run('require("lpnx.cli").failer("x.lua", {quiet = true})(2, "boom")'))
   end)
 end)
+
+describe("the example scripts", function()
+  local function help(script)
+    local p = io.popen(("lua5.4 examples/%s --help 2>&1; echo \"exit=$?\""):format(script))
+    local out = p:read("a")
+    p:close()
+    return out
+  end
+
+  -- flag -> its description, from the Options part of a --help text
+  local function described(help_text)
+    local lines, found = {}, {}
+    for line in help_text:match("\nOptions:\n(.*)$"):gmatch("[^\n]+") do lines[#lines + 1] = line end
+    for i, line in ipairs(lines) do
+      local flag, rest = line:match("^   %-?%w?,? ?(%-%-[%w-]+)%s?<?[%w_]*>?(.*)$")
+      if flag then
+        local text = rest:match("^%s*(.-)%s*$")
+        if text == "" and lines[i + 1] and lines[i + 1]:match("^     ") then -- on the next line
+          text = lines[i + 1]:match("^%s*(.-)%s*$")
+        end
+        found[flag] = text
+      end
+    end
+    return found
+  end
+
+  it("explain every flag they take with --help", function()
+    for _, script in ipairs {"train.lua", "predict.lua", "evaluate.lua", "bench.lua", "make_synthetic.lua"} do
+      local text = help(script)
+      assert.matches("exit=0", text, 1, true)
+      local usage = text:match("^Usage: (.-)\n\n")
+      local about = described(text)
+      local count = 0
+      for flag in usage:gmatch("%[?(%-%-[%w-]+)") do
+        count = count + 1
+        assert.is_truthy(about[flag], script .. " " .. flag)
+        assert.is_true(#about[flag] > 5, script .. " " .. flag .. ": " .. tostring(about[flag]))
+      end
+      assert.is_true(count >= 8, script)
+    end
+  end)
+
+  it("list train.lua's losses, optimizers and schedules from their name tables", function()
+    local train = require "lpnx.train"
+    local about = described(help("train.lua"))
+    for flag, names in pairs {["--loss"] = train.losses, ["--optimizer"] = train.optimizers,
+                              ["--scheduler"] = train.schedulers} do
+      for name in pairs(names) do assert.matches(name, about[flag], 1, true) end
+    end
+    assert.matches("combo (BCE + Dice)", about["--loss"], 1, true)
+  end)
+end)

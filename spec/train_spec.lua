@@ -160,7 +160,7 @@ describe("examples/train.lua", function()
     local out = run("--help")
     for _, flag in ipairs {"--data", "--csv", "--size", "--encoder", "--encoder-width", "--epochs", "--batch", "--lr",
                            "--loss", "--out", "--pretrained", "--resume", "--save-every", "--seed", "--threads",
-                           "--no-val", "--conv-algorithm"} do
+                           "--no-val", "--conv-algorithm", "--optimizer", "--scheduler", "--workers"} do
       assert.matches(flag, out, 1, true)
     end
     assert.matches("exit=0", out, 1, true)
@@ -180,5 +180,9 @@ describe("examples/train.lua", function()
     out = run("--data " .. data .. " --out " .. dir .. "/x --conv-algorithm fft")
     assert.matches("train.lua: --conv-algorithm must be auto, winograd, winograd2, direct or double, got fft\nexit=2",
                    out, 1, true)
+    out = run("--data " .. data .. " --out " .. dir .. "/x --loss l2")
+    assert.matches("train.lua: --loss must be bce, combo, dice, focal or focal_dice, got l2\nexit=2", out, 1, true)
+    out = run("--data " .. data .. " --out " .. dir .. "/x --size 48")
+    assert.matches("train.lua: --size must be a positive multiple of 32\nexit=2", out, 1, true)
   end)
 end)

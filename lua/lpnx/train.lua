@@ -93,7 +93,7 @@ train.optimizers = optim.by_name
 -- name -> {make = function(opt, {steps =, lr =}) -> scheduler stepped after every optimizer step, about = text}
 train.schedulers = {
   cosine = {
-    about = "from the initial learning rate down to 1% of it over the run, on a cosine",
+    about = "annealed to 1% of the initial rate over the run",
     make = function(opt, plan) return optim.CosineAnnealingLR(opt, {T_max = plan.steps, eta_min = plan.lr * 0.01}) end,
   },
 }
