@@ -37,6 +37,9 @@
 --   g:shard(list) -> list        this process's share: items rank+1, rank+1+size, ...
 -- With one process every sum is the value itself, a broadcast leaves
 -- things as they are, and the shard is the whole list.
+local class = require "lpnx.class"
+local nn = require "lpnx.nn"
+
 local dist = {}
 
 local made, mpi = pcall(require, "lpnx.mpi")
@@ -139,12 +142,10 @@ end
 -- global batch (all processes), in train mode, forward and backward;
 -- on = false turns it off again. Returns the number of layers.
 function dist.sync_batchnorm(m, on)
-  local BatchNorm2d = require("lpnx").nn.BatchNorm2d
-  local isinstance = require("lpnx.class").isinstance
   local sync = on ~= false and dist.summer() or nil
   local count = 0
   m:apply(function(mod)
-    if isinstance(mod, BatchNorm2d) then
+    if class.isinstance(mod, nn.BatchNorm2d) then
       mod.sync = sync
       count = count + 1
     end
