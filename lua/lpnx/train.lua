@@ -435,8 +435,7 @@ end
 local function setup(opts)
   opts = settle(opts)
   local group = join(opts)
-  if not group:is_root() then opts = quieted(opts) end
-  if group:is_root() then fs.mkdir_p(opts.out) end
+  if group:is_root() then fs.mkdir_p(opts.out) else opts = quieted(opts) end
   -- Ctrl-C and TERM from here on end the run with a checkpoint at the next
   -- step boundary, not mid-write
   lpnx.sys.catch_signal("INT")
