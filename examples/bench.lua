@@ -3,29 +3,28 @@
 --   lua5.4 examples/bench.lua --encoder resnet34 --size 256 --batch 4 --threads 2 --layers
 local argparse = require "argparse"
 local lpnx = require "lpnx"
+local cli = require "lpnx.cli"
+local models = require "lpnx.models"
+local nn = require "lpnx.nn"
+local optim = require "lpnx.optim"
+local resnet = require "lpnx.models.resnet"
 
-local parser = argparse("bench.lua", "Time training and inference of the U-Net on random data.")
-parser:option("--encoder", "resnet18, resnet34 or resnet50.", "resnet34")
-parser:option("--encoder-width", "Encoder base width.", "64"):convert(math.tointeger)
-parser:option("--size", "Input size (a multiple of 32).", "256"):convert(math.tointeger)
-parser:option("--batch", "Batch size.", "4"):convert(math.tointeger)
-parser:option("--threads", "Threads.", "2"):convert(math.tointeger)
-parser:option("--steps", "Timed training steps (and as many inference passes).", "3"):convert(math.tointeger)
-parser:option("--warmup", "Untimed steps first.", "1"):convert(math.tointeger)
+local PROGRAM = "bench.lua"
+local parser = argparse(PROGRAM, "Time training and inference of the U-Net on random data.")
+parser:option("--encoder", ("%s."):format(cli.choices(resnet.configs)), "resnet34")
+  :convert(cli.choice("--encoder", resnet.configs))
+parser:option("--encoder-width", "Encoder base width.", "64"):convert(cli.integer("--encoder-width", {min = 1}))
+parser:option("--size", "Input size (a multiple of 32).", "256"):convert(cli.integer("--size", {min = 1}))
+parser:option("--batch", "Batch size.", "4"):convert(cli.integer("--batch", {min = 1}))
+parser:option("--threads", "Threads.", "2"):convert(cli.integer("--threads", {min = 1}))
+parser:option("--steps", "Timed training steps (and as many inference passes).", "3")
+  :convert(cli.integer("--steps", {min = 1}))
+parser:option("--warmup", "Untimed steps first.", "1"):convert(cli.integer("--warmup", {min = 0}))
 parser:option("--conv-algorithm",
               "Convolutions: auto, winograd, winograd2, direct or double (lpnx.set_conv_algorithm).", "auto")
+  :convert(cli.choice("--conv-algorithm", cli.conv_algorithms))
 parser:flag("--layers", "Also print time and GFLOP/s per kernel and resolution.")
-local ok, args = parser:pparse()
-if not ok then
-  io.stderr:write("bench.lua: ", args, "\n")
-  os.exit(2)
-end
-for _, k in ipairs {"encoder_width", "size", "batch", "threads", "steps", "warmup"} do
-  if not args[k] or args[k] < (k == "warmup" and 0 or 1) then
-    io.stderr:write(("bench.lua: --%s must be a positive integer\n"):format(k:gsub("_", "-")))
-    os.exit(2)
-  end
-end
+local args = cli.parse(parser, cli.failer(PROGRAM))
 
 lpnx.set_num_threads(args.threads)
 lpnx.set_conv_algorithm(args.conv_algorithm)
@@ -33,12 +32,12 @@ lpnx.manual_seed(0)
 local now = lpnx.sys.now
 local w = args.encoder_width
 local decoder = w == 64 and {256, 128, 64, 32, 16} or {w * 4, w * 2, w, w // 2, w // 4}
-local model = lpnx.models.unet{encoder = args.encoder, encoder_width = w, decoder_channels = decoder}
+local model = models.unet{encoder = args.encoder, encoder_width = w, decoder_channels = decoder}
 local x = lpnx.randn(args.batch, 3, args.size, args.size)
 local y = lpnx.rand(args.batch, 1, args.size, args.size):gt(0.9)
-local criterion = lpnx.nn.ComboLoss{bce = 1, dice = 1}
+local criterion = nn.ComboLoss{bce = 1, dice = 1}
 local params, grads = model:parameters()
-local opt = lpnx.optim.Adam(params, grads, {lr = 1e-3})
+local opt = optim.Adam(params, grads, {lr = 1e-3})
 model.encoder.conv1.need_input_grad = false
 
 -- Per-kernel timing: every lpnx.kernels function is wrapped while --layers

@@ -8,8 +8,10 @@
 --   dice=0.xxxx iou=0.xxxx dice_positive=0.xxxx iou_positive=0.xxxx images=N positives=K
 -- Exit codes: 0 done, 2 a bad flag or a missing file, 1 a failure while running.
 local argparse = require "argparse"
-local lpnx = require "lpnx"
 local cli = require "lpnx.cli"
+local data = require "lpnx.data"
+local lpnx = require "lpnx"
+local predict = require "lpnx.predict"
 
 local PROGRAM = "evaluate.lua"
 local fail = cli.failer(PROGRAM)
@@ -20,20 +22,23 @@ local function join(list)
   return table.concat(parts, ",")
 end
 
-local grid = lpnx.predict.search_grid
+local grid = predict.search_grid
 local parser = argparse(PROGRAM, "Score a SIIM-ACR submission: mean Dice and IoU per image (an empty prediction "
                                  .. "on an empty truth scores 1), over all images and over the positive ones.")
   :epilog("With --search, runs the model on the labelled images under --data and prints the post-processing "
           .. "triplet (--top, --min-area, --bottom) of the best mean Dice, as flags for examples/predict.lua.")
 parser:option("--pred", "The submission to score (ImageId,EncodedPixels)."):argname("<csv>")
+  :convert(cli.file("--pred"))
 parser:option("--truth", "The true masks, in the same CSV form (e.g. train-rle.csv)."):argname("<csv>")
+  :convert(cli.file("--truth"))
 parser:option("--size", "Height and width of every image, when all have one size.", "1024"):argname("<pixels>")
-  :convert(cli.integer("--size"))
+  :convert(cli.integer("--size", {min = 1}))
 parser:option("--sizes-from", "A folder with the images (DICOM or PNG): each image's size is read from its file.")
-  :argname("<dir>")
+  :argname("<dir>"):convert(cli.dir("--sizes-from"))
 parser:flag("--search", "Search the post-processing triplet on labelled images instead of scoring a submission.")
-parser:option("--model", "--search: the model file."):argname("<file>")
+parser:option("--model", "--search: the model file."):argname("<file>"):convert(cli.file("--model", "a model file"))
 parser:option("--data", "--search: the folder of the labelled images (DICOM files named by image id)."):argname("<dir>")
+  :convert(cli.dir("--data"))
 parser:option("--tops", "--search: values of --top to try.", join(grid.tops)):argname("<list>")
   :convert(cli.numbers("--tops"))
 parser:option("--min-areas", "--search: values of --min-area to try (pixels of a 1024x1024 image).",
@@ -41,27 +46,15 @@ parser:option("--min-areas", "--search: values of --min-area to try (pixels of a
 parser:option("--bottoms", "--search: values of --bottom to try.", join(grid.bottoms)):argname("<list>")
   :convert(cli.numbers("--bottoms"))
 parser:option("--min-component", "--search: drop mask regions smaller than this (pixels), as predict.lua does.",
-              "0"):argname("<pixels>"):convert(cli.integer("--min-component"))
+              "0"):argname("<pixels>"):convert(cli.integer("--min-component", {min = 0}))
 parser:flag("--tta", "--search: horizontal-flip test-time augmentation, as predict.lua --tta.")
-parser:option("--batch", "--search: images per forward pass.", "4"):argname("<n>"):convert(cli.integer("--batch"))
+parser:option("--batch", "--search: images per forward pass.", "4"):argname("<n>")
+  :convert(cli.integer("--batch", {min = 1}))
 parser:option("--threads", "Threads for lpnx's kernels and OpenBLAS.", tostring(lpnx.get_num_threads())):argname("<n>")
-  :convert(cli.integer("--threads"))
+  :convert(cli.integer("--threads", {min = 1}))
 
-local ok, args = parser:pparse()
-if not ok then fail(2, args .. " (see --help)") end
-
-local function need_file(flag, path)
-  local f = io.open(path, "rb")
-  if not f or lpnx.data.is_dir(path) then fail(2, ("%s %s: no such file"):format(flag, path)) end
-  f:close()
-end
-local function need_dir(flag, path)
-  if not lpnx.data.is_dir(path) then fail(2, ("%s %s: no such folder"):format(flag, path)) end
-end
-
+local args = cli.parse(parser, fail)
 if not args.truth then fail(2, "--truth CSV is required: the true masks to score against (see --help)") end
-need_file("--truth", args.truth)
-if not args.threads or args.threads < 1 then fail(2, "--threads must be an integer >= 1") end
 lpnx.set_num_threads(args.threads)
 
 -- Runs fn(...) and turns an error into one line and exit code 1.
@@ -78,11 +71,7 @@ if args.search then
   for _, key in ipairs {"model", "data"} do
     if not args[key] then fail(2, ("--search needs --%s (see --help)"):format(key)) end
   end
-  need_file("--model", args.model)
-  need_dir("--data", args.data)
-  if not args.min_component or args.min_component < 0 then fail(2, "--min-component must be an integer >= 0") end
-  if not args.batch or args.batch < 1 then fail(2, "--batch must be an integer >= 1") end
-  local best, _, tried = attempt(lpnx.predict.search, {
+  local best, _, tried = attempt(predict.search, {
     model = args.model, data = args.data, csv = args.truth, tops = args.tops, min_areas = args.min_areas,
     bottoms = args.bottoms, min_component = args.min_component, tta = args.tta, batch = args.batch,
     progress = cli.reporter("search"),
@@ -105,23 +94,19 @@ if args.search then
 end
 
 if not args.pred then fail(2, "--pred CSV is required: the submission to score (see --help)") end
-need_file("--pred", args.pred)
 local sizes
 if args.sizes_from then
-  need_dir("--sizes-from", args.sizes_from)
   local files = {}
-  for _, path in ipairs(lpnx.data.list_images(args.sizes_from)) do files[lpnx.data.image_id(path)] = path end
+  for _, path in ipairs(data.list_images(args.sizes_from)) do files[data.image_id(path)] = path end
   sizes = function(id)
     local path = files[id]
     if not path then error(("image %s has no .dcm or .png file under %s"):format(id, args.sizes_from), 0) end
-    local img = lpnx.data.read_image(path)
+    local img = data.read_image(path)
     return img:size(2), img:size(3)
   end
-elseif not args.size or args.size < 1 then
-  fail(2, "--size must be a positive integer")
 end
 
-local r = attempt(lpnx.predict.evaluate, {pred = args.pred, truth = args.truth, size = args.size, sizes = sizes})
+local r = attempt(predict.evaluate, {pred = args.pred, truth = args.truth, size = args.size, sizes = sizes})
 if r.missing > 0 then
   print(("%d of the %d images of %s have no row in %s: scored as empty predictions"):format(
     r.missing, r.images, args.truth, args.pred))

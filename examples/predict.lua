@@ -6,12 +6,15 @@
 --   lua5.4 examples/predict.lua --model m.safetensors --data test --out pred --dicom-seg --report --truth test-rle.csv
 -- Exit codes: 0 done, 2 a bad flag or a missing file, 1 a failure while running.
 local argparse = require "argparse"
-local lpnx = require "lpnx"
 local cli = require "lpnx.cli"
+local data = require "lpnx.data"
+local lpnx = require "lpnx"
+local predict = require "lpnx.predict"
+local report = require "lpnx.report"
 
 local PROGRAM = "predict.lua"
 local fail = cli.failer(PROGRAM)
-local d = lpnx.predict.defaults
+local d = predict.defaults
 
 local parser = argparse(PROGRAM, "Predict pneumothorax masks with a trained lpnx U-Net and write a SIIM-ACR "
                                  .. "submission, PNG masks and overlays.")
@@ -20,81 +23,60 @@ local parser = argparse(PROGRAM, "Predict pneumothorax masks with a trained lpnx
           .. "its mask is then every pixel above --bottom. --threshold T instead keeps every pixel above T. "
           .. "examples/evaluate.lua --search picks the triplet on labelled images.")
 parser:option("--model", "Model file written by lpnx.models.save or the trainer (safetensors)."):argname("<file>")
+  :convert(cli.file("--model", "a model file"))
 parser:option("--data", "A folder (searched recursively for .dcm and .png files) or image files.")
-  :argname("<path>"):args("+")
+  :argname("<path>"):args("+"):convert(cli.path("--data"))
 parser:option("--out", "Output folder: submission.csv, masks/ID.png, overlays/ID.png."):argname("<dir>")
 parser:flag("--tta", "Average the prediction with the one on the horizontally flipped image.")
 parser:option("--top", ("Triplet: the high threshold that decides whether an image is positive (default %g).")
-              :format(d.top)):argname("<p>"):convert(cli.number("--top"))
+              :format(d.top)):argname("<p>"):convert(cli.number("--top", {min = 0, max = 1}))
 parser:option("--min-area", ("Triplet: pixels above --top needed for a positive, for a 1024x1024 image "
                              .. "(default %d)."):format(d.min_area))
-  :argname("<pixels>"):convert(cli.number("--min-area"))
+  :argname("<pixels>"):convert(cli.number("--min-area", {min = 0}))
 parser:option("--bottom", ("Triplet: the threshold of the mask of a positive image (default %g)."):format(d.bottom))
-  :argname("<p>"):convert(cli.number("--bottom"))
+  :argname("<p>"):convert(cli.number("--bottom", {min = 0, max = 1}))
 parser:option("--threshold", "One plain threshold instead of the triplet."):argname("<p>")
-  :convert(cli.number("--threshold"))
+  :convert(cli.number("--threshold", {min = 0, max = 1}))
 parser:option("--min-component", "Drop mask regions smaller than this many pixels at the image's size.", "0")
-  :argname("<pixels>"):convert(cli.integer("--min-component"))
-parser:option("--batch", "Images per forward pass.", tostring(d.batch)):argname("<n>"):convert(cli.integer("--batch"))
+  :argname("<pixels>"):convert(cli.integer("--min-component", {min = 0}))
+parser:option("--batch", "Images per forward pass.", tostring(d.batch)):argname("<n>")
+  :convert(cli.integer("--batch", {min = 1}))
 parser:option("--threads", "Threads for lpnx's kernels and OpenBLAS.", tostring(lpnx.get_num_threads())):argname("<n>")
-  :convert(cli.integer("--threads"))
+  :convert(cli.integer("--threads", {min = 1}))
 parser:flag("--dicom-seg", "Write seg/ID.dcm: a DICOM Segmentation (one binary segment, \"Pneumothorax\") of each "
                            .. "DICOM input with a predicted mask, referencing its source image, for PACS viewers.")
 parser:flag("--dicom-seg-empty", "With --dicom-seg, also write an empty-segment object for images without one.")
 parser:flag("--report", "Write index.html (and report/): a self-contained page to review the batch in a browser.")
 parser:option("--truth", "SIIM-form CSV of the true masks: the report shows each image's Dice and flags "
-                         .. "disagreements (needs --report)."):argname("<csv>")
+                         .. "disagreements (needs --report)."):argname("<csv>"):convert(cli.file("--truth"))
 parser:option("--report-size", "Long side of the report's full-size images, in pixels.", "1024"):argname("<pixels>")
-  :convert(cli.integer("--report-size"))
+  :convert(cli.integer("--report-size", {min = 16}))
 parser:flag("--no-overlays", "Do not write overlays/.")
 parser:flag("--no-masks", "Do not write masks/.")
 parser:flag("--quiet", "No progress on stderr.")
 
-local ok, args = parser:pparse()
-if not ok then fail(2, args .. " (see --help)") end
-
--- checks of values argparse cannot make
+local args = cli.parse(parser, fail)
+-- what the converters cannot check: flags that go together
 for _, key in ipairs {"model", "data", "out"} do
   if args[key] == nil then fail(2, ("--%s is required (see --help)"):format(key)) end
-end
-for _, key in ipairs {"top", "bottom", "threshold"} do
-  local v = args[key]
-  if v ~= nil and not (v >= 0 and v <= 1) then fail(2, ("--%s must be in [0, 1], got %s"):format(key, v)) end
-end
-if args.min_area ~= nil and (args.min_area ~= args.min_area or args.min_area < 0) then
-  fail(2, "--min-area must be at least 0")
 end
 if args.threshold ~= nil and (args.top or args.min_area or args.bottom) then
   fail(2, "give either --threshold or --top/--min-area/--bottom, not both")
 end
-if not args.min_component or args.min_component < 0 then fail(2, "--min-component must be an integer >= 0") end
-if not args.batch or args.batch < 1 then fail(2, "--batch must be an integer >= 1") end
-if not args.threads or args.threads < 1 then fail(2, "--threads must be an integer >= 1") end
-if not args.report_size or args.report_size < 16 then fail(2, "--report-size must be an integer >= 16") end
 if args.dicom_seg_empty and not args.dicom_seg then fail(2, "--dicom-seg-empty needs --dicom-seg") end
 if args.truth and not args.report then fail(2, "--truth is shown in the report: add --report") end
-if args.truth then
-  local t = io.open(args.truth, "rb")
-  if not t then fail(2, ("--truth %s: no such file"):format(args.truth)) end
-  t:close()
-end
-local f = io.open(args.model, "rb")
-if not f then fail(2, ("--model %s: no such file"):format(args.model)) end
-f:close()
-if lpnx.data.is_dir(args.model) then fail(2, ("--model %s is a folder, expected a model file"):format(args.model)) end
 
 local paths = {}
 for _, item in ipairs(args.data) do
-  local found, list = pcall(lpnx.data.list_images, item)
-  if not found then fail(2, ("--data %s: no such file or folder"):format(item)) end
+  local list = data.list_images(item)
   if #list == 0 then fail(2, ("--data %s: no .dcm or .png images in it"):format(item)) end
   for _, p in ipairs(list) do paths[#paths + 1] = p end
 end
 
 local review, page, reviewed
 local done, summary = xpcall(function()
-  if args.report then review = lpnx.report.new{out = args.out, truth = args.truth, view_size = args.report_size} end
-  local s = lpnx.predict.run{
+  if args.report then review = report.new{out = args.out, truth = args.truth, view_size = args.report_size} end
+  local s = predict.run{
     model = args.model, inputs = paths, out = args.out, tta = args.tta, batch = args.batch, threads = args.threads,
     top = args.top, min_area = args.min_area, bottom = args.bottom, threshold = args.threshold,
     min_component = args.min_component, write_masks = not args.no_masks, write_overlays = not args.no_overlays,

@@ -298,6 +298,51 @@ describe("the sharded loader", function()
   end)
 end)
 
+describe("a process group of one (lpnx.dist.single)", function()
+  local group = lpnx.dist.single()
+
+  it("is rank 0 of 1, the root, on a machine of its own", function()
+    assert.are.same({0, 1, 1, true}, {group:rank(), group:size(), group:local_size(), group:is_root()})
+    group:barrier()
+  end)
+
+  it("sums to the values themselves, in a new list, and its mean is the value", function()
+    local list = {1, 2.5, 3}
+    local sum = group:sum(list)
+    assert.are.same(list, sum)
+    assert.are_not.equal(list, sum)
+    assert.are.same(list, group:summer()(list))
+    assert.are.equal(0.1, group:mean(0.1, 3))
+  end)
+
+  it("leaves tensors and modules as they are and shards nothing off", function()
+    local t = lpnx.tensor{1, 2}
+    assert.are.equal(t, group:sum_tensors({t})[1])
+    assert.are.equal(t, group:broadcast(t))
+    assert.is_true(t:equal(lpnx.tensor{1, 2}))
+    local list = {"a", "b", "c"}
+    assert.are.same(list, group:shard(list))
+    local m = lpnx.nn.Sequential(lpnx.nn.Conv2d(1, 2, 3), lpnx.nn.BatchNorm2d(2))
+    local before = m:state_dict()["0.weight"]:clone()
+    group:broadcast_module(m)
+    group:broadcast_buffers(m)
+    assert.is_true(before:equal(m:state_dict()["0.weight"]))
+    assert.are.equal(1, group:sync_batchnorm(m))
+    assert.is_nil(m:get(2).sync)
+  end)
+
+  it("makes a loss that of this process's batch", function()
+    local g = lpnx.Generator(3)
+    local x, t = lpnx.randn({2, 1, 5, 5}, g), lpnx.rand({2, 1, 5, 5}, g):gt(0.5)
+    local c = lpnx.nn.ComboLoss{}
+    local plain = c:forward(x, t)
+    c:distribute(function(l) return l end, 0.5)
+    group:distribute(c, 1)
+    assert.is_nil(c.sync)
+    assert.are.equal(plain, c:forward(x, t))
+  end)
+end)
+
 -- Real processes under Open MPI: mpirun as root needs to be told it may.
 local function have_mpirun()
   return lpnx.dist.available and os.execute("command -v mpirun > /dev/null 2>&1") == true
@@ -357,6 +402,18 @@ describe("lpnx.dist under mpirun #mpi", function()
     end
     assert.matches("rank 1: mpi error spec/support/mpi_collectives.lua:42: lpnx.dist.broadcast: MPI_ERR_TRUNCATE: "
                    .. "message truncated", out, 1, true)
+  end)
+
+  it("dist.group() offers what dist.single() does, over the processes", function()
+    local out = sh(mpirun(2, "lua5.4 spec/support/mpi_group.lua"))
+    assert.matches("exit=0", out, 1, true)
+    for r = 0, 1 do
+      for _, line in ipairs {("size 2 local 2 root %s"):format(tostring(r == 0)), "sum 3 1", "mean 3.25",
+                             "tensors 3 6", "broadcast 7 7", r == 0 and "shard a,c" or "shard b", "module true 0",
+                             "sync 1 function", "distribute function 0.5", "done"} do
+        assert.matches(("rank %d: %s"):format(r, line), out, 1, true)
+      end
+    end
   end)
 
   it("2 processes with --sync-bn end with the very weights of 1 process over the same global batches", function()
@@ -454,5 +511,23 @@ describe("lpnx.dist under mpirun #mpi", function()
     assert.not_matches("exit=0", bad, 1, true)
     local nodist = sh(("lua5.4 examples/train.lua --data %s/data --out %s/bad --sync-bn"):format(dir, dir))
     assert.matches("train.lua: --sync-bn needs --dist\nexit=2", nodist, 1, true)
+  end)
+end)
+
+describe("lpnx.dist.share_batch", function()
+  it("sets every convolution of a model and needs no MPI", function()
+    local m = lpnx.models.unet{encoder = "resnet18", encoder_width = 4, decoder_channels = {16, 8, 8, 8, 4}}
+    local convs = lpnx.dist.share_batch(m, 2)
+    assert.is_true(convs > 20)
+    local seen = 0
+    m:apply(function(mod)
+      if mod.__name == "nn.Conv2d" then
+        seen = seen + 1
+        assert.are.equal(2, mod.batch_parts)
+      end
+    end)
+    assert.are.equal(convs, seen)
+    assert.has_error(function() lpnx.dist.share_batch(m, 3) end,
+      "lpnx.dist.share_batch: parts must be a power of two, got 3")
   end)
 end)

@@ -139,6 +139,12 @@ describe("optimizers agree with torch.optim over three steps", function()
     assert.are.same({1e-3, {0.9, 0.999}, 1e-8, 0}, {adam.lr, adam.betas, adam.eps, adam.weight_decay})
   end)
 
+  it("are found by name in optim.by_name", function()
+    assert.are.same({sgd = optim.SGD, adam = optim.Adam, adamw = optim.AdamW}, optim.by_name)
+    local params, grads = fresh()
+    assert.are.equal("AdamW", optim.by_name.adamw(params, grads, {lr = 0.1}).type)
+  end)
+
   it("step uses the current lr field and zero_grad zeroes the grads", function()
     local params, grads = fresh()
     local opt = optim.SGD(params, grads, {lr = 0.1})

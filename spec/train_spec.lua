@@ -10,6 +10,9 @@ setup(function()
 end)
 teardown(function() h.rmdir(dir) end)
 
+-- The interpreter's full path, for a child process with its own PATH.
+local LUA = io.popen("command -v lua5.4"):read("l")
+
 local function opts(out, extra)
   local o = {data = data, out = out, size = 64, encoder = "resnet18", encoder_width = 4,
              decoder_channels = {16, 8, 8, 4, 4}, epochs = 2, batch = 4, lr = 3e-3, workers = 0, seed = 3,
@@ -80,6 +83,17 @@ describe("training", function()
     local _, cmeta = lpnx.load(out .. "/checkpoint.safetensors")
     assert.are.equal("1", cmeta["lpnx.checkpoint"])
     assert.are.equal("3", cmeta.epoch)
+    -- curves.png where gnuplot is installed; without it train.plot says why
+    local kind, size = lpnx.fs.stat(out .. "/curves.png")
+    if os.execute("command -v gnuplot > /dev/null 2>&1") then
+      assert.are.equal("file", kind)
+      assert.is_true(size > 1000)
+    end
+    local p = io.popen(("PATH=/nonexistent %s -e 'print(require(\"lpnx.train\").plot(\"%s\"))' 2>&1")
+                       :format(LUA, out))
+    local text = p:read("a")
+    p:close()
+    assert.are.equal("false\tgnuplot is not installed: no curves.png (log.csv has the numbers)\n", text)
   end)
 
   it("a stopped and resumed run ends with the same weights and log as an uninterrupted one", function()
@@ -97,6 +111,29 @@ describe("training", function()
     lpnx.train.run(opts(dir .. "/w0", {workers = 0}))
     lpnx.train.run(opts(dir .. "/w2", {workers = 2}))
     assert.is_true(same_weights(dir .. "/w0/model.safetensors", dir .. "/w2/model.safetensors"))
+  end)
+
+  it("picks the loss, optimizer and schedule by name; an unknown name lists the known ones", function()
+    for name, entry in pairs(lpnx.train.losses) do
+      assert.is_string(entry.about, name)
+      assert.is_function(entry.make().forward, name)
+    end
+    assert.are.equal(lpnx.optim.by_name, lpnx.train.optimizers)
+    assert.are.equal(lpnx.nn.losses, lpnx.train.losses)
+    for _, case in ipairs {
+      {{loss = "l2"}, "unknown loss 'l2' (bce, combo, dice, focal or focal_dice)"},
+      {{optimizer = "lbfgs"}, "unknown optimizer 'lbfgs' (adam, adamw or sgd)"},
+      {{scheduler = "step"}, "unknown scheduler 'step' (cosine)"},
+    } do
+      local ok, err = pcall(lpnx.train.run, opts(dir .. "/names", case[1]))
+      assert.is_false(ok)
+      assert.are.equal(case[2], err)
+    end
+    assert.is_nil(lpnx.fs.stat(dir .. "/names")) -- refused before any work
+    local r = lpnx.train.run(opts(dir .. "/sgd", {optimizer = "sgd", epochs = 1}))
+    assert.are.equal(2, r.steps)
+    local _, meta = lpnx.load(dir .. "/sgd/checkpoint.safetensors")
+    assert.matches('"optim.type":"SGD"', meta.optimizer, 1, true)
   end)
 
   it("says when there is no checkpoint to resume, and refuses one made with other settings", function()
@@ -123,7 +160,7 @@ describe("examples/train.lua", function()
     local out = run("--help")
     for _, flag in ipairs {"--data", "--csv", "--size", "--encoder", "--encoder-width", "--epochs", "--batch", "--lr",
                            "--loss", "--out", "--pretrained", "--resume", "--save-every", "--seed", "--threads",
-                           "--no-val", "--conv-algorithm"} do
+                           "--no-val", "--conv-algorithm", "--optimizer", "--scheduler", "--workers"} do
       assert.matches(flag, out, 1, true)
     end
     assert.matches("exit=0", out, 1, true)
@@ -143,5 +180,9 @@ describe("examples/train.lua", function()
     out = run("--data " .. data .. " --out " .. dir .. "/x --conv-algorithm fft")
     assert.matches("train.lua: --conv-algorithm must be auto, winograd, winograd2, direct or double, got fft\nexit=2",
                    out, 1, true)
+    out = run("--data " .. data .. " --out " .. dir .. "/x --loss l2")
+    assert.matches("train.lua: --loss must be bce, combo, dice, focal or focal_dice, got l2\nexit=2", out, 1, true)
+    out = run("--data " .. data .. " --out " .. dir .. "/x --size 48")
+    assert.matches("train.lua: --size must be a positive multiple of 32\nexit=2", out, 1, true)
   end)
 end)

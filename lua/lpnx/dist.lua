@@ -20,6 +20,28 @@
 --   dist.summer() -> fn(list) -> list                 a sum over every process (what
 --                             nn.BatchNorm2d.sync and a loss's distribute() take)
 --   dist.shard(list [, rank, size]) -> list          items rank+1, rank+1+size, ...
+--
+-- A process group is what a data-parallel program asks of its processes,
+-- with one interface for the processes of mpirun (dist.group()) and for a
+-- plain run of one process (dist.single(), which needs no MPI), so that
+-- the program runs the same code either way:
+--   g:rank(), g:size(), g:local_size()  0-based rank; processes; processes on this machine
+--   g:is_root()                  rank 0: the process that writes files and talks
+--   g:barrier()
+--   g:sum(list) -> list          numbers summed over the processes (a new list)
+--   g:summer() -> fn(list) -> list   g:sum as a function (what train.validate takes)
+--   g:mean(value, weight) -> number  the weight-weighted mean of every process's value
+--   g:sum_tensors(list) -> list  tensors summed over the processes, in place (gradients)
+--   g:broadcast(t) -> t          rank 0's tensor in every process, in place
+--   g:broadcast_module(m)        rank 0's parameters and buffers; g:broadcast_buffers(m) buffers only
+--   g:sync_batchnorm(m)          BatchNorm2d statistics over the whole group
+--   g:distribute(loss, share)    loss:distribute over the group (share: this process's part of the batch)
+--   g:shard(list) -> list        this process's share: items rank+1, rank+1+size, ...
+-- With one process every sum is the value itself, a broadcast leaves
+-- things as they are, and the shard is the whole list.
+local class = require "lpnx.class"
+local nn = require "lpnx.nn"
+
 local dist = {}
 
 local made, mpi = pcall(require, "lpnx.mpi")
@@ -118,9 +140,18 @@ function dist.summer()
   return function(list) return mpi.allreduce_numbers(list, "sum") end
 end
 
--- Makes every BatchNorm2d in m normalise with statistics over the whole
--- global batch (all processes), in train mode, forward and backward;
--- on = false turns it off again. Returns the number of layers.
+-- Sets field to value in every module of m that is a cls; returns how many.
+local function set_each(m, cls, field, value)
+  local count = 0
+  m:apply(function(mod)
+    if class.isinstance(mod, cls) then
+      mod[field] = value
+      count = count + 1
+    end
+  end)
+  return count
+end
+
 -- share_batch(m, parts): parts processes (a power of two) share each batch,
 -- each holding every parts-th image; every Conv2d of m then groups its
 -- images as one process groups the whole batch, so that the processes'
@@ -130,30 +161,14 @@ function dist.share_batch(m, parts)
   if math.type(parts) ~= "integer" or parts < 1 or parts & (parts - 1) ~= 0 then
     error(("lpnx.dist.share_batch: parts must be a power of two, got %s"):format(tostring(parts)), 2)
   end
-  local Conv2d = require("lpnx.nn").Conv2d
-  local isinstance = require("lpnx.class").isinstance
-  local count = 0
-  m:apply(function(mod)
-    if isinstance(mod, Conv2d) then
-      mod.batch_parts = parts
-      count = count + 1
-    end
-  end)
-  return count
+  return set_each(m, nn.Conv2d, "batch_parts", parts)
 end
 
+-- Makes every BatchNorm2d in m normalise with statistics over the whole
+-- global batch (all processes), in train mode, forward and backward;
+-- on = false turns it off again. Returns the number of layers.
 function dist.sync_batchnorm(m, on)
-  local BatchNorm2d = require("lpnx").nn.BatchNorm2d
-  local isinstance = require("lpnx.class").isinstance
-  local sync = on ~= false and dist.summer() or nil
-  local count = 0
-  m:apply(function(mod)
-    if isinstance(mod, BatchNorm2d) then
-      mod.sync = sync
-      count = count + 1
-    end
-  end)
-  return count
+  return set_each(m, nn.BatchNorm2d, "sync", on ~= false and dist.summer() or nil)
 end
 
 -- This process's share of a list: items rank+1, rank+1+size, ... (rank
@@ -165,5 +180,65 @@ function dist.shard(list, rank, size)
   for i = rank + 1, #list, size do out[#out + 1] = list[i] end
   return out
 end
+
+---------------------------------------------------------------------------
+-- process groups (see the top of this file)
+
+-- One process: no MPI, nothing to exchange.
+local Single = {}
+Single.__index = Single
+
+function dist.single() return setmetatable({}, Single) end
+
+function Single.rank() return 0 end
+function Single.size() return 1 end
+function Single.local_size() return 1 end
+function Single.is_root() return true end
+function Single.barrier() end
+local function copy(list) return table.move(list, 1, #list, 1, {}) end
+function Single.sum(_, list) return copy(list) end
+function Single.summer() return copy end
+function Single.mean(_, value) return value end
+function Single.sum_tensors(_, list) return list end
+function Single.broadcast(_, t) return t end
+function Single.broadcast_module() end
+function Single.broadcast_buffers() end
+function Single.sync_batchnorm(_, m) return dist.sync_batchnorm(m, false) end -- its own statistics
+function Single.distribute(_, loss) loss:distribute(nil) end
+function Single.shard(_, list) return dist.shard(list, 0, 1) end
+
+-- Every process of the mpirun job (MPI_COMM_WORLD).
+local World = {}
+World.__index = World
+
+-- Initialises MPI (once) and returns the group of every process.
+function dist.group()
+  need()
+  local rank, size = dist.init()
+  local self = setmetatable({rank_ = rank, size_ = size}, World)
+  self.sum_fn = function(list) return mpi.allreduce_numbers(list, "sum") end
+  return self
+end
+
+function World:rank() return self.rank_ end
+function World:size() return self.size_ end
+function World.local_size() return dist.local_size() end
+function World:is_root() return self.rank_ == 0 end
+function World.barrier() dist.barrier() end
+function World:sum(list) return self.sum_fn(list) end
+function World:summer() return self.sum_fn end
+
+function World:mean(value, weight)
+  local t = self.sum_fn({value * weight, weight})
+  return t[1] / t[2]
+end
+
+function World.sum_tensors(_, list) return dist.allreduce_list(list, "sum") end
+function World.broadcast(_, t) return dist.broadcast(t, 0) end
+function World.broadcast_module(_, m) dist.broadcast_module(m, 0) end
+function World.broadcast_buffers(_, m) dist.broadcast_buffers(m, 0) end
+function World.sync_batchnorm(_, m) return dist.sync_batchnorm(m) end
+function World:distribute(loss, share) loss:distribute(self.sum_fn, share) end
+function World:shard(list) return dist.shard(list, self.rank_, self.size_) end
 
 return dist

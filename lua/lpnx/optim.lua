@@ -5,6 +5,7 @@
 --   local sched = optim.CosineAnnealingLR(opt, {T_max = epochs})
 --   for each batch: opt:zero_grad(); forward/backward; optim.clip_grad_norm(grads, 1); opt:step()
 --   for each epoch: sched:step()
+--   optim.by_name["adamw"] is optim.AdamW: the optimizers by name
 --
 -- Each optimizer updates every parameter in place with one fused C loop
 -- (lpnx.kernels.sgd_step / adam_step). opt.lr is a plain field that the
@@ -333,6 +334,11 @@ optim.AdamW = AdamW
 AdamW.type = "AdamW"
 AdamW.decoupled = true
 AdamW.default_weight_decay = 1e-2
+
+-- The optimizers by name (what lpnx.train's optimizer option and
+-- train.lua's --optimizer take): name -> class, called as
+-- Class(params, grads, {lr =, ...}).
+optim.by_name = {sgd = SGD, adam = Adam, adamw = AdamW}
 
 ---------------------------------------------------------------------------
 -- Learning-rate schedulers. Each holds its optimizer and sets opt.lr;

@@ -15,6 +15,8 @@
 -- processes gives the gradient of the whole batch. Means are weighted by
 -- share; the Dice loss sums its three sums over the processes.
 -- loss:distribute(nil) returns to one process.
+--
+-- lpnx.nn.losses: the losses by name ("combo", "bce", ...), at the end.
 local lpnx = require "lpnx"
 local class = require "lpnx.class"
 local util = require "lpnx.util"
@@ -213,5 +215,16 @@ function loss.ComboLoss:distribute(sync, share)
   for _, term in ipairs(TERMS) do self[term]:distribute(sync, share) end
   return self
 end
+
+---------------------------------------------------------------------------
+-- The losses by name, as lpnx.train's loss option and train.lua's --loss
+-- offer them: name -> {make = function() -> a new loss, about = what it is}.
+loss.losses = {
+  combo = {about = "BCE + Dice", make = function() return loss.ComboLoss{bce = 1, dice = 1} end},
+  bce = {about = "binary cross-entropy", make = function() return loss.BCEWithLogitsLoss{} end},
+  dice = {about = "soft Dice", make = function() return loss.DiceLoss{} end},
+  focal = {about = "focal, gamma 2", make = function() return loss.FocalLoss{gamma = 2} end},
+  focal_dice = {about = "focal + Dice", make = function() return loss.ComboLoss{bce = 0, dice = 1, focal = 1} end},
+}
 
 return loss
