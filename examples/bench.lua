@@ -22,7 +22,7 @@ parser:option("--steps", "Timed training steps (and as many inference passes).",
 parser:option("--warmup", "Untimed steps first.", "1"):convert(cli.integer("--warmup", {min = 0}))
 parser:option("--conv-algorithm",
               "Convolutions: auto, winograd, winograd2, direct or double (lpnx.set_conv_algorithm).", "auto")
-  :convert(cli.choice("--conv-algorithm", cli.conv_algorithms))
+  :convert(cli.choice("--conv-algorithm", lpnx.conv_algorithms))
 parser:flag("--layers", "Also print time and GFLOP/s per kernel and resolution.")
 local args = cli.parse(parser, cli.failer(PROGRAM))
 

@@ -62,7 +62,7 @@ parser:option("--workers", "Data worker processes (0: load in the training proce
   :convert(cli.integer("--workers", {min = 0}))
 parser:option("--conv-algorithm", "How convolutions compute: auto (the training forward summed in double, "
               .. "Winograd elsewhere), winograd (faster, gradients further from exact), winograd2, direct or double.",
-              "auto"):convert(cli.choice("--conv-algorithm", cli.conv_algorithms))
+              "auto"):convert(cli.choice("--conv-algorithm", lpnx.conv_algorithms))
 parser:option("--clip", "Clip the global gradient norm to this value."):convert(cli.number("--clip"))
 parser:flag("--skip-nonfinite", "Skip a batch whose loss is NaN or infinite instead of stopping.")
 parser:option("--max-steps", "Stop (with a checkpoint) after this many steps in all.")

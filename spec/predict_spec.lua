@@ -324,6 +324,35 @@ describe("prediction and evaluation on a synthetic set", function()
     assert(ok, err)
   end)
 
+  it("reads images through data.readers: a new extension is one entry", function()
+    local sources = lpnx.data.list_images(data_dir)
+    assert.are.same({"dcm", "dicom", "png"}, lpnx.data.image_exts())
+    local folder = dir .. "/readers"
+    fs.mkdir_p(folder)
+    local f = assert(io.open(folder .. "/a.raw", "wb"))
+    f:write("x")
+    f:close()
+    assert.are.same({}, lpnx.data.list_images(folder))
+    local seen = {}
+    lpnx.data.readers.raw = function(path)
+      seen[#seen + 1] = path
+      return lpnx.zeros(1, 4, 5), {rows = 4, columns = 5, format = "raw"}
+    end
+    local ok, err = pcall(function()
+      assert.are.same({folder .. "/a.raw"}, lpnx.data.list_images(folder))
+      local img, meta = lpnx.data.read_image(folder .. "/a.RAW")
+      assert.are.same({1, 4, 5}, img:size())
+      assert.are.equal("raw", meta.format)
+      assert.are.same({folder .. "/a.RAW"}, seen)
+    end)
+    lpnx.data.readers.raw = nil
+    assert(ok, err)
+    -- no reader for the extension: read as DICOM, which names the file when it is none
+    local _, meta = lpnx.data.read_image(sources[1])
+    assert.are.equal("dicom", meta.format)
+    assert.matches("a%.raw", select(2, pcall(lpnx.data.read_image, folder .. "/a.raw")))
+  end)
+
   it("the CLI writes what run writes, and evaluate's numbers match a computation by hand", function()
     local out = dir .. "/cli"
     local text, code = run_script("predict.lua", {"--model", model_path, "--data", data_dir, "--out", out,

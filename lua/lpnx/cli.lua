@@ -16,9 +16,6 @@ local progress = require "lpnx.progress"
 
 local cli = {}
 
--- The names lpnx.set_conv_algorithm takes, in the order its help lists them.
-cli.conv_algorithms = {"auto", "winograd", "winograd2", "direct", "double"}
-
 -- The messages of converters that judged a well-formed value (out of
 -- range, not one of the choices, no such file). They say all there is to
 -- say, so cli.parse does not point at --help after them.

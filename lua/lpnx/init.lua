@@ -209,11 +209,16 @@ local conv_modes = {
 }
 local conv_mode = "auto"
 
+-- The names set_conv_algorithm takes, in the order help texts list them.
+lpnx.conv_algorithms = {"auto", "winograd", "winograd2", "direct", "double"}
+
 -- set_conv_algorithm("auto" | "winograd" | "winograd2" | "direct" | "double")
 function lpnx.set_conv_algorithm(name)
   if type(name) ~= "string" or not conv_modes[name] then
-    error(("set_conv_algorithm: expected \"auto\", \"winograd\", \"winograd2\", \"direct\" or \"double\", got %s")
-      :format(type(name) == "string" and ("%q"):format(name) or tostring(name)), 2)
+    local quoted = {}
+    for i, n in ipairs(lpnx.conv_algorithms) do quoted[i] = ("%q"):format(n) end
+    error(("set_conv_algorithm: expected %s or %s, got %s"):format(table.concat(quoted, ", ", 1, #quoted - 1),
+      quoted[#quoted], type(name) == "string" and ("%q"):format(name) or tostring(name)), 2)
   end
   conv_mode = name
 end

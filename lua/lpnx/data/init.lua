@@ -21,7 +21,6 @@ local function is_dir(path)
 end
 data.is_dir = is_dir
 
-local IMAGE_EXTS = {"dcm", "dicom", "png"}
 
 -- The image id of a file: its name without folder and extension (SIIM-ACR
 -- names each DICOM by its SOP instance UID).
@@ -30,29 +29,35 @@ function data.image_id(path)
   return (name:gsub("%.[^.]+$", ""))
 end
 
--- list_images(dir | file | {files}) -> paths: DICOM and PNG files.
+-- list_images(dir | file | {files}) -> paths: under a folder, the files
+-- with an extension data.readers reads.
 function data.list_images(what)
   if type(what) == "table" then return what end
   if type(what) ~= "string" then error("list_images: expected a folder, a file or a list of files", 2) end
-  if is_dir(what) then return fs.walk(what, {exts = IMAGE_EXTS}) end
+  if is_dir(what) then return fs.walk(what, {exts = data.image_exts()}) end
   local f = io.open(what, "rb")
   if not f then error(("%s: no such file or folder"):format(what), 2) end
   f:close()
   return {what}
 end
 
--- read_image(path) -> image (1,H,W) in [0,1], meta. DICOM values are
--- scaled by their stored range (an 8-bit X-ray by 1/255); PNGs are read
--- as gray (RGB averaged).
-function data.read_image(path)
-  local lower = path:lower()
-  if lower:match("%.png$") then
-    local img, info = lpnx.png.read(path)
-    local c = img:size(1)
-    if c >= 3 then img = img:narrow(1, 1, 3):mean(1, true)
-    elseif c == 2 then img = img:narrow(1, 1, 1) end
-    return img:contiguous(), {rows = info.height, columns = info.width, format = "png"}
-  end
+-- Image readers by file extension (lower case): each reader(path) ->
+-- image (1,H,W) in [0,1], meta. A new format is one entry here (and its
+-- reader); list_images, read_image and the command lines' help take the
+-- extensions from this table.
+data.readers = {}
+
+-- PNG, read as gray (RGB averaged, alpha dropped).
+function data.readers.png(path)
+  local img, info = lpnx.png.read(path)
+  local c = img:size(1)
+  if c >= 3 then img = img:narrow(1, 1, 3):mean(1, true)
+  elseif c == 2 then img = img:narrow(1, 1, 1) end
+  return img:contiguous(), {rows = info.height, columns = info.width, format = "png"}
+end
+
+-- DICOM, values scaled by their stored range (an 8-bit X-ray by 1/255).
+function data.readers.dcm(path)
   local img, meta = lpnx.dicom.read(path)
   if img:size(1) == 3 then img = img:mean(1, true) end
   local bits = meta.bits_stored or 8
@@ -64,6 +69,23 @@ function data.read_image(path)
   img = ((img - lo) / math.max(hi - lo, 1e-12)):clamp_(0, 1)
   meta.format = "dicom"
   return img, meta
+end
+data.readers.dicom = data.readers.dcm
+
+-- The extensions data.readers reads, sorted.
+function data.image_exts()
+  local exts = {}
+  for ext in pairs(data.readers) do exts[#exts + 1] = ext end
+  table.sort(exts)
+  return exts
+end
+
+-- read_image(path) -> image (1,H,W) in [0,1], meta, by the reader of the
+-- file's extension; a file whose extension has no reader is read as DICOM
+-- (DICOM files often have none).
+function data.read_image(path)
+  local reader = data.readers[(path:match("%.([^./]+)$") or ""):lower()] or data.readers.dcm
+  return reader(path)
 end
 
 -- prepare(images, meta) -> network input: (N,1,H,W) or (1,H,W) images in
