@@ -15,6 +15,7 @@ description = {
 }
 dependencies = {
   "lua >= 5.4",
+  "luafilesystem >= 1.8",
 }
 external_dependencies = {
   OPENBLAS = { header = "x86_64-linux-gnu/openblas-openmp/cblas.h", library = "openblas" },
