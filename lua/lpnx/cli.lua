@@ -13,6 +13,7 @@
 --   cli.reporter(label) -> fn(i, n)
 local fs = require "lpnx.fs"
 local progress = require "lpnx.progress"
+local util = require "lpnx.util"
 
 local cli = {}
 
@@ -26,23 +27,7 @@ local function verdict(msg)
   return nil, msg
 end
 
--- The names of a name table (its keys, sorted) or of an array (in order).
-local function names_of(names)
-  local list = {}
-  if names[1] ~= nil then
-    for i, name in ipairs(names) do list[i] = name end
-  else
-    for name in pairs(names) do list[#list + 1] = name end
-    table.sort(list)
-  end
-  return list
-end
-
--- "a, b or c"
-local function either(list)
-  if #list < 2 then return list[1] or "" end
-  return table.concat(list, ", ", 1, #list - 1) .. " or " .. list[#list]
-end
+local names_of, either = util.names_of, util.either
 
 -- What a range asks of a value, for "FLAG must be ...".
 local function range_text(range, integer)

@@ -36,6 +36,7 @@ local nn = require "lpnx.nn"
 local optim = require "lpnx.optim"
 local progress = require "lpnx.progress"
 local transforms = require "lpnx.transforms"
+local util = require "lpnx.util"
 
 local train = {}
 
@@ -98,18 +99,11 @@ train.schedulers = {
   },
 }
 
--- "a, b or c": the names a table knows, sorted.
-local function known(names)
-  local list = {}
-  for name in pairs(names) do list[#list + 1] = name end
-  table.sort(list)
-  if #list < 2 then return list[1] or "none" end
-  return table.concat(list, ", ", 1, #list - 1) .. " or " .. list[#list]
-end
-
 -- Raises unless names knows name; the error lists the names there are.
 local function check_name(kind, names, name)
-  if names[name] == nil then error(("unknown %s '%s' (%s)"):format(kind, tostring(name), known(names)), 0) end
+  if names[name] == nil then
+    error(("unknown %s '%s' (%s)"):format(kind, tostring(name), util.either(util.names_of(names))), 0)
+  end
 end
 
 local function hex(s)

@@ -158,6 +158,24 @@ function util.option_number(where, opts, key, default, ok, wants, level)
   return v
 end
 
+-- The names of a name table (its keys, sorted) or of an array (in order).
+function util.names_of(names)
+  local list = {}
+  if names[1] ~= nil then
+    for i, name in ipairs(names) do list[i] = name end
+  else
+    for name in pairs(names) do list[#list + 1] = name end
+    table.sort(list)
+  end
+  return list
+end
+
+-- "a, b or c" ("" for none).
+function util.either(list)
+  if #list < 2 then return list[1] or "" end
+  return table.concat(list, ", ", 1, #list - 1) .. " or " .. list[#list]
+end
+
 -- make_folder(path): the folder and its missing parents (lpnx.fs.mkdir_p),
 -- or "cannot create folder PATH: why" raised at the caller's caller.
 function util.make_folder(path)
