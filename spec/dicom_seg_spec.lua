@@ -398,10 +398,8 @@ describe("lpnx.dicom.write_seg and read_seg refuse bad input", function()
                      .. "\"36118008\", scheme = \"SCT\", meaning = \"Pneumothorax\"}))")
     assert.has_error(function() lpnx.dicom.write_seg(path, m, meta, {color = {1, 2, 0}}) end,
                      "bad argument #4 to 'write_seg' (opts.color[2]: expected a number in [0, 1], got 2)")
-    -- values DICOM does not allow, caught by the shim and named
-    assert.has_error(function() lpnx.dicom.write_seg(path, m, copy(meta, {patient_sex = "female"})) end,
-                     "lpnx.dicom.write_seg: " .. path .. ": source_meta.patient_sex 'female' is not a valid code "
-                     .. "string (CS: up to 16 of A-Z 0-9 space _)")
+    -- values DICOM does not allow, caught by the shim and named (the source's own patient and
+    -- study values are left out with a warning instead: see "copies the source's patient ...")
     assert.has_error(function() lpnx.dicom.write_seg(path, m, copy(meta, {sop_instance_uid = "1.2.03"})) end,
                      "lpnx.dicom.write_seg: " .. path .. ": source_meta.sop_instance_uid '1.2.03' is not a valid UID "
                      .. "(up to 64 digits and dots, no leading zeros)")
@@ -418,9 +416,9 @@ describe("lpnx.dicom.write_seg and read_seg refuse bad input", function()
     local f = assert(io.open(path, "wb"))
     f:write("old contents")
     f:close()
-    assert.has_error(function() lpnx.dicom.write_seg(path, lpnx.zeros(8, 10), copy(meta, {patient_age = "47"})) end,
-                     "lpnx.dicom.write_seg: " .. path .. ": source_meta.patient_age '47' is not a valid age string "
-                     .. "(AS: nnnD, nnnW, nnnM or nnnY)")
+    assert.has_error(function() lpnx.dicom.write_seg(path, lpnx.zeros(8, 10), meta, {label = "a\\b"}) end,
+                     "lpnx.dicom.write_seg: " .. path .. ": opts.label 'a\\b' is not a valid long string "
+                     .. "(LO: up to 64 characters, no backslash)")
     assert.are.same({"seg.dcm"}, files_in(sub))
     assert.are.equal("old contents", io.open(path, "rb"):read("a"))
     local missing = dir .. "/no/such/folder/seg.dcm"
@@ -455,5 +453,57 @@ describe("lpnx.dicom.write_seg and read_seg refuse bad input", function()
     local ok, err = pcall(lpnx.dicom.read_seg, cut)
     assert.is_false(ok)
     assert.matches("^lpnx.dicom.read_seg: " .. cut:gsub("%p", "%%%0") .. ": not a readable DICOM file: ", err)
+  end)
+end)
+
+describe("lpnx.dicom.write_seg copies the source's patient and study as faithfully as DICOM allows", function()
+  local INTAKE = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec") .. "/fixtures/intake/"
+  local dir
+  setup(function() dir = h.tmpdir() end)
+  teardown(function() h.rmdir(dir) end)
+
+  it("cuts a 100-character PatientName and an 80-character StudyDescription at 64, with a warning each", function()
+    -- long_name.dcm was written by pydicom (spec/fixtures/gen/make_intake_fixtures.py)
+    local _, meta = lpnx.dicom.read(INTAKE .. "long_name.dcm")
+    assert.are.equal(100, #meta.patient_name)
+    local path = dir .. "/long.dcm"
+    local uids = lpnx.dicom.write_seg(path, lpnx.ones(64, 64), meta)
+    assert.are.equal(2, #uids.warnings)
+    assert.matches("^source patient_name 'VERYLONGFAMILYNAME.-' is longer than a person name %(PN: up to 64 "
+                   .. "characters per group, no backslash%): cut to 'VERYLONG.-%^GIV'$", uids.warnings[1])
+    assert.matches("^source study_description .* cut to 'CHEST PA AND LATERAL, PORTABLE, CHEST PA AND LATERAL, "
+                   .. "PORTABLE,'$", uids.warnings[2])
+    local _, info = lpnx.dicom.read_seg(path)
+    assert.are.equal(meta.patient_name:sub(1, 60) .. "^GIV", info.patient_name)
+    assert.are.equal(meta.patient_id, info.patient_id)
+    assert.are.equal(meta.study_instance_uid, info.study_instance_uid)
+    -- a value that fits is copied without a warning
+    local fine = lpnx.dicom.write_seg(dir .. "/fine.dcm", lpnx.ones(64, 64), (select(2, lpnx.dicom.read(INTAKE
+                                      .. "pa_chest.dcm"))))
+    assert.are.same({}, fine.warnings)
+  end)
+
+  it("cuts each component group of a name on its own and never inside a UTF-8 character", function()
+    local _, meta = lpnx.dicom.read(INTAKE .. "pa_chest.dcm")
+    meta.patient_name = ("Ä"):rep(70) .. "^Ana=" .. ("Б"):rep(66)
+    meta.referring_physician_name = "Dr^Who"
+    local uids = lpnx.dicom.write_seg(dir .. "/utf8.dcm", lpnx.zeros(64, 64), meta)
+    assert.are.equal(1, #uids.warnings)
+    local _, info = lpnx.dicom.read_seg(dir .. "/utf8.dcm")
+    assert.are.equal(("Ä"):rep(64) .. "=" .. ("Б"):rep(64), info.patient_name)
+  end)
+
+  it("leaves out a source value its VR cannot hold in any length, with a warning, and still writes", function()
+    local _, meta = lpnx.dicom.read(INTAKE .. "pa_chest.dcm")
+    meta.patient_sex, meta.patient_age, meta.study_date = "female", "47", "2019-01-15"
+    local uids = lpnx.dicom.write_seg(dir .. "/bad.dcm", lpnx.zeros(64, 64), meta)
+    assert.are.same({
+      "source patient_sex 'female' is not a valid code string (CS: up to 16 of A-Z 0-9 space _): left out",
+      "source patient_age '47' is not a valid age string (AS: nnnD, nnnW, nnnM or nnnY): left out",
+      "source study_date '2019-01-15' is not a valid date (DA: YYYYMMDD): left out",
+    }, uids.warnings)
+    local _, info = lpnx.dicom.read_seg(dir .. "/bad.dcm")
+    assert.is_nil(info.patient_sex)
+    assert.are.equal(meta.patient_id, info.patient_id)
   end)
 end)

@@ -3,7 +3,7 @@
  *
  *   read(path [, {frame = n}]) -> image (C,H,W) float tensor, meta table
  *   write(path, image, meta [, {jpeg = true, quality = 95}]) -> uids table
- *   write_seg(path, mask, source_meta [, opts]) -> uids table
+ *   write_seg(path, mask, source_meta [, opts]) -> uids table (+ warnings = {lines})
  *   read_seg(path [, {segment = n}]) -> mask (F,H,W) float tensor, info table
  *
  * write_seg makes a binary DICOM Segmentation of a 0/1 mask (H,W) or
@@ -118,6 +118,7 @@ static void pushmeta(lua_State *L, const lpnx_dicom_info *info) {
         lua_pushstring(L, info->strings[i].value);
         lua_setfield(L, t, info->strings[i].key);
     }
+    setnumber(L, t, "magnification_factor", info->has_magnification_factor, info->magnification_factor);
 }
 
 /* read(path [, {frame = n}]) -> image (C,H,W), meta */
@@ -519,7 +520,9 @@ static int l_write_seg(lua_State *L) {
     }
 
     lpnx_seg_uids uids;
-    if (lpnx_dicom_seg_write(path, mask, (int)rows, (int)columns, &s, &o, &uids, err, sizeof err) != 0)
+    char warnings[2048];
+    if (lpnx_dicom_seg_write(path, mask, (int)rows, (int)columns, &s, &o, &uids, warnings, sizeof warnings, err,
+                             sizeof err) != 0)
         return luaL_error(L, "lpnx.dicom.write_seg: %s: %s", path, err);
     lua_createtable(L, 0, 5);
     int r = lua_gettop(L);
@@ -528,6 +531,17 @@ static int l_write_seg(lua_State *L) {
     setstring(L, r, "study_instance_uid", uids.study_instance_uid);
     setstring(L, r, "series_instance_uid", uids.series_instance_uid);
     setstring(L, r, "frame_of_reference_uid", uids.frame_of_reference_uid);
+    /* what the source had that could not be copied as it was, one line each */
+    lua_createtable(L, 0, 0);
+    int nwarn = 0;
+    for (const char *line = warnings; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        lua_pushlstring(L, line, len);
+        lua_rawseti(L, -2, ++nwarn);
+        line += len + (end ? 1 : 0);
+    }
+    lua_setfield(L, r, "warnings");
     return 1;
 }
 

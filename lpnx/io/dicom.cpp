@@ -289,6 +289,8 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
         info.pixel_spacing[0] = info.imager_pixel_spacing[0];
         info.pixel_spacing[1] = info.imager_pixel_spacing[1];
     }
+    info.has_magnification_factor =
+        get_number(ds, DCM_EstimatedRadiographicMagnificationFactor, 0, &info.magnification_factor);
 
     DcmElement *pixel = nullptr;
     if (ds->findAndGetElement(DCM_PixelData, pixel).bad() || !pixel) {

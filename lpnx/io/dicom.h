@@ -74,6 +74,10 @@ typedef struct {
      * lossy_image_compression, lossy_image_compression_ratio,
      * lossy_image_compression_method, series_number */
     lpnx_dicom_string strings[LPNX_DICOM_NSTRINGS];
+    /* EstimatedRadiographicMagnificationFactor (0018,1114): ImagerPixelSpacing
+     * divided by it is the spacing at the patient (PS3.3 C.8.11.7.1.1) */
+    int has_magnification_factor;
+    double magnification_factor;
 } lpnx_dicom_info;
 
 typedef struct lpnx_dicom lpnx_dicom; /* a loaded file with its pixel data decoded */

@@ -99,13 +99,19 @@ void lpnx_dicom_seg_defaults(lpnx_seg_options *opt);
 
 /* Writes mask (rows x columns bytes, row-major; non-zero = inside) as a
  * binary Segmentation of the source image. Strings are checked against
- * their VR by DCMTK; a bad one is reported by name ("source_meta.patient_sex
- * 'X' is not valid: ..."). Atomic (file.h): on failure no file or temp
- * file is left and a file already at path is untouched; err holds the
- * reason (without the path). */
+ * their VR by DCMTK. The source's UIDs and every option must be valid (a
+ * bad one is reported by name: "opts.label '...' is not a valid ...").
+ * The source's patient, study, frame of reference and lossy history are
+ * copied as faithfully as their VR allows and never fail the write: a
+ * value longer than its VR permits (LO, SH, and each component group of a
+ * PN) is cut at the limit on a character boundary, any other invalid one
+ * is left out; each such change is a line of warnings (lines separated
+ * by '\n'; warnings may be NULL; "" when there is none). Atomic (file.h): on failure no
+ * file or temp file is left and a file already at path is untouched; err
+ * holds the reason (without the path). */
 int lpnx_dicom_seg_write(const char *path, const unsigned char *mask, int rows, int columns,
                          const lpnx_seg_source *src, const lpnx_seg_options *opt, lpnx_seg_uids *uids,
-                         char *err, size_t errlen);
+                         char *warnings, size_t warnlen, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------ */
 /* reading                                                             */
