@@ -4,7 +4,12 @@
 --   lua5.4 examples/predict.lua --model runs/best.safetensors --data data/dicom-images-test --out pred
 --   lua5.4 examples/predict.lua --model m.safetensors --data a.dcm b.dcm --out pred --threshold 0.5 --tta
 --   lua5.4 examples/predict.lua --model m.safetensors --data test --out pred --dicom-seg --report --truth test-rle.csv
--- Exit codes: 0 done, 2 a bad flag or a missing file, 1 a failure while running.
+-- One bad input never stops the batch: a file that cannot be read, or that is not a frontal chest
+-- X-ray by lpnx.predict.chest_rules (another modality or body part, a lateral view, several frames,
+-- colour), is left out with its reason: a "skipped" line here and a row of OUT/skipped.csv.
+-- Exit codes: 0 every input predicted; 3 some inputs skipped, the others predicted (the outputs are
+-- complete for them); 2 a bad flag or a missing file; 1 a failure while running, or no input could be
+-- predicted.
 local argparse = require "argparse"
 local cli = require "lpnx.cli"
 local data = require "lpnx.data"
@@ -27,7 +32,9 @@ parser:option("--model", "Model file written by lpnx.models.save or the trainer 
 parser:option("--data", ("A folder (searched recursively for files with the extension %s) or image files.")
   :format(cli.choices(data.readers)))
   :argname("<path>"):args("+"):convert(cli.path("--data"))
-parser:option("--out", "Output folder: submission.csv, masks/ID.png, overlays/ID.png."):argname("<dir>")
+parser:option("--out", "Output folder: submission.csv, images.csv (view, area in cm^2 and where its pixel spacing "
+                       .. "came from), skipped.csv (path,image_id,reason), masks/ID.png, overlays/ID.png.")
+  :argname("<dir>")
 parser:flag("--tta", "Average the prediction with the one on the horizontally flipped image.")
 parser:option("--top", ("Triplet: the high threshold that decides whether an image is positive (default %g).")
               :format(d.top)):argname("<p>"):convert(cli.number("--top", {min = 0, max = 1}))
@@ -52,6 +59,9 @@ parser:option("--truth", "SIIM-form CSV of the true masks: the report shows each
                          .. "disagreements (needs --report)."):argname("<csv>"):convert(cli.file("--truth"))
 parser:option("--report-size", "Long side of the report's full-size images, in pixels.", "1024"):argname("<pixels>")
   :convert(cli.integer("--report-size", {min = 16}))
+parser:flag("--any-image", "Predict every readable image: no check that it is a single-frame, gray, frontal chest "
+                           .. "radiograph (Modality CR, DX, SC or OT; BodyPartExamined a chest; ViewPosition not "
+                           .. "lateral; empty attributes pass).")
 parser:flag("--no-overlays", "Do not write overlays/.")
 parser:flag("--no-masks", "Do not write masks/.")
 parser:flag("--quiet", "No progress on stderr.")
@@ -81,11 +91,19 @@ local done, summary = xpcall(function()
     model = args.model, inputs = paths, out = args.out, tta = args.tta, batch = args.batch, threads = args.threads,
     top = args.top, min_area = args.min_area, bottom = args.bottom, threshold = args.threshold,
     min_component = args.min_component, write_masks = not args.no_masks, write_overlays = not args.no_overlays,
-    dicom_seg = args.dicom_seg, dicom_seg_empty = args.dicom_seg_empty,
+    dicom_seg = args.dicom_seg, dicom_seg_empty = args.dicom_seg_empty, any_image = args.any_image,
     each = review and function(result, image, mask) review:add(result, image, mask) end,
     progress = not args.quiet and cli.reporter("predict") or nil,
+    on_skip = function(entry)
+      io.stdout:write(("skipped %s (%s): %s\n"):format(entry[2], entry[1], entry[3]))
+      io.stdout:flush()
+    end,
+    on_warning = function(id, message)
+      io.stdout:write(("warning: %s: %s\n"):format(id, message))
+      io.stdout:flush()
+    end,
   }
-  if review then page, reviewed = review:finish{segs = args.dicom_seg and s.segs or nil} end
+  if review then page, reviewed = review:finish{segs = args.dicom_seg and s.segs or nil, skipped = #s.skipped} end
   return s
 end, debug.traceback)
 if not done then
@@ -113,3 +131,8 @@ local post = args.threshold and ("threshold %g"):format(args.threshold)
 print(("predicted %d images, %d with pneumothorax (%s%s%s) in %.1fs: %s"):format(
   summary.images, summary.positive, post, args.min_component > 0 and (", min_component " .. args.min_component) or "",
   args.tta and ", tta" or "", summary.seconds, summary.submission))
+if #summary.skipped > 0 then
+  print(("skipped %d of %d inputs: %s"):format(#summary.skipped, summary.inputs, summary.skipped_csv))
+  if summary.images == 0 then fail(1, "no input could be predicted (see " .. summary.skipped_csv .. ")") end
+  os.exit(3)
+end

@@ -6,6 +6,8 @@
 --   threshold(prob, t) -> mask
 --   postprocess(prob [, {top, min_area, bottom, reference_area | threshold, min_component = 0}]) -> mask
 --   run{model = FILE, inputs = DIR | FILE | {FILES}, out = DIR, ...} -> summary
+--   chest_check(meta [, rules]) -> ok, reason: is this image a frontal chest X-ray?
+--   area_spacing(meta) -> {row, column} (mm) | nil, source: the spacing areas are measured with
 --   search{model = FILE, data = DIR, csv = CSV, tops, min_areas, bottoms, ...} -> best, dice, tried
 --   evaluate{pred = CSV, truth = CSV, size = 1024 | sizes = fn(id) -> h, w} -> scores
 --
@@ -144,6 +146,104 @@ function predict.postprocess(prob, opts)
 end
 
 ---------------------------------------------------------------------------
+-- what is a chest X-ray
+
+-- The rules chest_check applies to an image's meta (lpnx.dicom.read's
+-- names). A site adjusts them in place (predict.chest_rules.body_parts.PORT
+-- = true) or passes its own table. An absent or empty attribute passes its
+-- rule (archives often leave them out), and so does a PNG, which has none.
+--   modalities: Modality values taken as radiographs (a secondary capture,
+--     SC or OT, qualifies by having an image);
+--   body_parts: words of BodyPartExamined (upper case, split at spaces and
+--     punctuation) any one of which makes it a chest ("PORT CHEST" passes);
+--   views: ViewPosition values and the kind of view each is; a value not
+--     listed passes and is recorded as it is; accepted_views: the kinds that
+--     pass;
+--   max_frames, max_samples: NumberOfFrames and SamplesPerPixel (3 is colour).
+predict.chest_rules = {
+  modalities = {CR = true, DX = true, SC = true, OT = true},
+  body_parts = {CHEST = true, THORAX = true, LUNG = true, LUNGS = true},
+  views = {AP = "frontal", PA = "frontal", AP_PA = "frontal", LL = "lateral", RL = "lateral", LAT = "lateral",
+           LATERAL = "lateral", LLD = "lateral decubitus", RLD = "lateral decubitus"},
+  accepted_views = {frontal = true},
+  max_frames = 1,
+  max_samples = 1,
+}
+
+local function keys_of(set)
+  local list = {}
+  for k, v in pairs(set) do if v then list[#list + 1] = k end end
+  table.sort(list)
+  return table.concat(list, ", ")
+end
+
+local function attribute(meta, key)
+  local v = meta[key]
+  if type(v) ~= "string" then return nil end
+  v = v:match("^%s*(.-)%s*$"):upper()
+  return v ~= "" and v or nil
+end
+
+-- chest_check(meta [, rules = predict.chest_rules]) -> true | false, reason:
+-- whether an image with this meta is a single-frame, gray, frontal chest
+-- radiograph by rules (above); reason says which attribute decided, e.g.
+-- "Modality CT is not a radiograph (accepted: CR, DX, OT, SC)" or
+-- "ViewPosition LL is a lateral view, not a frontal chest".
+function predict.chest_check(meta, rules)
+  rules = rules or predict.chest_rules
+  if type(meta) ~= "table" then error(("predict.chest_check: expected a meta table, got %s"):format(type(meta)), 2) end
+  local modality = attribute(meta, "modality")
+  if modality and rules.modalities and not rules.modalities[modality] then
+    return false, ("Modality %s is not a radiograph (accepted: %s)"):format(modality, keys_of(rules.modalities))
+  end
+  local frames = tonumber(meta.number_of_frames)
+  if frames and rules.max_frames and frames > rules.max_frames then
+    return false, ("%d frames (NumberOfFrames), not a single radiograph"):format(frames)
+  end
+  local samples = tonumber(meta.samples_per_pixel)
+  if samples and rules.max_samples and samples > rules.max_samples then
+    return false, ("a colour image (SamplesPerPixel %d), not a gray radiograph"):format(samples)
+  end
+  local part = attribute(meta, "body_part_examined")
+  if part and rules.body_parts then
+    local chest = false
+    for word in part:gmatch("[%w_]+") do chest = chest or rules.body_parts[word] == true end
+    if not chest then
+      return false, ("BodyPartExamined %s is not a chest (accepted: %s)"):format(part, keys_of(rules.body_parts))
+    end
+  end
+  local view = attribute(meta, "view_position")
+  local kind = view and rules.views and rules.views[view]
+  if kind and rules.accepted_views and not rules.accepted_views[kind] then
+    return false, ("ViewPosition %s is a %s view, not a frontal chest"):format(view, kind)
+  end
+  return true
+end
+
+-- area_spacing(meta) -> {row, column} in mm | nil, source: the spacing an
+-- area in cm^2 is computed with, and where it came from: "PixelSpacing"
+-- (calibrated at the patient); "ImagerPixelSpacing / magnification F" (the
+-- detector's spacing divided by EstimatedRadiographicMagnificationFactor,
+-- PS3.3 C.8.11.7.1.1); "ImagerPixelSpacing (detector, not corrected for
+-- magnification)" (areas then come out too large by about F^2, typically
+-- 1.1 to 1.2 for a chest); nil, "no pixel spacing" (areas in pixels).
+function predict.area_spacing(meta)
+  local ps = meta and meta.pixel_spacing
+  if type(ps) == "table" and ps[1] and ps[2] and not meta.pixel_spacing_from_imager then
+    return {ps[1], ps[2]}, "PixelSpacing"
+  end
+  local imager = meta and (meta.imager_pixel_spacing or (meta.pixel_spacing_from_imager and ps))
+  if type(imager) == "table" and imager[1] and imager[2] then
+    local factor = tonumber(meta.magnification_factor)
+    if factor and factor > 0 then
+      return {imager[1] / factor, imager[2] / factor}, ("ImagerPixelSpacing / magnification %g"):format(factor)
+    end
+    return {imager[1], imager[2]}, "ImagerPixelSpacing (detector, not corrected for magnification)"
+  end
+  return nil, "no pixel spacing"
+end
+
+---------------------------------------------------------------------------
 -- running over files
 
 -- Wall-clock seconds: lpnx.sys.now where the build has it, else whole seconds.
@@ -174,28 +274,37 @@ local function load_model(name, opts)
   error(("%s: expected model = FILE (an lpnx model file), got %s"):format(name, type(opts.model)), 0)
 end
 
--- Runs the model over count images in batches. load(i) -> image (1,H,W) in
--- [0,1], item; each(i, prob (1,H,W) at the image's size, image, item).
-local function sweep(name, model, meta, count, load, opts, each)
+-- Runs the model over count images in batches of the images load gives.
+-- load(i) -> image (1,H,W) in [0,1], item, or nil, reason to leave image i
+-- out (skip(i, reason) is then called); each(i, prob (1,H,W) at the
+-- image's size, image, item).
+local function sweep(name, model, meta, count, load, opts, each, skip)
   local size = math.tointeger(meta.input_size)
   if not size or size < 32 or size % 32 ~= 0 then
     error(("%s: the model's input_size must be a multiple of 32, got %s"):format(name, tostring(meta.input_size)), 0)
   end
   local batch = opts.batch
-  for first = 1, count, batch do
-    local last = math.min(first + batch - 1, count)
-    local images, items, inputs = {}, {}, {}
-    for i = first, last do
+  local i = 1
+  while i <= count do
+    local images, items, inputs, index = {}, {}, {}, {}
+    while #images < batch and i <= count do
       local img, item = load(i)
-      images[#images + 1], items[#items + 1] = img, item
-      inputs[#inputs + 1] = to_model_size(img, size)
+      if img then
+        images[#images + 1], items[#items + 1], index[#index + 1] = img, item, i
+        inputs[#inputs + 1] = to_model_size(img, size)
+      else
+        skip(i, item)
+      end
+      i = i + 1
     end
-    local probs = predict.probabilities(model, meta, lpnx.stack(inputs), {tta = opts.tta})
-    for k, img in ipairs(images) do
-      local h, w = img:size(2), img:size(3)
-      local p = probs[k]:narrow(1, 1, 1)               -- (1,S,S): the first class
-      p = (h == size and w == size) and p:clone() or lpnx.image.resize(p, h, w, "bilinear")
-      each(first + k - 1, p, img, items[k])
+    if #images > 0 then
+      local probs = predict.probabilities(model, meta, lpnx.stack(inputs), {tta = opts.tta})
+      for k, img in ipairs(images) do
+        local h, w = img:size(2), img:size(3)
+        local p = probs[k]:narrow(1, 1, 1)             -- (1,S,S): the first class
+        p = (h == size and w == size) and p:clone() or lpnx.image.resize(p, h, w, "bilinear")
+        each(index[k], p, img, items[k])
+      end
     end
   end
 end
@@ -213,7 +322,8 @@ end
 
 local RUN_KEYS = {"model", "meta", "inputs", "out", "tta", "batch", "top", "min_area", "bottom", "reference_area",
                   "threshold", "min_component", "write_masks", "write_overlays", "overlay_size", "progress",
-                  "threads", "keep_probabilities", "dicom_seg", "dicom_seg_empty", "each"}
+                  "threads", "keep_probabilities", "dicom_seg", "dicom_seg_empty", "each", "any_image",
+                  "chest_rules", "on_skip", "on_warning"}
 
 local function common_numbers(name, opts)
   local d = predict.defaults
@@ -237,7 +347,17 @@ local function write_seg(out, id, mask, meta, empty_too, series)
   local rel = ("seg/%s.dcm"):format(id)
   local uids = lpnx.dicom.write_seg(("%s/%s"):format(out, rel), mask, meta, opts)
   if s then s.count = s.count + 1 else series[meta.study_instance_uid] = {uid = uids.series_instance_uid, count = 1} end
-  return rel
+  return rel, uids.warnings
+end
+
+-- Text without the "file.lua:12: " a Lua error starts with.
+local function reason_of(err)
+  return (tostring(err):gsub("^[^:\n]*%.lua:%d+: ", ""))
+end
+
+-- Views as the outputs record them: the ViewPosition, upper case, "" when none.
+local function view_of(info)
+  return attribute(info, "view_position") or ""
 end
 
 -- run{model = FILE, inputs = DIR | FILE | {FILES}, out = DIR, tta = false,
@@ -245,20 +365,37 @@ end
 --     min_component = 0, write_masks = true, write_overlays = true,
 --     overlay_size = 1024, threads, progress = fn(i, n, id, positive),
 --     keep_probabilities = false, dicom_seg = false, dicom_seg_empty = false,
---     each = fn(result, image, mask, prob)}
--- Writes OUT/submission.csv (one row per image, "-1" when empty),
--- OUT/masks/ID.png (0/255) and OUT/overlays/ID.png (the image with its
--- mask; images larger than overlay_size on their long side are shrunk for
--- it). With dicom_seg, OUT/seg/ID.dcm: a DICOM Segmentation of each DICOM
--- input with a predicted mask (of every DICOM input with dicom_seg_empty;
--- PNG inputs have no DICOM identity to refer to and get none). each is
--- called once per image, in input order, with its result (below), the
--- image (1,H,W) in [0,1], its mask and its probabilities (1,H,W).
--- Returns {images = n, positive = k, seconds = s, out = DIR,
--- submission = PATH, ids = {...}, rows = {{id, rle}, ...},
+--     any_image = false, chest_rules = predict.chest_rules,
+--     each = fn(result, image, mask, prob), on_skip = fn(skipped),
+--     on_warning = fn(id, message)}
+-- Writes OUT/submission.csv (one row per predicted image, "-1" when
+-- empty), OUT/images.csv (one row per predicted image: image_id, path,
+-- view, rows, columns, positive, area_px, area_cm2, area_source,
+-- max_probability, seg), OUT/skipped.csv (one row per input left out:
+-- path, image_id, reason; only the header when none was), OUT/masks/ID.png
+-- (0/255) and OUT/overlays/ID.png (the image with its mask; images larger
+-- than overlay_size on their long side are shrunk for it). With
+-- dicom_seg, OUT/seg/ID.dcm: a DICOM Segmentation of each DICOM input with
+-- a predicted mask (of every DICOM input with dicom_seg_empty; PNG inputs
+-- have no DICOM identity to refer to and get none).
+-- One bad input never stops the batch: a file that cannot be read, and an
+-- image chest_check(meta, chest_rules) refuses (unless any_image), is left
+-- out with its reason (on_skip gets {path, id, reason} at once, progress
+-- too, with positive nil). A segmentation that cannot be written leaves its
+-- image predicted without one; that, and what write_seg could not copy
+-- from the source as it was, go to on_warning (and the summary's
+-- warnings). each is called once per predicted image, in input order, with
+-- its result (below), the image (1,H,W) in [0,1], its mask and its
+-- probabilities (1,H,W).
+-- Returns {inputs = n given, images = n predicted, positive = k, seconds = s,
+-- out = DIR, submission = PATH, skipped_csv = PATH, images_csv = PATH,
+-- ids = {...} (predicted), rows = {{id, rle}, ...},
+-- skipped = {{path, id, reason}, ...}, warnings = {{id, message}, ...},
 -- results = {{id, path, height, width, area, max_probability, positive,
--- pixel_spacing = {row, column} (mm) | nil, seg = "seg/ID.dcm" | nil}, ...},
--- segs = number written, probabilities = {(1,H,W), ...} when keep_probabilities}.
+-- view = "PA" | "" ..., pixel_spacing = {row, column} (mm, as areas use it)
+-- | nil, area_source (predict.area_spacing's), area_cm2 | nil,
+-- seg = "seg/ID.dcm" | nil}, ...}, segs = number written,
+-- probabilities = {(1,H,W), ...} when keep_probabilities}.
 function predict.run(opts)
   local name = "predict.run"
   if type(opts) ~= "table" then error(("%s: expected {model = FILE, inputs = DIR, out = DIR, ...}"):format(name), 2) end
@@ -271,8 +408,13 @@ function predict.run(opts)
   predict.postprocess(lpnx.zeros(1, 1), post)      -- checks the settings before any work
   local overlay_size = integer_at_least(name, "overlay_size", opts.overlay_size or predict.defaults.overlay_size, 1)
   local write_masks, write_overlays = opts.write_masks ~= false, opts.write_overlays ~= false
-  if opts.each ~= nil and type(opts.each) ~= "function" then
-    error(("%s: each must be a function(result, image, mask, prob), got %s"):format(name, type(opts.each)), 2)
+  for _, k in ipairs {"each", "on_skip", "on_warning"} do
+    if opts[k] ~= nil and type(opts[k]) ~= "function" then
+      error(("%s: %s must be a function, got %s"):format(name, k, type(opts[k])), 2)
+    end
+  end
+  if opts.chest_rules ~= nil and type(opts.chest_rules) ~= "table" then
+    error(("%s: chest_rules must be a table (as predict.chest_rules), got %s"):format(name, type(opts.chest_rules)), 2)
   end
   local ok, paths = pcall(data.list_images, opts.inputs)
   if not ok then error(("%s: %s"):format(name, (tostring(paths):gsub("^[^:]*:%d+: ", ""))), 2) end
@@ -294,29 +436,54 @@ function predict.run(opts)
     if write_overlays then mkdir(opts.out .. "/overlays") end
     if opts.dicom_seg then mkdir(opts.out .. "/seg") end
     local rows, kept, results, positive, segs, series = {}, {}, {}, 0, 0, {}
+    local skipped, warnings = {}, {}
+    local function warn(id, message)
+      warnings[#warnings + 1] = {id, message}
+      if opts.on_warning then opts.on_warning(id, message) end
+    end
     local function load(i)
-      local img, info = data.read_image(paths[i])
+      local read, img, info = pcall(data.read_image, paths[i])
+      if not read then                                 -- the reason without "lpnx.dicom.read: PATH: "
+        local why = reason_of(img)
+        local at = why:find(paths[i] .. ": ", 1, true)
+        return nil, at and why:sub(at + #paths[i] + 2) or why
+      end
+      if not opts.any_image then
+        local chest, why = predict.chest_check(info, opts.chest_rules)
+        if not chest then return nil, why end
+      end
       return img, {id = ids[i], meta = info}
+    end
+    local function skip(i, reason)
+      local entry = {paths[i], ids[i], reason}
+      skipped[#skipped + 1] = entry
+      if opts.on_skip then opts.on_skip(entry) end
+      if opts.progress then opts.progress(i, #paths, ids[i], nil) end
     end
     sweep(name, model, meta, #paths, load, {batch = batch, tta = opts.tta}, function(i, prob, img, item)
       local id, info = item.id, item.meta
       local mask = predict.postprocess(prob, post)       -- (1,H,W)
       local rle = lpnx.rle.encode(mask)
-      rows[i] = {id, rle}
+      rows[#rows + 1] = {id, rle}
       if rle ~= "-1" then positive = positive + 1 end
-      local result = {id = id, path = paths[i], height = img:size(2), width = img:size(3), area = mask:sum(),
-                      max_probability = prob:max(), positive = rle ~= "-1", pixel_spacing = info.pixel_spacing}
+      local spacing, source = predict.area_spacing(info)
+      local area = mask:sum()
+      local result = {id = id, path = paths[i], height = img:size(2), width = img:size(3), area = area,
+                      max_probability = prob:max(), positive = rle ~= "-1", pixel_spacing = spacing,
+                      area_source = source, view = view_of(info),
+                      area_cm2 = spacing and area * spacing[1] * spacing[2] / 100 or nil}
       if opts.dicom_seg and info.format == "dicom" then
-        local written, rel = pcall(write_seg, opts.out, id, mask, info, opts.dicom_seg_empty, series)
-        if not written then
-          error(("%s: no DICOM Segmentation for %s: %s")
-                :format(name, paths[i], (tostring(rel):gsub("^[^:]*:%d+: ", ""))), 0)
+        local written, rel, seg_warnings = pcall(write_seg, opts.out, id, mask, info, opts.dicom_seg_empty, series)
+        if written then
+          result.seg = rel
+          if rel then segs = segs + 1 end
+          for _, w in ipairs(seg_warnings or {}) do warn(id, "DICOM Segmentation: " .. w) end
+        else
+          warn(id, "no DICOM Segmentation: " .. reason_of(rel):gsub("^lpnx%.dicom%.write_seg: [^\n]-%.dcm: ", ""))
         end
-        result.seg = rel
-        if rel then segs = segs + 1 end
       end
-      results[i] = result
-      if opts.keep_probabilities then kept[i] = prob end
+      results[#results + 1] = result
+      if opts.keep_probabilities then kept[#kept + 1] = prob end
       if write_masks then lpnx.png.write(("%s/masks/%s.png"):format(opts.out, id), mask) end
       if write_overlays then
         local h, w = img:size(2), img:size(3)
@@ -331,11 +498,25 @@ function predict.run(opts)
       end
       if opts.each then opts.each(result, img, mask, prob) end
       if opts.progress then opts.progress(i, #paths, id, rle ~= "-1") end
-    end)
+    end, skip)
     local submission = opts.out .. "/submission.csv"
     siim.write_submission(submission, rows)
-    return {images = #paths, positive = positive, seconds = now() - start, out = opts.out,
-            submission = submission, ids = ids, rows = rows, results = results, segs = segs,
+    local skipped_csv = opts.out .. "/skipped.csv"
+    lpnx.csv.write(skipped_csv, {"path", "image_id", "reason"}, skipped)
+    local images_csv = opts.out .. "/images.csv"
+    local lines = {}
+    for k, r in ipairs(results) do
+      lines[k] = {r.id, r.path, r.view, tostring(r.height), tostring(r.width), r.positive and "1" or "0",
+                  ("%d"):format(math.floor(r.area + 0.5)), r.area_cm2 and ("%.2f"):format(r.area_cm2) or "",
+                  r.area_source, ("%.4f"):format(r.max_probability), r.seg or ""}
+    end
+    lpnx.csv.write(images_csv, {"image_id", "path", "view", "rows", "columns", "positive", "area_px", "area_cm2",
+                                "area_source", "max_probability", "seg"}, lines)
+    local predicted = {}
+    for k, r in ipairs(results) do predicted[k] = r.id end
+    return {inputs = #paths, images = #results, positive = positive, seconds = now() - start, out = opts.out,
+            submission = submission, skipped_csv = skipped_csv, images_csv = images_csv, ids = predicted,
+            rows = rows, results = results, segs = segs, skipped = skipped, warnings = warnings,
             probabilities = opts.keep_probabilities and kept or nil}
   end)
 end
@@ -419,7 +600,7 @@ function predict.search(opts)
         end
       end
       if opts.progress then opts.progress(i, n, item.id) end
-    end)
+    end, function(_, reason) error(reason, 0) end)
     local best
     for _, t in ipairs(tried) do
       t.dice, t.iou = t.dice / n, t.iou / n
