@@ -10,7 +10,8 @@
 -- the grid is built. Its HTML, CSS and JavaScript are report.html, beside
 -- this file. Each case shows the X-ray's thumbnail beside the same
 -- thumbnail under the mask (prediction filled red, truth outlined cyan), the
--- predicted area (cm^2 where the pixel spacing is known, else pixels), the
+-- predicted area (cm^2 where the pixel spacing is known, with where the
+-- spacing came from in the detail view and the header, else pixels), the
 -- highest probability and, with truth, the Dice score and a flag where
 -- prediction and truth disagree. The grid sorts by confidence, area or Dice
 -- and filters to the positive or the flagged cases; a click opens the X-ray
@@ -178,9 +179,10 @@ function report.new(opts)
 end
 
 -- rep:add(result, image, mask): one case. result: {id, max_probability,
--- pixel_spacing = {row, column} (mm) | nil, seg = relative path | nil,
--- path = source file | nil} (lpnx.predict.run's results fit); image (1,H,W)
--- or (H,W) in [0,1]; mask of the same size, 0/1.
+-- pixel_spacing = {row, column} (mm) | nil, area_source = where the
+-- spacing came from | nil, view = ViewPosition | nil, seg = relative path
+-- | nil, path = source file | nil} (lpnx.predict.run's results fit); image
+-- (1,H,W) or (H,W) in [0,1]; mask of the same size, 0/1.
 function Report:add(result, image, mask)
   local name = "lpnx.report:add"
   if type(result) ~= "table" or type(result.id) ~= "string" or result.id == "" then
@@ -207,7 +209,9 @@ function Report:add(result, image, mask)
                 src = result.path and result.path:match("([^/]+)$") or nil}
   if type(spacing) == "table" and spacing[1] and spacing[2] then
     case.area_cm2 = round(area * spacing[1] * spacing[2] / 100, 2)
+    case.area_source = type(result.area_source) == "string" and result.area_source or "given pixel spacing"
   end
+  if type(result.view) == "string" and result.view ~= "" then case.view_position = result.view end
 
   local truth
   if self.truth then
@@ -275,8 +279,9 @@ local function read_page()
 end
 local PAGE = read_page()
 
--- rep:finish([{segs = n}]) -> path of index.html, summary {cases, positive,
--- scored, mean_dice, flagged}. Writes OUT/index.html (atomically).
+-- rep:finish([{segs = n, skipped = n}]) -> path of index.html, summary
+-- {cases, positive, scored, mean_dice, flagged}. Writes OUT/index.html
+-- (atomically); skipped is the number of inputs predict left out.
 function Report:finish(extra)
   extra = extra or {}
   local positive, scored, dice_sum, flagged = 0, 0, 0, 0
@@ -285,7 +290,7 @@ function Report:finish(extra)
     if c.dice then scored, dice_sum = scored + 1, dice_sum + c.dice end
     if c.flag then flagged = flagged + 1 end
   end
-  local meta = {title = self.title, truth = self.truth_name or cjson.null, segs = extra.segs,
+  local meta = {title = self.title, truth = self.truth_name or cjson.null, segs = extra.segs, skipped = extra.skipped,
                 generated = os.date("!%Y-%m-%dT%H:%M:%SZ")}
   local cases_json = #self.cases == 0 and "[]" or cjson.encode(self.cases)
   local card = self.thumb_size * 2 + 28
