@@ -2,8 +2,9 @@
 -- that cannot be read, other modalities and body parts, lateral views,
 -- several frames, colour, names too long for their VR, a detector's pixel
 -- spacing with a magnification factor. The files are
--- spec/fixtures/intake/*.dcm, written by pydicom
--- (spec/fixtures/gen/make_intake_fixtures.py); the specs need no Python.
+-- spec/fixtures/intake/*.dcm, written by pydicom, DCMTK's dcmodify and
+-- GDCM's gdcmconv (spec/fixtures/gen/make_intake_fixtures.py); the specs
+-- need none of them.
 local lpnx = require "lpnx"
 local cjson = require "cjson"
 local h = require "spec.support.helpers"
@@ -49,6 +50,8 @@ describe("predict.chest_check", function()
   it("refuses another modality, a lateral view, another body part, several frames and colour, saying why", function()
     local cases = {
       {"ct.dcm", "Modality CT is not a radiograph (accepted: CR, DX, OT, SC)"},
+      {"mr_dcmodify.dcm", "Modality MR is not a radiograph (accepted: CR, DX, OT, SC)"},
+      {"rl_gdcm.dcm", "ViewPosition RL is a lateral view, not a frontal chest"},
       {"lateral.dcm", "ViewPosition LL is a lateral view, not a frontal chest"},
       {"hand.dcm", "BodyPartExamined HAND is not a chest (accepted: CHEST, LUNG, LUNGS, THORAX)"},
       {"two_frames.dcm", "2 frames (NumberOfFrames), not a single radiograph"},
@@ -107,8 +110,8 @@ describe("predict.run on an archive's mixed folder", function()
   end)
   teardown(function() h.rmdir(dir) end)
 
-  local GOOD = {"ap_no_body_part", "dx_magnified", "long_name", "pa_chest"}
-  local SKIPPED = {"ct", "hand", "lateral", "rgb", "truncated", "two_frames"}
+  local GOOD = {"ap_no_body_part", "dx_magnified", "long_name", "name_dcmodify", "pa_chest"}
+  local SKIPPED = {"ct", "hand", "lateral", "mr_dcmodify", "rgb", "rl_gdcm", "truncated", "two_frames"}
 
   it("skips what it cannot read or is no frontal chest, predicts the rest and lists both", function()
     local out = dir .. "/mixed"
@@ -117,12 +120,12 @@ describe("predict.run on an archive's mixed folder", function()
     local s = predict.run{model = model_path, inputs = INTAKE, out = out, threshold = 0, dicom_seg = true,
                           on_skip = function(e) told[#told + 1] = e[2] end,
                           on_warning = function(id, message) warned[#warned + 1] = {id, message} end}
-    assert.are.equal(10, s.inputs)
-    assert.are.equal(4, s.images)
+    assert.are.equal(13, s.inputs)
+    assert.are.equal(5, s.images)
     assert.are.same(GOOD, s.ids)
     assert.are.same(SKIPPED, told)
     local rows = csv_rows(out .. "/skipped.csv")
-    assert.are.equal(6, #rows)
+    assert.are.equal(8, #rows)
     local reasons = {}
     for k, r in ipairs(rows) do
       assert.are.equal(INTAKE .. SKIPPED[k] .. ".dcm", r[1])
@@ -135,7 +138,7 @@ describe("predict.run on an archive's mixed folder", function()
     assert.matches("^not a readable DICOM file: .*premature end of stream", reasons.truncated)
     -- the submission has the predicted images only
     local sub = csv_rows(out .. "/submission.csv")
-    assert.are.equal(4, #sub)
+    assert.are.equal(5, #sub)
     for k, r in ipairs(sub) do assert.are.equal(GOOD[k], r[1]) end
     -- images.csv: view, area in cm^2 and where the spacing came from
     local images, header = csv_rows(out .. "/images.csv")
@@ -152,20 +155,24 @@ describe("predict.run on an archive's mixed folder", function()
                     {by_id.dx_magnified[3], by_id.dx_magnified[8], by_id.dx_magnified[9]})
     assert.is_true(near(s.results[2].area_cm2, 1.048576, 1e-9))
     -- the long name did not stop its segmentation: cut to PN's 64 characters per group, with a warning
-    assert.are.equal(4, s.segs)
+    assert.are.equal(5, s.segs)
     assert.are.equal("seg/long_name.dcm", by_id.long_name[11])
     local _, info = lpnx.dicom.read_seg(out .. "/seg/long_name.dcm")
     assert.are.equal(64, #info.patient_name)
     assert.are.same(warned, s.warnings)
-    assert.are.equal(2, #warned)
+    assert.are.equal(3, #warned)
     assert.are.equal("long_name", warned[1][1])
     assert.matches("^DICOM Segmentation: source patient_name '.-' is longer than a person name", warned[1][2])
+    -- a name DCMTK's dcmodify wrote: its one component group cut to 64 characters
+    assert.are.equal("name_dcmodify", warned[3][1])
+    _, info = lpnx.dicom.read_seg(out .. "/seg/name_dcmodify.dcm")
+    assert.are.equal(("A"):rep(64), info.patient_name)
   end)
 
   it("with any_image predicts every readable image and still skips the unreadable one", function()
     local s = predict.run{model = model_path, inputs = INTAKE, out = dir .. "/any", threshold = 0.5,
                           any_image = true, write_overlays = false, write_masks = false}
-    assert.are.equal(9, s.images)
+    assert.are.equal(12, s.images)
     assert.are.equal(1, #s.skipped)
     assert.are.equal("truncated", s.skipped[1][2])
     local views = {}
@@ -180,12 +187,12 @@ describe("predict.run on an archive's mixed folder", function()
     assert.are.equal(3, code, text)
     assert.matches("skipped lateral %(" .. (INTAKE .. "lateral.dcm"):gsub("%p", "%%%0")
                    .. "%): ViewPosition LL is a lateral view, not a frontal chest\n", text)
-    assert.matches("\npredicted 4 images, ", text)
-    assert.matches("\nskipped 6 of 10 inputs: " .. (out .. "/skipped.csv"):gsub("%p", "%%%0") .. "\n$", text)
+    assert.matches("\npredicted 5 images, ", text)
+    assert.matches("\nskipped 8 of 13 inputs: " .. (out .. "/skipped.csv"):gsub("%p", "%%%0") .. "\n$", text)
     -- the review page counts the skipped inputs and says where each area's spacing came from
     local html = assert(io.open(out .. "/index.html")):read("a")
     local meta = cjson.decode(html:match('<script type="application/json" id="lpnx%-meta">(.-)</script>'))
-    assert.are.equal(6, meta.skipped)
+    assert.are.equal(8, meta.skipped)
     local cases = cjson.decode(html:match('<script type="application/json" id="lpnx%-cases">(.-)</script>'))
     local by_id = {}
     for _, c in ipairs(cases) do by_id[c.id] = c end
