@@ -26,7 +26,11 @@ local parser = argparse(PROGRAM, "Predict pneumothorax masks with a trained lpnx
   :epilog("Post-processing: by default the SIIM-ACR triplet: an image is positive only when at least --min-area "
           .. "pixels (counted on a 1024x1024 image, scaled to each image's size) have a probability above --top; "
           .. "its mask is then every pixel above --bottom. --threshold T instead keeps every pixel above T. "
-          .. "examples/evaluate.lua --search picks the triplet on labelled images.")
+          .. "examples/evaluate.lua --search picks the triplet on labelled images. "
+          .. "An input that cannot be read, or is not a single-frame gray frontal chest radiograph "
+          .. "(lpnx.predict.chest_rules; --any-image turns the check off), is skipped with its reason: a line here "
+          .. "and a row of OUT/skipped.csv. Exit status: 0 every input predicted, 3 some skipped and the rest "
+          .. "predicted, 2 a bad flag or missing file, 1 a failure or no input predicted.")
 parser:option("--model", "Model file written by lpnx.models.save or the trainer (safetensors)."):argname("<file>")
   :convert(cli.file("--model", "a model file"))
 parser:option("--data", ("A folder (searched recursively for files with the extension %s) or image files.")

@@ -6,7 +6,10 @@
  * Writing: DcmSegmentation::createBinarySegmentation with the equipment
  * and content identification, the source's patient, study and frame of
  * reference copied over attribute by attribute (each checked against its
- * VR first, so a bad value is reported by name), one segment
+ * VR first: a bad option or source UID is reported by name; a patient or
+ * study value too long for its VR is cut at the VR's limit and any other
+ * bad one left out, each with a warning, so that an archive's free-text
+ * names never cost an image its segmentation), one segment
  * (DcmSegment::create), one frame with its Frame Content, Segment
  * Identification and Derivation Image functional groups, Pixel Measures
  * when the source has a Pixel Spacing, a dimension on the Referenced
