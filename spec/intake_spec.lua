@@ -169,6 +169,28 @@ describe("predict.run on an archive's mixed folder", function()
     assert.are.equal(("A"):rep(64), info.patient_name)
   end)
 
+  it("an image whose segmentation cannot be written is still predicted, with a warning", function()
+    -- pa_chest.dcm with a letter in its SOP Instance UID: DCMTK reads it, a segmentation cannot refer to it
+    local bytes = assert(io.open(INTAKE .. "pa_chest.dcm", "rb")):read("a")
+    local patched, n = bytes:gsub("1147%.77%.1%.3", "1147.77.1.x")
+    assert.are.equal(2, n)                                   -- the file meta's copy and the data set's
+    local folder = dir .. "/bad-uid"
+    os.execute("mkdir -p " .. quote(folder))
+    local f = assert(io.open(folder .. "/bad_uid.dcm", "wb"))
+    f:write(patched)
+    f:close()
+    local s = predict.run{model = model_path, inputs = folder, out = dir .. "/bad-uid-out", threshold = 0,
+                          dicom_seg = true}
+    assert.are.equal(1, s.images)
+    assert.are.same({}, s.skipped)
+    assert.are.equal(0, s.segs)
+    assert.is_nil(s.results[1].seg)
+    assert.are.same({{"bad_uid", "no DICOM Segmentation: source_meta.sop_instance_uid "
+                      .. "'1.2.826.0.1.3680043.10.1147.77.1.x' is not a valid UID (up to 64 digits and dots, "
+                      .. "no leading zeros)"}}, s.warnings)
+    assert.are.equal(1, #csv_rows(dir .. "/bad-uid-out/submission.csv"))
+  end)
+
   it("with any_image predicts every readable image and still skips the unreadable one", function()
     local s = predict.run{model = model_path, inputs = INTAKE, out = dir .. "/any", threshold = 0.5,
                           any_image = true, write_overlays = false, write_masks = false}
