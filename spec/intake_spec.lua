@@ -45,6 +45,8 @@ describe("predict.chest_check", function()
     assert.is_true(predict.chest_check({format = "png", rows = 64, columns = 64}))
     -- free text around a chest word, and lower case, pass
     assert.is_true(predict.chest_check({modality = "cr", body_part_examined = "PORT CHEST", view_position = "ap"}))
+    assert.is_true(predict.chest_check({modality = "DX", body_part_examined = "CHEST_PA"}))
+    assert.is_false(predict.chest_check({modality = "DX", body_part_examined = "CHESTWALL"}))
   end)
 
   it("refuses another modality, a lateral view, another body part, several frames and colour, saying why", function()

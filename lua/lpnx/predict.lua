@@ -154,8 +154,8 @@ end
 -- rule (archives often leave them out), and so does a PNG, which has none.
 --   modalities: Modality values taken as radiographs (a secondary capture,
 --     SC or OT, qualifies by having an image);
---   body_parts: words of BodyPartExamined (upper case, split at spaces and
---     punctuation) any one of which makes it a chest ("PORT CHEST" passes);
+--   body_parts: words of BodyPartExamined (upper case, its runs of letters)
+--     any one of which makes it a chest ("PORT CHEST", "CHEST_PA" pass);
 --   views: ViewPosition values and the kind of view each is; a value not
 --     listed passes and is recorded as it is; accepted_views: the kinds that
 --     pass;
@@ -207,7 +207,7 @@ function predict.chest_check(meta, rules)
   local part = attribute(meta, "body_part_examined")
   if part and rules.body_parts then
     local chest = false
-    for word in part:gmatch("[%w_]+") do chest = chest or rules.body_parts[word] == true end
+    for word in part:gmatch("%a+") do chest = chest or rules.body_parts[word] == true end
     if not chest then
       return false, ("BodyPartExamined %s is not a chest (accepted: %s)"):format(part, keys_of(rules.body_parts))
     end
