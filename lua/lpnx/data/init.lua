@@ -56,17 +56,19 @@ function data.readers.png(path)
   return img:contiguous(), {rows = info.height, columns = info.width, format = "png"}
 end
 
--- DICOM, values scaled by their stored range (an 8-bit X-ray by 1/255).
+-- DICOM: a monochrome image through the presentation chain a viewer
+-- applies (lpnx.dicom.present with its default window: the file's first
+-- VOI LUT or window, else the stored range up to 8 bits, an 8-bit SIIM
+-- image giving x / 255, else an "auto" window); a colour image averaged
+-- over its channels and scaled by its 8-bit range.
 function data.readers.dcm(path)
-  local img, meta = lpnx.dicom.read(path)
-  if img:size(1) == 3 then img = img:mean(1, true) end
-  local bits = meta.bits_stored or 8
-  local lo, hi = 0, 2 ^ bits - 1
-  if meta.pixel_representation == 1 then lo, hi = -2 ^ (bits - 1), 2 ^ (bits - 1) - 1 end
-  local slope, intercept = meta.rescale_slope or 1, meta.rescale_intercept or 0
-  lo, hi = lo * slope + intercept, hi * slope + intercept
-  if lo > hi then lo, hi = hi, lo end
-  img = ((img - lo) / math.max(hi - lo, 1e-12)):clamp_(0, 1)
+  local img, meta = lpnx.dicom.read(path, {stored = true})
+  if img:size(1) == 3 then
+    local hi = 2 ^ (meta.bits_stored or 8) - 1
+    img = (img:mean(1, true) / hi):clamp_(0, 1)
+  else
+    img = lpnx.dicom.present(img, meta)
+  end
   meta.format = "dicom"
   return img, meta
 end
