@@ -142,7 +142,7 @@ function present.present(image, meta, opts)
   o.invert = meta.photometric == "MONOCHROME1" or meta.presentation_lut_shape == "INVERSE"
   how.invert = o.invert
   local ok, out = pcall(lpnx.image.present, image, o)
-  if not ok then fail(tostring(out):gsub("^bad argument #2 to '[%w.]*present' %((.*)%)$", "%1")) end
+  if not ok then fail(tostring(out):gsub("^bad argument #2 to '[^']*' %((.*)%)$", "%1")) end
   return out, how
 end
 
