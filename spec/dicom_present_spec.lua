@@ -35,6 +35,17 @@ describe("lpnx.dicom.present against pydicom", function()
     end)
   end
 
+  it("reads the LUTs of implicit VR files (DCMTK's copies) the same", function()
+    for _, file in ipairs {"cr12s_modality_lut", "dx16_voi_lut"} do
+      local img, m = read(fixture(file .. "_implicit"))
+      assert.are.equal("1.2.840.10008.1.2", m.transfer_syntax)
+      for k = 1, #(m.voi_luts or {1}) do
+        local out = lpnx.dicom.present(img, m, {window = k})
+        assert.are.equal(0, helpers.max_diff(out, expected[file .. "_" .. k]:view(1, 64, 64)))
+      end
+    end
+  end)
+
   it("agrees with pydicom to float precision where the arithmetic is the same", function()
     -- every case but none: the largest difference over all of them
     local worst = 0
