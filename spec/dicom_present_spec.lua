@@ -134,6 +134,16 @@ describe("lpnx.dicom.present's choice of window", function()
     end
   end)
 
+  it("is what data.read_image gives a monochrome DICOM file, with the window it is given", function()
+    local path = fixture("dx14_windows")
+    local img, m = read(path)
+    assert.is_true(data.read_image(path):equal(lpnx.dicom.present(img, m)))
+    assert.is_true(data.read_image(path, {window = 2}):equal(lpnx.dicom.present(img, m, {window = 2})))
+    assert.is_true(data.read_image(path, {window = "auto"}):equal(lpnx.dicom.present(img, m, {window = "auto"})))
+    local _, meta = data.read_image(path)
+    assert.are.equal("dicom", meta.format)
+  end)
+
   it("uses the file's first VOI LUT, else its first window, unless told", function()
     local img, m = read(fixture("dx16_voi_lut"))
     local _, how = lpnx.dicom.present(img, m)
