@@ -246,6 +246,9 @@ describe("lpnx.image.present", function()
     assert.are.same({10, 10, 10, 20, 30, 30}, lpnx.image.present(v, {modality_lut = lut}):totable())
     helpers.assert_near(lpnx.image.present(lpnx.tensor{-9, -1, 0, 5}, {voi = "table", voi_lut = lut}),
                         lpnx.tensor{10, 10, 20, 30} / 31, 1e-7)
+    -- entries above 2^bits - 1 (a bad file) stop at 1
+    assert.are.same({1}, lpnx.image.present(lpnx.tensor{0}, {voi = "table",
+                                            voi_lut = {data = lpnx.tensor{40}, first = 0, bits = 5}}):totable())
   end)
 
   it("applies the windows of C.11.2.1.2.1 and C.11.2.1.3", function()

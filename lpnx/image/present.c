@@ -41,9 +41,11 @@ void lpnx_image_present(float *out, const float *in, int64_t n, const lpnx_prese
             y = y < 0.0f ? 0.0f : y > 1.0f ? 1.0f : y;
             break;
         }
-        case LPNX_VOI_TABLE:
-            y = (float)(lookup(&o->voi_lut, m) / o->voi_max);
+        case LPNX_VOI_TABLE: { /* entries past 2^bits - 1 (a bad file) give 1 */
+            double t = lookup(&o->voi_lut, m) / o->voi_max;
+            y = (float)(t < 0 ? 0 : t > 1 ? 1 : t);
             break;
+        }
         default:
             y = (float)window(o->voi, o->center, o->width, m);
             break;

@@ -40,7 +40,7 @@ typedef struct {
     double center, width; /* LINEAR (width >= 1), LINEAR_EXACT and SIGMOID (width > 0) */
     double low, high;     /* RANGE, low < high */
     lpnx_lut voi_lut;     /* TABLE */
-    double voi_max;       /* TABLE: the output is data / voi_max (2^bits - 1), > 0 */
+    double voi_max;       /* TABLE: the output is data / voi_max (2^bits - 1), > 0, at most 1 */
     int invert;           /* 1: y -> 1 - y at the end (MONOCHROME1, INVERSE); not with NONE */
 } lpnx_present_opts;
 
