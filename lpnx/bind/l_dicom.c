@@ -1,7 +1,7 @@
 /* lpnx.dicom: DICOM images through the DCMTK shim in io/dicom.cpp, and
  * Segmentation objects through the one in io/dicom_seg.cpp.
  *
- *   read(path [, {frame = n}]) -> image (C,H,W) float tensor, meta table
+ *   read(path [, {frame = n, stored = true}]) -> image (C,H,W) float tensor, meta table
  *   write(path, image, meta [, {jpeg = true, quality = 95}]) -> uids table
  *   write_seg(path, mask, source_meta [, opts]) -> uids table (+ warnings = {lines})
  *   read_seg(path [, {segment = n}]) -> mask (F,H,W) float tensor, info table
@@ -82,6 +82,63 @@ static void setpair(lua_State *L, int t, const char *key, const double *v) {
     lua_setfield(L, t, key);
 }
 
+/* t[key] = s when s is not NULL. */
+static void setoptstring(lua_State *L, int t, const char *key, const char *s) {
+    if (!s) return;
+    lua_pushstring(L, s);
+    lua_setfield(L, t, key);
+}
+
+/* A LUT as {first = n, bits = n, data = tensor (entries), explanation =,
+ * type =}, pushed onto the stack. */
+static void pushlut(lua_State *L, const lpnx_dicom_lut *lut) {
+    lua_createtable(L, 0, 5);
+    int t = lua_gettop(L);
+    setinteger(L, t, "first", lut->first_mapped);
+    setinteger(L, t, "bits", lut->bits);
+    int64_t size[1] = {lut->entries};
+    lpnx_Tensor *data = lpnx_pushnew(L, 1, size, 0); /* (entries) */
+    float *out = lpnx_tensor_data(data);
+    for (int i = 0; i < lut->entries; i++) out[i] = (float)lut->data[i];
+    lua_setfield(L, t, "data");
+    setoptstring(L, t, "explanation", lut->explanation);
+    setoptstring(L, t, "type", lut->type);
+}
+
+/* The presentation attributes into meta table t, each only when the file
+ * has it: windows = {{center =, width =, explanation =}, ...},
+ * voi_lut_function, presentation_lut_shape, modality_lut = lut,
+ * voi_luts = {lut, ...}. */
+static void pushpresentation(lua_State *L, int t, const lpnx_dicom_info *info) {
+    luaL_checkstack(L, 6, "lpnx.dicom.read");
+    if (info->window_count > 0) {
+        lua_createtable(L, info->window_count, 0);
+        for (int k = 0; k < info->window_count; k++) {
+            lua_createtable(L, 0, 3);
+            int w = lua_gettop(L);
+            setnumber(L, w, "center", 1, info->window_centers[k]);
+            setnumber(L, w, "width", 1, info->window_widths[k]);
+            setoptstring(L, w, "explanation", info->window_explanations[k]);
+            lua_rawseti(L, -2, k + 1);
+        }
+        lua_setfield(L, t, "windows");
+    }
+    setoptstring(L, t, "voi_lut_function", info->voi_lut_function);
+    setoptstring(L, t, "presentation_lut_shape", info->presentation_lut_shape);
+    if (info->has_modality_lut) {
+        pushlut(L, &info->modality_lut);
+        lua_setfield(L, t, "modality_lut");
+    }
+    if (info->voi_lut_count > 0) {
+        lua_createtable(L, info->voi_lut_count, 0);
+        for (int k = 0; k < info->voi_lut_count; k++) {
+            pushlut(L, &info->voi_luts[k]);
+            lua_rawseti(L, -2, k + 1);
+        }
+        lua_setfield(L, t, "voi_luts");
+    }
+}
+
 /* The meta table of an opened file, pushed onto the stack. */
 static void pushmeta(lua_State *L, const lpnx_dicom_info *info) {
     lua_createtable(L, 0, 40);
@@ -119,6 +176,7 @@ static void pushmeta(lua_State *L, const lpnx_dicom_info *info) {
         lua_setfield(L, t, info->strings[i].key);
     }
     setnumber(L, t, "magnification_factor", info->has_magnification_factor, info->magnification_factor);
+    pushpresentation(L, t, info);
 }
 
 /* read(path [, {frame = n}]) -> image (C,H,W), meta */
@@ -126,6 +184,7 @@ static int l_read(lua_State *L) {
     char err[1024];
     const char *path = luaL_checkstring(L, 1);
     long long frame = 1;
+    int stored = 0;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         if (lua_getfield(L, 2, "frame") != LUA_TNIL) {
@@ -136,6 +195,11 @@ static int l_read(lua_State *L) {
             frame = (long long)n;
         }
         lua_pop(L, 1);
+        int type = lua_getfield(L, 2, "stored");
+        if (type != LUA_TNIL && type != LUA_TBOOLEAN)
+            return luaL_argerror(L, 2, lua_pushfstring(L, "stored must be a boolean, got %s", luaL_typename(L, -1)));
+        stored = lua_toboolean(L, -1);
+        lua_pop(L, 1);
     }
     handle *h = pushhandle(L);
     if (lpnx_dicom_open(&h->d, path, frame, err, sizeof err) != 0)
@@ -143,8 +207,15 @@ static int l_read(lua_State *L) {
     const lpnx_dicom_info *info = lpnx_dicom_info_of(h->d);
     int64_t size[3] = {info->channels, info->rows, info->columns};
     lpnx_Tensor *t = lpnx_pushnew(L, 3, size, 0); /* (C, H, W) */
-    lpnx_dicom_pixels(h->d, lpnx_tensor_data(t));
+    if (stored)
+        lpnx_dicom_stored_pixels(h->d, lpnx_tensor_data(t));
+    else
+        lpnx_dicom_pixels(h->d, lpnx_tensor_data(t));
     pushmeta(L, info);
+    if (stored) { /* tells lpnx.dicom.present what it is given */
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "stored_values");
+    }
     closehandle(h); /* done early; the collector would do it too */
     return 2;
 }

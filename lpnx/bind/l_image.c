@@ -18,6 +18,8 @@
  *   remove_small(mask, min_area [, {connectivity = 8}]) -> mask
  *   overlay(image, mask [, {color, alpha, contour, contour_color, contour_width}]) -> (3,H,W)
  *   normalize(t, mean, std)   to_rgb(t)
+ *   present(t, {slope, intercept, modality_lut, voi, center, width, low, high, voi_lut, invert})
+ *   quantiles(t, {q, ...} [, {exclude_extremes = false}]) -> {v, ...}, m
  *
  * mode is "bilinear" (default) or "nearest"; border is "constant"
  * (default, reading value, default 0), "replicate" or "reflect"
@@ -32,6 +34,7 @@
 #include <string.h>
 
 #include "../image/image.h"
+#include "../image/present.h"
 #include "../ops/layers.h"
 #include "../ref/ref_table.h"
 #include "bind.h"
@@ -707,13 +710,147 @@ PAIR(remove_small)
 PAIR(overlay)
 #undef PAIR
 
+/* ---- presentation (DICOM PS3.3 C.11) ---------------------------------- */
+
+/* opts[key] = {data = 1-D tensor (entries), first = number [, bits =
+ * integer in 1..16]} into lut (and 2^bits - 1 into *max when max is not
+ * NULL, bits then required); 0 when absent. A contiguous copy of data may
+ * be left on the stack. */
+static int optlut(lua_State *L, int arg, const char *key, lpnx_lut *lut, double *max) {
+    char s[160];
+    if (getoption(L, arg, key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (!lua_istable(L, -1))
+        luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be a table {data = tensor, first = number%s}, got %s",
+                                              key, max ? ", bits = integer" : "", luaL_typename(L, -1)));
+    int t = lua_gettop(L);
+    lua_getfield(L, t, "data");
+    lpnx_Tensor *d = lpnx_testtensor(L, -1);
+    if (!d || !d->storage || d->ndim != 1 || d->size[0] < 1 || d->size[0] > 65536)
+        luaL_argerror(L, arg, lua_pushfstring(L, "option '%s': data must be a 1-D tensor of 1..65536 entries, got %s",
+                                              key, d && d->storage ? lpnx_shape_of(s, sizeof s, d) : luaL_typename(L, -1)));
+    d = lpnx_checkcontiguous(L, lua_gettop(L)); /* the copy, if any, stays on the stack */
+    lua_getfield(L, t, "first");
+    int isnum = 0;
+    double first = lua_tonumberx(L, -1, &isnum);
+    if (!isnum || !isfinite(first))
+        luaL_argerror(L, arg, lua_pushfstring(L, "option '%s': first must be a finite number, got %s", key,
+                                              isnum ? num(L, first) : luaL_typename(L, -1)));
+    lua_pop(L, 1);
+    if (max) {
+        lua_getfield(L, t, "bits");
+        int isint = 0;
+        lua_Integer bits = lua_tointegerx(L, -1, &isint);
+        if (!isint || bits < 1 || bits > 16)
+            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s': bits must be an integer in 1..16, got %s", key,
+                                                  luaL_tolstring(L, -1, NULL)));
+        lua_pop(L, 1);
+        *max = ldexp(1.0, (int)bits) - 1.0;
+    }
+    lut->data = data(d);
+    lut->entries = d->size[0];
+    lut->first = first;
+    return 1;
+}
+
+/* present(t, {slope = 1, intercept = 0, modality_lut = lut, voi = "none",
+ *             center =, width =, low =, high =, voi_lut = lut, invert = false})
+ * -> the presentation chain of image/present.h on every value of t (any
+ * shape), a new tensor of t's shape. lut = {data = 1-D tensor, first =
+ * number, bits = integer} (bits for voi_lut only), as lpnx.dicom.read's
+ * meta holds them. voi: "none" (modality values), "range" (low, high),
+ * "linear" (center, width >= 1), "linear_exact" and "sigmoid" (center,
+ * width > 0), "table" (voi_lut). */
+static int l_present(lua_State *L) {
+    static const char *const keys[] = {"slope", "intercept", "modality_lut", "voi", "center", "width",
+                                       "low",   "high",      "voi_lut",      "invert", NULL};
+    static const char *const vois[] = {"none", "range", "linear", "linear_exact", "sigmoid", "table", NULL};
+    static const lpnx_voi_kind kinds[] = {LPNX_VOI_NONE,         LPNX_VOI_RANGE,   LPNX_VOI_LINEAR,
+                                          LPNX_VOI_LINEAR_EXACT, LPNX_VOI_SIGMOID, LPNX_VOI_TABLE};
+    lpnx_checklive(L, 1);
+    lpnx_Tensor *t = lpnx_checkcontiguous(L, 1);
+    checkopts(L, 2, keys);
+    lpnx_present_opts o;
+    memset(&o, 0, sizeof o);
+    o.slope = optnumber(L, 2, "slope", 1.0, 1);
+    o.intercept = optnumber(L, 2, "intercept", 0.0, 1);
+    optlut(L, 2, "modality_lut", &o.modality, NULL);
+    int kind = optchoice(L, 2, "voi", vois, 0, "one of none, range, linear, linear_exact, sigmoid, table");
+    o.voi = kinds[kind];
+    o.invert = optboolean(L, 2, "invert", 0);
+    if (o.voi == LPNX_VOI_NONE && o.invert)
+        luaL_argerror(L, 2, "option 'invert' needs a VOI step (voi other than none)");
+    if (o.voi == LPNX_VOI_RANGE) {
+        o.low = optnumber(L, 2, "low", NAN, 1);
+        o.high = optnumber(L, 2, "high", NAN, 1);
+        if (!(o.low < o.high))
+            luaL_argerror(L, 2, lua_pushfstring(L, "voi 'range' needs numbers low < high, got %s and %s",
+                                                num(L, o.low), num(L, o.high)));
+    } else if (o.voi == LPNX_VOI_LINEAR || o.voi == LPNX_VOI_LINEAR_EXACT || o.voi == LPNX_VOI_SIGMOID) {
+        o.center = optnumber(L, 2, "center", NAN, 1);
+        o.width = optnumber(L, 2, "width", NAN, 1);
+        if (isnan(o.center)) luaL_argerror(L, 2, lua_pushfstring(L, "voi '%s' needs a center", vois[kind]));
+        double least = o.voi == LPNX_VOI_LINEAR ? 1.0 : 0.0;
+        if (isnan(o.width) || o.width < least || (least == 0.0 && o.width == 0.0))
+            luaL_argerror(L, 2, lua_pushfstring(L, "voi '%s' needs a width %s, got %s", vois[kind],
+                                                least == 1.0 ? ">= 1" : "> 0", num(L, o.width)));
+    } else if (o.voi == LPNX_VOI_TABLE) {
+        if (!optlut(L, 2, "voi_lut", &o.voi_lut, &o.voi_max))
+            luaL_argerror(L, 2, "voi 'table' needs a voi_lut");
+    }
+    lpnx_Tensor *out = lpnx_pushnew(L, t->ndim, t->size, 0);
+    lpnx_image_present(data(out), data(t), lpnx_tensor_numel(out), &o);
+    return 1;
+}
+
+/* quantiles(t, {q1, q2, ...} [, {exclude_extremes = false}]) -> {v1, v2, ...}, m
+ * The nearest-rank quantiles of t's values (NaN left out; with
+ * exclude_extremes, the values equal to t's smallest or largest too,
+ * unless none would be left), and m, how many values were ranked. */
+static int l_quantiles(lua_State *L) {
+    static const char *const keys[] = {"exclude_extremes", NULL};
+    lpnx_checklive(L, 1);
+    lpnx_Tensor *t = lpnx_checkcontiguous(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    checkopts(L, 3, keys);
+    int exclude = optboolean(L, 3, "exclude_extremes", 0);
+    lua_Integer nq = luaL_len(L, 2);
+    if (nq < 1 || nq > 1024)
+        luaL_argerror(L, 2, lua_pushfstring(L, "expected 1..1024 quantiles, got %I", nq));
+    double *q = pushscratch(L, nq, sizeof(double));  /* (nq) */
+    double *v = pushscratch(L, nq, sizeof(double));  /* (nq) */
+    for (lua_Integer k = 0; k < nq; k++) {
+        int isnum = 0;
+        lua_geti(L, 2, k + 1);
+        q[k] = lua_tonumberx(L, -1, &isnum);
+        if (!isnum || !(q[k] >= 0 && q[k] <= 1))
+            luaL_argerror(L, 2, lua_pushfstring(L, "quantile %I must be a number in [0, 1], got %s", k + 1,
+                                                luaL_tolstring(L, -1, NULL)));
+        lua_pop(L, 1);
+    }
+    int64_t n = lpnx_tensor_numel(t);
+    float *scratch = pushscratch(L, n, sizeof(float)); /* (n) */
+    int64_t m = lpnx_image_quantiles(v, scratch, data(t), n, q, (int)nq, exclude);
+    if (m == 0) luaL_argerror(L, 1, "no values to rank (empty, or all NaN)");
+    lua_createtable(L, (int)nq, 0);
+    for (lua_Integer k = 0; k < nq; k++) {
+        lua_pushnumber(L, v[k]);
+        lua_rawseti(L, -2, k + 1);
+    }
+    lua_pushinteger(L, (lua_Integer)m);
+    return 2;
+}
+
 static const luaL_Reg functions[] = {
     {"resize", l_resize}, {"hflip", l_hflip}, {"vflip", l_vflip}, {"affine", l_affine},
     {"remap", l_remap}, {"elastic_field", l_elastic_field}, {"elastic", l_elastic},
     {"gaussian_blur", l_gaussian_blur}, {"brightness_contrast", l_brightness_contrast},
     {"gamma", l_gamma}, {"gaussian_noise", l_gaussian_noise}, {"clahe", l_clahe},
     {"components", l_components}, {"remove_small", l_remove_small}, {"overlay", l_overlay},
-    {"normalize", l_normalize}, {"to_rgb", l_to_rgb}, {NULL, NULL}};
+    {"normalize", l_normalize}, {"to_rgb", l_to_rgb}, {"present", l_present}, {"quantiles", l_quantiles},
+    {NULL, NULL}};
 
 static const luaL_Reg ref_functions[] = {
     {"resize", r_resize}, {"affine", r_affine}, {"remap", r_remap},

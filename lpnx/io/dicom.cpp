@@ -40,6 +40,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -107,6 +108,12 @@ bool all_values(const DcmTagKey &tag) {
 
 enum Color { GRAY, RGB, YBR_FULL, YBR_FULL_422, YBR_PARTIAL_422 };
 
+/* What an lpnx_dicom_lut points into. */
+struct LutStore {
+    std::vector<unsigned short> data;
+    std::string explanation, type;
+};
+
 }  // namespace
 
 struct lpnx_dicom {
@@ -121,6 +128,14 @@ struct lpnx_dicom {
     const Uint8 *bytes = nullptr;   /* (frames, ...) when bits_allocated == 8 */
     const Uint16 *words = nullptr;  /* (frames, ...) when bits_allocated == 16, host order */
     double slope = 1.0, intercept = 0.0;
+    /* What info's presentation attributes point into. */
+    std::vector<double> window_centers, window_widths;
+    std::vector<std::string> window_explanation_strings;
+    std::vector<const char *> window_explanations;
+    std::string voi_lut_function, presentation_lut_shape;
+    LutStore modality_lut;
+    std::vector<LutStore> voi_lut_stores;
+    std::vector<lpnx_dicom_lut> voi_luts;
 };
 
 namespace {
@@ -251,6 +266,96 @@ std::string damage_reported(const std::string &warnings) {
     return std::string();
 }
 
+/* Value pos of a string attribute, trimmed; empty when absent. */
+std::string get_string_at(DcmItem *item, const DcmTagKey &tag, unsigned long pos) {
+    OFString v;
+    if (item->findAndGetOFString(tag, v, pos).bad()) return std::string();
+    return trim(v);
+}
+
+/* Value pos of LUTDescriptor, whose VR is US or SS (the second value is
+ * signed when the pixels are); false when absent. */
+bool get_descriptor(DcmItem *item, unsigned long pos, bool is_signed, long *out) {
+    Uint16 u = 0;
+    Sint16 s = 0;
+    if (item->findAndGetUint16(DCM_LUTDescriptor, u, pos).good())
+        *out = (is_signed && pos == 1) ? (long)(Sint16)u : (long)u;
+    else if (item->findAndGetSint16(DCM_LUTDescriptor, s, pos).good())
+        *out = pos == 1 ? (long)s : (long)(Uint16)s;
+    else
+        return false;
+    return true;
+}
+
+/* The LUT of a Modality or VOI LUT Sequence item into store and lut;
+ * false when the item has no usable descriptor or too little LUTData. */
+bool read_lut(DcmItem *item, bool is_signed, LutStore &store, lpnx_dicom_lut &lut) {
+    long entries = 0, first = 0, bits = 0;
+    if (!get_descriptor(item, 0, is_signed, &entries) || !get_descriptor(item, 1, is_signed, &first) ||
+        !get_descriptor(item, 2, is_signed, &bits))
+        return false;
+    if (entries == 0) entries = 65536;
+    if (bits < 1 || bits > 16) return false;
+    const Uint16 *data = nullptr;
+    unsigned long count = 0;
+    if (item->findAndGetUint16Array(DCM_LUTData, data, &count).bad() || !data || count < (unsigned long)entries)
+        return false;
+    store.data.assign(data, data + entries);
+    store.explanation = get_string(item, DCM_LUTExplanation);
+    store.type = get_string(item, DCM_ModalityLUTType);
+    lut.entries = (int)entries;
+    lut.first_mapped = (int)first;
+    lut.bits = (int)bits;
+    lut.data = store.data.data();
+    lut.explanation = store.explanation.empty() ? nullptr : store.explanation.c_str();
+    lut.type = store.type.empty() ? nullptr : store.type.c_str();
+    return true;
+}
+
+/* The presentation attributes (PS3.3 C.11) into d->info: every window,
+ * the VOI LUT function, the Modality and VOI LUT Sequences and the
+ * Presentation LUT Shape. Unusable values are left out, never an error:
+ * the pixels can still be read. */
+void read_presentation(lpnx_dicom *d, DcmDataset *ds) {
+    lpnx_dicom_info &info = d->info;
+    Uint16 pr = 0;
+    get_us(ds, DCM_PixelRepresentation, &pr);
+    bool is_signed = pr == 1;
+    for (unsigned long k = 0;; k++) {
+        double c = 0, w = 0;
+        if (!get_number(ds, DCM_WindowCenter, k, &c) || !get_number(ds, DCM_WindowWidth, k, &w)) break;
+        d->window_centers.push_back(c);
+        d->window_widths.push_back(w);
+        d->window_explanation_strings.push_back(get_string_at(ds, DCM_WindowCenterWidthExplanation, k));
+    }
+    for (const std::string &e : d->window_explanation_strings)
+        d->window_explanations.push_back(e.empty() ? nullptr : e.c_str());
+    info.window_count = (int)d->window_centers.size();
+    info.window_centers = d->window_centers.data();
+    info.window_widths = d->window_widths.data();
+    info.window_explanations = d->window_explanations.data();
+    d->voi_lut_function = get_string(ds, DCM_VOILUTFunction);
+    info.voi_lut_function = d->voi_lut_function.empty() ? nullptr : d->voi_lut_function.c_str();
+    d->presentation_lut_shape = get_string(ds, DCM_PresentationLUTShape);
+    info.presentation_lut_shape = d->presentation_lut_shape.empty() ? nullptr : d->presentation_lut_shape.c_str();
+
+    DcmItem *item = nullptr;
+    if (ds->findAndGetSequenceItem(DCM_ModalityLUTSequence, item, 0).good() && item)
+        info.has_modality_lut = read_lut(item, is_signed, d->modality_lut, info.modality_lut) ? 1 : 0;
+    DcmSequenceOfItems *seq = nullptr;
+    if (ds->findAndGetSequence(DCM_VOILUTSequence, seq).good() && seq) {
+        unsigned long n = seq->card();
+        d->voi_lut_stores.resize(n);
+        for (unsigned long k = 0; k < n; k++) {
+            lpnx_dicom_lut lut{};
+            DcmItem *it = seq->getItem(k);
+            if (it && read_lut(it, is_signed, d->voi_lut_stores[k], lut)) d->voi_luts.push_back(lut);
+        }
+    }
+    info.voi_lut_count = (int)d->voi_luts.size();
+    info.voi_luts = d->voi_luts.data();
+}
+
 int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_t errlen) {
     LogScope log;
     if (!lpnx_dcm::check_path(path, err, errlen) || !sniff(path, err, errlen) ||
@@ -291,6 +396,8 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
     }
     info.has_magnification_factor =
         get_number(ds, DCM_EstimatedRadiographicMagnificationFactor, 0, &info.magnification_factor);
+
+    read_presentation(d, ds);
 
     DcmElement *pixel = nullptr;
     if (ds->findAndGetElement(DCM_PixelData, pixel).bad() || !pixel) {
@@ -765,6 +872,23 @@ void lpnx_dicom_pixels(const lpnx_dicom *d, float *out) {
         pixels(d, out);
     } catch (...) {
     }
+}
+
+void lpnx_dicom_stored_pixels(lpnx_dicom *d, float *out) {
+    if (!d || !out) return;
+    /* pixels() without its MONOCHROME1 inversion and rescale */
+    bool monochrome1 = d->monochrome1;
+    double slope = d->slope, intercept = d->intercept;
+    d->monochrome1 = false;
+    d->slope = 1.0;
+    d->intercept = 0.0;
+    try {
+        pixels(d, out);
+    } catch (...) {
+    }
+    d->monochrome1 = monochrome1;
+    d->slope = slope;
+    d->intercept = intercept;
 }
 
 void lpnx_dicom_close(lpnx_dicom *d) {

@@ -39,6 +39,20 @@ typedef struct {
     const char *value;
 } lpnx_dicom_string;
 
+/* A lookup table of a Modality or VOI LUT Sequence item (PS3.3 C.11.1,
+ * C.11.2): LUTDescriptor (entries, 0 read as 65536; the first stored value
+ * mapped, signed when the image's pixels are; bits per entry) and LUTData
+ * (entries values). Items whose LUTData is missing or shorter than the
+ * descriptor says are left out. */
+typedef struct {
+    int entries;                /* 1..65536 */
+    int first_mapped;           /* input value of data[0] */
+    int bits;                   /* bits per entry, 1..16 */
+    const unsigned short *data; /* (entries) */
+    const char *explanation;    /* LUTExplanation, NULL when absent */
+    const char *type;           /* ModalityLUTType (Modality LUT only), NULL when absent */
+} lpnx_dicom_lut;
+
 /* What a file says about its image (before decompression: photometric and
  * transfer syntax are as stored). Strings belong to the handle and live
  * until lpnx_dicom_close. */
@@ -78,6 +92,19 @@ typedef struct {
      * divided by it is the spacing at the patient (PS3.3 C.8.11.7.1.1) */
     int has_magnification_factor;
     double magnification_factor;
+    /* The presentation attributes (PS3.3 C.11), for lpnx.dicom.present.
+     * Arrays and strings belong to the handle. Windows: every
+     * (WindowCenter, WindowWidth) pair, in file order (the shorter of the
+     * two lists decides the count), each with its explanation or NULL. */
+    int window_count;
+    const double *window_centers, *window_widths; /* (window_count) */
+    const char *const *window_explanations;        /* (window_count), NULL entries when absent */
+    const char *voi_lut_function;       /* VOILUTFunction, NULL when absent */
+    const char *presentation_lut_shape; /* PresentationLUTShape, NULL when absent */
+    int has_modality_lut;               /* 1 when the ModalityLUTSequence has a usable item */
+    lpnx_dicom_lut modality_lut;        /* its first item */
+    int voi_lut_count;                  /* usable items of the VOILUTSequence */
+    const lpnx_dicom_lut *voi_luts;     /* (voi_lut_count), in file order */
 } lpnx_dicom_info;
 
 typedef struct lpnx_dicom lpnx_dicom; /* a loaded file with its pixel data decoded */
@@ -97,6 +124,12 @@ const lpnx_dicom_info *lpnx_dicom_info_of(const lpnx_dicom *d);
  * value * slope + intercept for monochrome; RGB for colour images (YBR
  * converted, planes separated). */
 void lpnx_dicom_pixels(const lpnx_dicom *d, float *out);
+
+/* Writes the chosen frame's stored values as floats, (channels, rows,
+ * columns): like lpnx_dicom_pixels, without the MONOCHROME1 inversion and
+ * without the rescale (colour images are the same as there). The input of
+ * the presentation chain (lpnx.dicom.present). */
+void lpnx_dicom_stored_pixels(lpnx_dicom *d, float *out);
 
 /* Frees the handle; NULL is fine. */
 void lpnx_dicom_close(lpnx_dicom *d);

@@ -9,6 +9,10 @@ for k, v in pairs(core) do
   if k:sub(1, 1) ~= "_" then lpnx[k] = v end
 end
 
+-- lpnx.dicom.present: the presentation chain of a DICOM viewer, its
+-- policy in Lua (lpnx.present), its per-pixel work in C.
+function lpnx.dicom.present(...) return require("lpnx.present").present(...) end
+
 -- Registered as modules so error messages name them ("bad argument #1 to
 -- 'lpnx.kernels.conv2d_forward'").
 package.loaded["lpnx.kernels"] = core.kernels

@@ -41,8 +41,8 @@ function data.list_images(what)
   return {what}
 end
 
--- Image readers by file extension (lower case): each reader(path) ->
--- image (1,H,W) in [0,1], meta. A new format is one entry here (and its
+-- Image readers by file extension (lower case): each reader(path [, opts])
+-- -> image (1,H,W) in [0,1], meta (opts: what read_image was given). A new format is one entry here (and its
 -- reader); list_images, read_image and the command lines' help take the
 -- extensions from this table.
 data.readers = {}
@@ -56,17 +56,20 @@ function data.readers.png(path)
   return img:contiguous(), {rows = info.height, columns = info.width, format = "png"}
 end
 
--- DICOM, values scaled by their stored range (an 8-bit X-ray by 1/255).
-function data.readers.dcm(path)
-  local img, meta = lpnx.dicom.read(path)
-  if img:size(1) == 3 then img = img:mean(1, true) end
-  local bits = meta.bits_stored or 8
-  local lo, hi = 0, 2 ^ bits - 1
-  if meta.pixel_representation == 1 then lo, hi = -2 ^ (bits - 1), 2 ^ (bits - 1) - 1 end
-  local slope, intercept = meta.rescale_slope or 1, meta.rescale_intercept or 0
-  lo, hi = lo * slope + intercept, hi * slope + intercept
-  if lo > hi then lo, hi = hi, lo end
-  img = ((img - lo) / math.max(hi - lo, 1e-12)):clamp_(0, 1)
+-- DICOM: a monochrome image through the presentation chain a viewer
+-- applies (lpnx.dicom.present with its default window: the file's first
+-- VOI LUT or window, else the stored range up to 8 bits, an 8-bit SIIM
+-- image giving x / 255, else an "auto" window; opts.window chooses another,
+-- as lpnx.dicom.present's); a colour image averaged over its channels and
+-- scaled by its 8-bit range.
+function data.readers.dcm(path, opts)
+  local img, meta = lpnx.dicom.read(path, {stored = true})
+  if img:size(1) == 3 then
+    local hi = 2 ^ (meta.bits_stored or 8) - 1
+    img = (img:mean(1, true) / hi):clamp_(0, 1)
+  else
+    img = lpnx.dicom.present(img, meta, opts and opts.window ~= nil and {window = opts.window} or nil)
+  end
   meta.format = "dicom"
   return img, meta
 end
@@ -80,12 +83,13 @@ function data.image_exts()
   return exts
 end
 
--- read_image(path) -> image (1,H,W) in [0,1], meta, by the reader of the
--- file's extension; a file whose extension has no reader is read as DICOM
--- (DICOM files often have none).
-function data.read_image(path)
+-- read_image(path [, {window = n | "auto" | {center, width}}]) -> image
+-- (1,H,W) in [0,1], meta, by the reader of the file's extension; a file
+-- whose extension has no reader is read as DICOM (DICOM files often have
+-- none). window goes to lpnx.dicom.present (DICOM only).
+function data.read_image(path, opts)
   local reader = data.readers[(path:match("%.([^./]+)$") or ""):lower()] or data.readers.dcm
-  return reader(path)
+  return reader(path, opts)
 end
 
 -- prepare(images, meta) -> network input: (N,1,H,W) or (1,H,W) images in
