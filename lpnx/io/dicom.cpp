@@ -8,13 +8,16 @@
  * decoded in memory with DcmDataset::chooseRepresentation to explicit VR
  * little endian (the JPEG, JPEG-LS and RLE decoders are registered once),
  * and the raw 8- or 16-bit words are turned into floats here, so lossless
- * syntaxes give the stored values exactly.
+ * syntaxes give the stored values exactly. JPEG 2000 and HTJ2K, which
+ * DCMTK cannot decode, are decoded here frame by frame from the fragments
+ * DCMTK parsed, with OpenJPEG (j2k.h).
  *
  * DCMTK's error messages, captured while a call runs (dcm_util.hpp), are
  * added to lpnx's error messages ("PixelData larger (1230) than remaining
  * bytes (530) in file"). */
 #include "dicom.h"
 #include "dcm_util.hpp"
+#include "j2k.h"
 
 #include <dcmtk/config/osconfig.h>
 
@@ -40,6 +43,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -120,6 +124,11 @@ struct lpnx_dicom {
     int planar = 0;                 /* 1 = color-by-plane */
     const Uint8 *bytes = nullptr;   /* (frames, ...) when bits_allocated == 8 */
     const Uint16 *words = nullptr;  /* (frames, ...) when bits_allocated == 16, host order */
+    /* Frames lpnx decodes itself (JPEG 2000) hold only the chosen
+     * frame, here: */
+    bool one_frame = false;
+    std::vector<Uint8> own_bytes;
+    std::vector<Uint16> own_words;
     double slope = 1.0, intercept = 0.0;
 };
 
@@ -249,6 +258,122 @@ std::string damage_reported(const std::string &warnings) {
         start = end + 2;
     }
     return std::string();
+}
+
+/* ------------------------------------------------------------------ */
+/* frames lpnx decodes itself                                          */
+/* ------------------------------------------------------------------ */
+
+/* The JPEG 2000 transfer syntaxes: JPEG 2000 lossless only (.90) and
+ * lossy or reversible (.91), and the three High-Throughput JPEG 2000 ones
+ * (.201 lossless, .202 with RPCL progression, .203 lossy), which OpenJPEG
+ * 2.5 decodes as it decodes Part 1 codestreams. */
+bool is_j2k(const std::string &ts) {
+    return ts == "1.2.840.10008.1.2.4.90" || ts == "1.2.840.10008.1.2.4.91" || ts == "1.2.840.10008.1.2.4.201" ||
+           ts == "1.2.840.10008.1.2.4.202" || ts == "1.2.840.10008.1.2.4.203";
+}
+
+const char *j2k_name(const std::string &ts) {
+    if (ts == "1.2.840.10008.1.2.4.90") return "JPEG 2000 (Lossless only)";
+    if (ts == "1.2.840.10008.1.2.4.91") return "JPEG 2000";
+    if (ts == "1.2.840.10008.1.2.4.201") return "HTJ2K (Lossless only)";
+    if (ts == "1.2.840.10008.1.2.4.202") return "HTJ2K with RPCL Options (Lossless only)";
+    return "HTJ2K";
+}
+
+bool starts_j2k(const Uint8 *p, size_t n) {
+    static const Uint8 jp2[4] = {0, 0, 0, 12};
+    return (n >= 2 && p[0] == 0xFF && p[1] == 0x4F) || (n >= 8 && memcmp(p, jp2, 4) == 0 && memcmp(p + 4, "jP  ", 4) == 0);
+}
+
+/* The compressed bytes of frame `frame` (1-based) of nframes in the
+ * pixel sequence: through the basic offset table when it has one entry a
+ * frame, else one fragment a frame when the counts agree, else every
+ * fragment for a single frame, else split where a fragment starts a new
+ * stream (starts()). A frame of one fragment is pointed at, one of several
+ * is joined into `joined`. Returns "" or what is wrong. */
+std::string frame_bytes(DcmPixelSequence *seq, int nframes, int frame, bool (*starts)(const Uint8 *, size_t),
+                        std::vector<Uint8> &joined, const Uint8 **out, size_t *outlen) {
+    unsigned long count = seq->card();
+    if (count < 2) return "the encapsulated pixel data has no fragments";
+    struct Frag {
+        const Uint8 *p;
+        size_t n;
+        unsigned long long at; /* offset of its item from the first fragment's */
+    };
+    std::vector<Frag> frags;
+    unsigned long long at = 0;
+    for (unsigned long k = 1; k < count; k++) {
+        DcmPixelItem *item = nullptr;
+        Uint8 *p = nullptr;
+        if (seq->getItem(item, k).bad() || !item) return "a fragment of the pixel data cannot be read";
+        size_t n = item->getLength();
+        if (n > 0 && (item->getUint8Array(p).bad() || !p)) return "a fragment of the pixel data cannot be read";
+        frags.push_back({p, n, at});
+        at += 8 + (unsigned long long)n;
+    }
+    size_t first = 0, last = 0; /* [first, last) */
+    DcmPixelItem *table = nullptr;
+    Uint8 *t = nullptr;
+    size_t tlen = 0;
+    if (seq->getItem(table, 0).good() && table && (tlen = table->getLength()) == 4 * (size_t)nframes && nframes > 1 &&
+        table->getUint8Array(t).good() && t) {
+        /* offsets are little endian in the value as read (DCMTK keeps OB bytes as in the file) */
+        std::vector<unsigned long long> offsets;
+        for (int f = 0; f < nframes; f++)
+            offsets.push_back((unsigned long long)t[4 * f] | ((unsigned long long)t[4 * f + 1] << 8) |
+                              ((unsigned long long)t[4 * f + 2] << 16) | ((unsigned long long)t[4 * f + 3] << 24));
+        unsigned long long begin = offsets[frame - 1], end = frame < nframes ? offsets[frame] : at;
+        if (begin >= end) return "the basic offset table of the pixel data is not increasing";
+        bool found = false;
+        for (size_t i = 0; i < frags.size(); i++) {
+            if (frags[i].at == begin) {
+                first = i;
+                found = true;
+            }
+        }
+        if (!found) return "the basic offset table of the pixel data points between fragments";
+        last = first;
+        while (last < frags.size() && frags[last].at < end) last++;
+    } else if (nframes == 1) {
+        first = 0;
+        last = frags.size();
+    } else if ((size_t)nframes == frags.size()) {
+        first = (size_t)frame - 1;
+        last = first + 1;
+    } else {
+        int f = 0;
+        size_t i = 0;
+        for (; i < frags.size(); i++) {
+            if (i == 0 || starts(frags[i].p, frags[i].n)) f++;
+            if (f == frame) break;
+        }
+        if (f != frame) return "fewer compressed frames in the pixel data than NumberOfFrames";
+        first = i;
+        last = i + 1;
+        while (last < frags.size() && !starts(frags[last].p, frags[last].n)) last++;
+    }
+    if (last - first == 1) {
+        *out = frags[first].p;
+        *outlen = frags[first].n;
+    } else {
+        joined.clear();
+        for (size_t i = first; i < last; i++) joined.insert(joined.end(), frags[i].p, frags[i].p + frags[i].n);
+        *out = joined.data();
+        *outlen = joined.size();
+    }
+    if (*outlen == 0) return "an empty compressed frame";
+    return "";
+}
+
+/* The pixel sequence of the encapsulated PixelData, or nullptr. */
+DcmPixelSequence *pixel_sequence(DcmDataset *ds, E_TransferSyntax xfer) {
+    DcmElement *el = nullptr;
+    if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el) return nullptr;
+    DcmPixelData *pd = OFstatic_cast(DcmPixelData *, el);
+    DcmPixelSequence *seq = nullptr;
+    if (pd->getEncapsulatedRepresentation(xfer, nullptr, seq).bad()) return nullptr;
+    return seq;
 }
 
 int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_t errlen) {
@@ -383,13 +508,48 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
     info.pixel_representation = pr;
 
 
-    /* decode: DCMTK's decoders give native pixel data in memory */
-    if (xfer == EXS_Unknown) {
+    /* decode: JPEG 2000 with OpenJPEG here (the chosen frame only), the
+     * rest by DCMTK's decoders, which give native pixel data in memory */
+    std::string decoded = pm;
+    if (is_j2k(d->ts_uid)) {
+        /* DCMTK 3.6.7 does not know the HTJ2K syntaxes (it reads their
+         * data set as explicit VR little endian) */
+        if (xfer != EXS_JPEG2000LosslessOnly && xfer != EXS_JPEG2000) {
+            d->ts_name = j2k_name(d->ts_uid);
+            info.transfer_syntax_name = d->ts_name.c_str();
+        }
+        DcmPixelSequence *seq = pixel_sequence(ds, xfer);
+        if (!seq) {
+            set_err(err, errlen, "the %s pixel data is not encapsulated", d->ts_name.c_str());
+            return -1;
+        }
+        std::vector<Uint8> joined;
+        const Uint8 *p = nullptr;
+        size_t n = 0;
+        std::string why = frame_bytes(seq, nframes, (int)frame, starts_j2k, joined, &p, &n);
+        size_t count = (size_t)rows * columns * samples;
+        if (ba == 8)
+            d->own_bytes.resize(count);
+        else
+            d->own_words.resize(count);
+        lpnx_j2k_want want{rows, columns, samples, ba, bs, pr};
+        char why_j2k[300] = "";
+        if (why.empty() && lpnx_j2k_decode(ba == 8 ? (void *)d->own_bytes.data() : (void *)d->own_words.data(), p, n,
+                                           &want, nullptr, why_j2k, sizeof why_j2k) != 0)
+            why = why_j2k;
+        if (!why.empty()) {
+            set_err(err, errlen, "cannot decode the %s pixel data (frame %lld): %s", d->ts_name.c_str(), frame,
+                    why.c_str());
+            return -1;
+        }
+        d->one_frame = true;
+        /* OpenJPEG undoes the colour transform of YBR_ICT / YBR_RCT */
+        if (samples == 3 && (pm == "YBR_ICT" || pm == "YBR_RCT")) decoded = "RGB";
+        planar = 0;
+    } else if (xfer == EXS_Unknown) {
         set_err(err, errlen, "unknown transfer syntax %s", d->ts_uid.c_str());
         return -1;
-    }
-    std::string decoded = pm;
-    if (xf.isEncapsulated()) {
+    } else if (xf.isEncapsulated()) {
         if (!DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit)) {
             set_err(err, errlen, "unsupported transfer syntax %s (%s): DCMTK has no decoder for it", d->ts_uid.c_str(),
                     d->ts_name.c_str());
@@ -465,9 +625,14 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
 
     /* the raw words, and enough of them for every frame */
     unsigned per_pixel = subsampled ? 2u : (unsigned)samples;
-    double need = (double)rows * columns * per_pixel * nframes * (ba / 8);
-    Uint32 have = pixel->getLength();
-    if (ba == 8) {
+    int held = d->one_frame ? 1 : nframes;
+    double need = (double)rows * columns * per_pixel * held * (ba / 8);
+    size_t have = 0;
+    if (d->one_frame) {
+        d->bytes = ba == 8 ? d->own_bytes.data() : nullptr;
+        d->words = ba == 8 ? nullptr : d->own_words.data();
+        have = ba == 8 ? d->own_bytes.size() : 2 * d->own_words.size();
+    } else if (ba == 8) {
         Uint8 *p = nullptr;
         cond = pixel->getUint8Array(p);
         d->bytes = p;
@@ -476,6 +641,7 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
         cond = pixel->getUint16Array(p);
         d->words = p;
     }
+    if (!d->one_frame) have = pixel->getLength();
     if (cond.bad() || (!d->bytes && !d->words)) {
         set_err(err, errlen, "cannot read PixelData: %s%s", cond.bad() ? cond.text() : "no value",
                 log.detail().c_str());
@@ -484,7 +650,7 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
     if ((double)have < need) {
         set_err(err, errlen,
                 "PixelData holds %lu bytes, expected %.0f (%u rows x %u columns x %d frame%s x %u samples x %u bytes)",
-                (unsigned long)have, need, (unsigned)rows, (unsigned)columns, nframes, nframes == 1 ? "" : "s",
+                (unsigned long)have, need, (unsigned)rows, (unsigned)columns, held, held == 1 ? "" : "s",
                 per_pixel, (unsigned)(ba / 8));
         return -1;
     }
@@ -547,7 +713,7 @@ void pixels(const lpnx_dicom *d, float *out) {
                   info.pixel_representation ? 1u << (bs - 1) : 0u};
     bool subsampled = d->color == YBR_FULL_422 || d->color == YBR_PARTIAL_422;
     size_t per_frame = hw * (subsampled ? 2 : (size_t)info.samples_per_pixel);
-    size_t base = per_frame * (size_t)(info.frame - 1);
+    size_t base = d->one_frame ? 0 : per_frame * (size_t)(info.frame - 1);
     Frame f{d->bytes ? d->bytes + base : nullptr, d->words ? d->words + base : nullptr};
     if (d->color == GRAY) {
         /* MONOCHROME1: min + max - v on the stored range, which is
