@@ -1,6 +1,6 @@
 -- lpnx.dicom.read on files as other software writes them: JPEG 2000 from
 -- OpenJPEG's opj_compress (wrapped by pydicom) and from GDCM's gdcmconv,
--- see spec/fixtures/gen/make_archive_fixtures.sh. Lossless files are held
+-- JPEG baseline from Pillow, see spec/fixtures/gen/make_archive_fixtures.sh. Lossless files are held
 -- to the pixel formulas (30 rows, 41 columns, r, c, f 0-based), lossy ones
 -- to what pydicom 2.3 decodes, stored beside them as NAME.expected.
 local lpnx = require "lpnx"
@@ -113,6 +113,31 @@ describe("lpnx.dicom.read of JPEG 2000", function()
       local v = p12(k, r, c)
       return v >= 2048 and v - 4096 or v
     end))
+  end)
+end)
+
+describe("lpnx.dicom.read of 8-bit JPEG (libjpeg-turbo)", function()
+  -- Pillow wrote the JPEG streams; dcmdjpeg (DCMTK's IJG decoder) wrote the
+  -- uncompressed twins. lpnx decodes these with libjpeg-turbo and must give
+  -- the very same pixels, grey, 4:2:0 colour, and every frame.
+  for _, name in ipairs {"jpeg_mono8", "jpeg_ybr420", "jpeg_mono8_frames"} do
+    it("reads " .. name .. " exactly as dcmdjpeg decodes it", function()
+      local _, meta = lpnx.dicom.read(fixture(name))
+      assert.are.equal("1.2.840.10008.1.2.4.50", meta.transfer_syntax)
+      for f = 1, meta.number_of_frames do
+        local img = lpnx.dicom.read(fixture(name), {frame = f})
+        local twin, twin_meta = lpnx.dicom.read(fixture(name .. "_dcmdjpeg"), {frame = f})
+        assert.are.equal("1.2.840.10008.1.2.1", twin_meta.transfer_syntax)
+        assert.are.same(twin:size(), img:size())
+        assert.are.equal(0, helpers.max_diff(img, twin))
+      end
+    end)
+  end
+
+  it("reads the frames of a multi-frame file apart", function()
+    local a = lpnx.dicom.read(fixture("jpeg_mono8_frames"), {frame = 1})
+    local b = lpnx.dicom.read(fixture("jpeg_mono8_frames"), {frame = 3})
+    assert.is_true(helpers.max_diff(a, b) > 20 and (a - b):abs():mean() > 5)
   end)
 end)
 

@@ -10,7 +10,9 @@
  * and the raw 8- or 16-bit words are turned into floats here, so lossless
  * syntaxes give the stored values exactly. JPEG 2000 and HTJ2K, which
  * DCMTK cannot decode, are decoded here frame by frame from the fragments
- * DCMTK parsed, with OpenJPEG (j2k.h).
+ * DCMTK parsed, with OpenJPEG (j2k.h); so is 8-bit JPEG baseline and extended,
+ * with libjpeg-turbo (jpeg_turbo.h), for speed, when it gives the same
+ * pixels as DCMTK.
  *
  * DCMTK's error messages, captured while a call runs (dcm_util.hpp), are
  * added to lpnx's error messages ("PixelData larger (1230) than remaining
@@ -18,6 +20,7 @@
 #include "dicom.h"
 #include "dcm_util.hpp"
 #include "j2k.h"
+#include "jpeg_turbo.h"
 
 #include <dcmtk/config/osconfig.h>
 
@@ -124,8 +127,8 @@ struct lpnx_dicom {
     int planar = 0;                 /* 1 = color-by-plane */
     const Uint8 *bytes = nullptr;   /* (frames, ...) when bits_allocated == 8 */
     const Uint16 *words = nullptr;  /* (frames, ...) when bits_allocated == 16, host order */
-    /* Frames lpnx decodes itself (JPEG 2000) hold only the chosen
-     * frame, here: */
+    /* Frames lpnx decodes itself (JPEG 2000, 8-bit JPEG through
+     * libjpeg-turbo) hold only the chosen frame, here: */
     bool one_frame = false;
     std::vector<Uint8> own_bytes;
     std::vector<Uint16> own_words;
@@ -281,6 +284,7 @@ const char *j2k_name(const std::string &ts) {
     return "HTJ2K";
 }
 
+bool starts_jpeg(const Uint8 *p, size_t n) { return n >= 2 && p[0] == 0xFF && p[1] == 0xD8; }
 bool starts_j2k(const Uint8 *p, size_t n) {
     static const Uint8 jp2[4] = {0, 0, 0, 12};
     return (n >= 2 && p[0] == 0xFF && p[1] == 0x4F) || (n >= 8 && memcmp(p, jp2, 4) == 0 && memcmp(p + 4, "jP  ", 4) == 0);
@@ -374,6 +378,32 @@ DcmPixelSequence *pixel_sequence(DcmDataset *ds, E_TransferSyntax xfer) {
     DcmPixelSequence *seq = nullptr;
     if (pd->getEncapsulatedRepresentation(xfer, nullptr, seq).bad()) return nullptr;
     return seq;
+}
+
+/* Decodes the chosen frame of JPEG baseline or extended 8-bit pixel data
+ * with libjpeg-turbo into d->own_bytes. False (nothing kept) when the
+ * frame is not one it takes: the caller then decodes with DCMTK, which
+ * also reports every damaged stream as before. */
+bool turbo_frame(lpnx_dicom *d, DcmDataset *ds, E_TransferSyntax xfer, const std::string &pm, Uint16 rows,
+                 Uint16 columns, Uint16 samples, Uint16 ba, int nframes, int frame) {
+    if ((xfer != EXS_JPEGProcess1 && xfer != EXS_JPEGProcess2_4) || ba != 8) return false;
+    bool ycbcr = pm == "YBR_FULL_422" || pm == "YBR_FULL";
+    if (samples == 3 && !ycbcr) return false;
+    if (!jpeg_fragments_problem(ds, xfer).empty()) return false;
+    DcmPixelSequence *seq = pixel_sequence(ds, xfer);
+    if (!seq) return false;
+    std::vector<Uint8> joined;
+    const Uint8 *p = nullptr;
+    size_t n = 0;
+    if (!frame_bytes(seq, nframes, frame, starts_jpeg, joined, &p, &n).empty()) return false;
+    d->own_bytes.resize((size_t)rows * columns * samples);
+    char why[200];
+    if (lpnx_jpeg_turbo_decode(d->own_bytes.data(), p, n, rows, columns, samples, ycbcr ? 1 : 0, why, sizeof why) != 0) {
+        d->own_bytes.clear();
+        return false;
+    }
+    d->one_frame = true;
+    return true;
 }
 
 int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_t errlen) {
@@ -508,8 +538,9 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
     info.pixel_representation = pr;
 
 
-    /* decode: JPEG 2000 with OpenJPEG here (the chosen frame only), the
-     * rest by DCMTK's decoders, which give native pixel data in memory */
+    /* decode: JPEG 2000 with OpenJPEG and 8-bit JPEG with libjpeg-turbo
+     * here (the chosen frame only), the rest by DCMTK's decoders, which
+     * give native pixel data in memory */
     std::string decoded = pm;
     if (is_j2k(d->ts_uid)) {
         /* DCMTK 3.6.7 does not know the HTJ2K syntaxes (it reads their
@@ -549,6 +580,9 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
     } else if (xfer == EXS_Unknown) {
         set_err(err, errlen, "unknown transfer syntax %s", d->ts_uid.c_str());
         return -1;
+    } else if (xf.isEncapsulated() && turbo_frame(d, ds, xfer, pm, rows, columns, samples, ba, nframes, (int)frame)) {
+        if (samples == 3) decoded = "RGB";
+        planar = 0;
     } else if (xf.isEncapsulated()) {
         if (!DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit)) {
             set_err(err, errlen, "unsupported transfer syntax %s (%s): DCMTK has no decoder for it", d->ts_uid.c_str(),
