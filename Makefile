@@ -178,7 +178,7 @@ FUZZ_SRC_j2k := lpnx/io/j2k.c
 FUZZ_LIBS_png := -lpng16
 FUZZ_LIBS_safetensors := -ljansson
 FUZZ_LIBS_j2k := -lopenjp2
-FUZZ_DICOM_C := lpnx/io/file.c lpnx/io/j2k.c
+FUZZ_DICOM_C := lpnx/io/file.c lpnx/io/j2k.c lpnx/io/jpeg_turbo.c
 FUZZ_BINS := $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_TARGETS))
 fuzz: deps $(FUZZ_BINS)
 	@echo "fuzz targets in $(FUZZ_BUILD): $(notdir $(FUZZ_BINS))"
