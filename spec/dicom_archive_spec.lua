@@ -203,3 +203,21 @@ describe("lpnx.dicom.read of bad JPEG 2000", function()
     end
   end)
 end)
+
+describe("lpnx.dicom.read of a file whose meta header lies about its encoding", function()
+  -- pydicom writes these (see the generator) and reads them back with a
+  -- warning, by switching encodings; DCMTK cannot parse them, and lpnx
+  -- says what is wrong instead of DCMTK's "Unknown Tag & Data"
+  it("names the declared and the actual VR encoding", function()
+    local ok, err = pcall(lpnx.dicom.read, fixture("lie_implicit_data_set"))
+    assert.is_false(ok)
+    assert.are.equal("lpnx.dicom.read: " .. fixture("lie_implicit_data_set") .. ": the file meta header declares " ..
+      "transfer syntax 1.2.840.10008.1.2.4.50 (JPEG Baseline), whose data set is explicit VR, but the data set " ..
+      "is written in implicit VR (its first element, (0008,0008), has no VR); the file is malformed: its writer " ..
+      "mislabelled the encoding", err)
+    ok, err = pcall(lpnx.dicom.read, fixture("lie_explicit_data_set"))
+    assert.is_false(ok)
+    assert.is_truthy(err:find("declares transfer syntax 1.2.840.10008.1.2 (Little Endian Implicit), whose data set " ..
+      "is implicit VR, but the data set is written in explicit VR", 1, true), err)
+  end)
+end)

@@ -264,6 +264,70 @@ std::string damage_reported(const std::string &warnings) {
 }
 
 /* ------------------------------------------------------------------ */
+/* files whose meta header lies about their encoding                   */
+/* ------------------------------------------------------------------ */
+
+bool is_vr(const unsigned char *p) {
+    static const char *const vrs[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "OB", "OD",
+                                      "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI",
+                                      "UL", "UN", "UR", "US", "UT", "UV"};
+    for (const char *v : vrs)
+        if (p[0] == (unsigned char)v[0] && p[1] == (unsigned char)v[1]) return true;
+    return false;
+}
+
+/* When a file that DCMTK could not read has a meta header declaring one VR
+ * encoding (explicit or implicit, little endian) while its data set starts
+ * in the other, says so in words (pydicom reads such files by switching
+ * encodings; DCMTK and lpnx do not). "" when that is not the trouble. */
+std::string encoding_mismatch(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return "";
+    std::vector<unsigned char> b(1 << 16);
+    size_t n = fread(b.data(), 1, b.size(), f);
+    fclose(f);
+    if (n < 140 || memcmp(b.data() + 128, "DICM", 4) != 0) return "";
+    /* the meta header: explicit VR little endian group 0002 elements */
+    size_t i = 132;
+    std::string ts;
+    while (i + 8 <= n && b[i] == 0x02 && b[i + 1] == 0x00) {
+        unsigned element = b[i + 2] | (b[i + 3] << 8);
+        if (!is_vr(&b[i + 4])) return "";
+        size_t len, head;
+        bool long_form = memcmp(&b[i + 4], "OB", 2) == 0 || memcmp(&b[i + 4], "OW", 2) == 0 ||
+                         memcmp(&b[i + 4], "UN", 2) == 0 || memcmp(&b[i + 4], "SQ", 2) == 0 ||
+                         memcmp(&b[i + 4], "UT", 2) == 0 || memcmp(&b[i + 4], "UC", 2) == 0 ||
+                         memcmp(&b[i + 4], "UR", 2) == 0;
+        if (long_form) {
+            if (i + 12 > n) return "";
+            len = (size_t)b[i + 8] | ((size_t)b[i + 9] << 8) | ((size_t)b[i + 10] << 16) | ((size_t)b[i + 11] << 24);
+            head = 12;
+        } else {
+            len = b[i + 6] | (b[i + 7] << 8);
+            head = 8;
+        }
+        if (len > n || i + head + len > n) return "";
+        if (element == 0x0010) ts = trim(OFString((const char *)&b[i + head], len));
+        i += head + len;
+    }
+    if (ts.empty() || i + 8 > n) return "";
+    DcmXfer xf(ts.c_str());
+    if (xf.getXfer() == EXS_Unknown || !xf.isLittleEndian()) return "";
+    bool declared_explicit = xf.isExplicitVR();
+    bool found_explicit = is_vr(&b[i + 4]);
+    if (declared_explicit == found_explicit) return "";
+    char buf[400];
+    std::snprintf(buf, sizeof buf,
+                  "the file meta header declares transfer syntax %s (%s), whose data set is %s VR, but the data set "
+                  "is written in %s VR (its first element, (%04x,%04x), %s); the file is malformed: its writer "
+                  "mislabelled the encoding",
+                  ts.c_str(), xf.getXferName(), declared_explicit ? "explicit" : "implicit",
+                  declared_explicit ? "implicit" : "explicit", (unsigned)(b[i] | (b[i + 1] << 8)),
+                  (unsigned)(b[i + 2] | (b[i + 3] << 8)), declared_explicit ? "has no VR" : "carries a VR");
+    return buf;
+}
+
+/* ------------------------------------------------------------------ */
 /* frames lpnx decodes itself                                          */
 /* ------------------------------------------------------------------ */
 
@@ -408,9 +472,12 @@ bool turbo_frame(lpnx_dicom *d, DcmDataset *ds, E_TransferSyntax xfer, const std
 
 int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_t errlen) {
     LogScope log;
-    if (!lpnx_dcm::check_path(path, err, errlen) || !sniff(path, err, errlen) ||
-        !lpnx_dcm::load_file(d->file, path, log, err, errlen))
+    if (!lpnx_dcm::check_path(path, err, errlen) || !sniff(path, err, errlen)) return -1;
+    if (!lpnx_dcm::load_file(d->file, path, log, err, errlen)) {
+        std::string lie = encoding_mismatch(path);
+        if (!lie.empty()) set_err(err, errlen, "%s", lie.c_str());
         return -1;
+    }
     OFCondition cond;
     DcmDataset *ds = d->file.getDataset();
     DcmMetaInfo *mi = d->file.getMetaInfo();
