@@ -14,6 +14,10 @@
  * with libjpeg-turbo (jpeg_turbo.h), for speed, when it gives the same
  * pixels as DCMTK.
  *
+ * A file whose meta header mislabels its data set's VR encoding (explicit
+ * declared, implicit written, or the other way round), which DCMTK cannot
+ * parse, is read again in the encoding it is written in, as pydicom does.
+ *
  * DCMTK's error messages, captured while a call runs (dcm_util.hpp), are
  * added to lpnx's error messages ("PixelData larger (1230) than remaining
  * bytes (530) in file"). */
@@ -27,6 +31,7 @@
 #include <dcmtk/dcmdata/dccodec.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrmf.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcpixel.h>
 #include <dcmtk/dcmdata/dcpixseq.h>
@@ -278,9 +283,9 @@ bool is_vr(const unsigned char *p) {
 
 /* When a file that DCMTK could not read has a meta header declaring one VR
  * encoding (explicit or implicit, little endian) while its data set starts
- * in the other, says so in words (pydicom reads such files by switching
- * encodings; DCMTK and lpnx do not). "" when that is not the trouble. */
-std::string encoding_mismatch(const char *path) {
+ * in the other, says so in words, and where the data set starts and how it
+ * is really encoded. "" when that is not the trouble. */
+std::string encoding_mismatch(const char *path, size_t *data_set_at = nullptr, bool *explicit_vr = nullptr) {
     FILE *f = fopen(path, "rb");
     if (!f) return "";
     std::vector<unsigned char> b(1 << 16);
@@ -316,15 +321,59 @@ std::string encoding_mismatch(const char *path) {
     bool declared_explicit = xf.isExplicitVR();
     bool found_explicit = is_vr(&b[i + 4]);
     if (declared_explicit == found_explicit) return "";
+    if (data_set_at) *data_set_at = i;
+    if (explicit_vr) *explicit_vr = found_explicit;
     char buf[400];
     std::snprintf(buf, sizeof buf,
                   "the file meta header declares transfer syntax %s (%s), whose data set is %s VR, but the data set "
-                  "is written in %s VR (its first element, (%04x,%04x), %s); the file is malformed: its writer "
-                  "mislabelled the encoding",
+                  "is written in %s VR (its first element, (%04x,%04x), %s)",
                   ts.c_str(), xf.getXferName(), declared_explicit ? "explicit" : "implicit",
                   declared_explicit ? "implicit" : "explicit", (unsigned)(b[i] | (b[i + 1] << 8)),
                   (unsigned)(b[i + 2] | (b[i + 3] << 8)), declared_explicit ? "has no VR" : "carries a VR");
     return buf;
+}
+
+/* Reads a file whose meta header mislabels the data set's VR encoding
+ * (encoding_mismatch) as pydicom does: the meta header as it is, the data
+ * set from `at` in the encoding it is really written in, and encapsulated
+ * pixel data filed under the declared transfer syntax, so that it decodes
+ * as declared. On success *declared is the syntax the meta header names. */
+bool load_mislabelled(lpnx_dicom *d, const char *path, size_t at, bool explicit_vr, E_TransferSyntax *declared,
+                      const LogScope &log, char *err, size_t errlen) {
+    d->file.clear();
+    OFCondition cond = d->file.loadFile(OFFilename(path), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_metaOnly);
+    DcmMetaInfo *mi = d->file.getMetaInfo();
+    std::string ts = mi ? get_string(mi, DCM_TransferSyntaxUID) : std::string();
+    DcmXfer xf(ts.c_str());
+    if (cond.bad() || xf.getXfer() == EXS_Unknown) {
+        set_err(err, errlen, "cannot read the file meta header: %s%s", cond.text(), log.detail().c_str());
+        return false;
+    }
+    E_TransferSyntax actual = explicit_vr ? EXS_LittleEndianExplicit : EXS_LittleEndianImplicit;
+    DcmDataset *ds = d->file.getDataset();
+    ds->clear();
+    DcmInputFileStream in(OFFilename(path), (offile_off_t)at);
+    cond = in.status();
+    if (cond.good()) {
+        ds->transferInit();
+        cond = ds->read(in, actual, EGL_noChange, DCM_MaxReadLength);
+        ds->transferEnd();
+    }
+    if (cond.good()) cond = ds->loadAllDataIntoMemory();
+    if (cond.bad()) {
+        set_err(err, errlen, "it does not read in %s VR either: %s%s", explicit_vr ? "explicit" : "implicit",
+                cond.text(), log.detail().c_str());
+        return false;
+    }
+    DcmElement *el = nullptr;
+    if (xf.isEncapsulated() && ds->findAndGetElement(DCM_PixelData, el).good() && el) {
+        DcmPixelData *pd = OFstatic_cast(DcmPixelData *, el);
+        DcmPixelSequence *seq = nullptr;
+        if (pd->getEncapsulatedRepresentation(actual, nullptr, seq).good() && seq)
+            pd->putOriginalRepresentation(xf.getXfer(), nullptr, new DcmPixelSequence(*seq));
+    }
+    *declared = xf.getXfer();
+    return true;
 }
 
 /* ------------------------------------------------------------------ */
@@ -473,17 +522,24 @@ bool turbo_frame(lpnx_dicom *d, DcmDataset *ds, E_TransferSyntax xfer, const std
 int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_t errlen) {
     LogScope log;
     if (!lpnx_dcm::check_path(path, err, errlen) || !sniff(path, err, errlen)) return -1;
+    E_TransferSyntax mislabelled = EXS_Unknown; /* the declared syntax of a mislabelled file */
     if (!lpnx_dcm::load_file(d->file, path, log, err, errlen)) {
-        std::string lie = encoding_mismatch(path);
-        if (!lie.empty()) set_err(err, errlen, "%s", lie.c_str());
-        return -1;
+        size_t at = 0;
+        bool explicit_vr = false;
+        std::string lie = encoding_mismatch(path, &at, &explicit_vr);
+        if (lie.empty()) return -1;
+        char why[400] = "";
+        if (!load_mislabelled(d, path, at, explicit_vr, &mislabelled, log, why, sizeof why)) {
+            set_err(err, errlen, "%s; %s", lie.c_str(), why);
+            return -1;
+        }
     }
     OFCondition cond;
     DcmDataset *ds = d->file.getDataset();
     DcmMetaInfo *mi = d->file.getMetaInfo();
     lpnx_dicom_info &info = d->info;
 
-    E_TransferSyntax xfer = ds->getOriginalXfer();
+    E_TransferSyntax xfer = mislabelled != EXS_Unknown ? mislabelled : ds->getOriginalXfer();
     DcmXfer xf(xfer);
     d->ts_uid = mi ? get_string(mi, DCM_TransferSyntaxUID) : std::string();
     if (d->ts_uid.empty()) d->ts_uid = xf.getXferID();
