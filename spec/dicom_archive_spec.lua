@@ -106,6 +106,18 @@ describe("lpnx.dicom.read of JPEG 2000", function()
     end
   end)
 
+  it("joins a codestream split over fragments, and finds frames without an offset table", function()
+    assert.are.equal(0, worst(lpnx.dicom.read(fixture("j2k_mono16_fragments")), p16))
+    -- frame 3 is a signed codestream in this unsigned data set: its two's
+    -- complement bits read unsigned
+    local function p16s_bits(k, r, c) return (p16(k, r, c) + 32768) % 65536 end
+    for f, expect in ipairs {p16, p12, p16s_bits} do
+      local img, meta = lpnx.dicom.read(fixture("j2k_frames_no_offsets"), {frame = f})
+      assert.are.equal(0, worst(img, expect), "frame " .. f)
+      assert.are.equal(3, meta.number_of_frames)
+    end
+  end)
+
   it("reads an unsigned codestream under PixelRepresentation 1 as two's complement, as pydicom does", function()
     local img = lpnx.dicom.read(fixture("j2k_pixelrep_mismatch"))
     assert.are.equal(0, worst(img, expected("j2k_pixelrep_mismatch")))
