@@ -126,7 +126,18 @@ phase = "infer"
 local infer_s = timed(infer, args.steps)
 
 -- lpnx.dicom.read of a 1024 x 1024 8-bit JPEG baseline file (a synthetic
--- radiograph, quality 95, as make_synthetic.lua writes): the best of 10.
+-- radiograph, quality 95, as make_synthetic.lua writes): the best of 10;
+-- and, where Debian's python3-pydicom is installed, pydicom's dcmread and
+-- pixel_array of the same file (nil without it).
+local PYDICOM_TIMING = [[
+import sys, time, pydicom
+best = 1e9
+for _ in range(11):
+    t = time.perf_counter()
+    pydicom.dcmread(sys.argv[1]).pixel_array
+    best = min(best, time.perf_counter() - t)
+print(best)
+]]
 local function dicom_read_s()
   local synth = require "lpnx.synth"
   local path = os.tmpname()
@@ -134,10 +145,18 @@ local function dicom_read_s()
   lpnx.dicom.write(path, (img * 255):round_(), {}, {jpeg = true, quality = 95})
   lpnx.dicom.read(path)
   local best = timed(function() lpnx.dicom.read(path) end, 10)
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(PYDICOM_TIMING)
+  f:close()
+  local py = io.popen(("/usr/bin/python3 '%s' '%s' 2>/dev/null"):format(script, path))
+  local py_best = py and tonumber(py:read("a"):match("^%s*([%d.e-]+)"))
+  if py then py:close() end
+  os.remove(script)
   os.remove(path)
-  return best
+  return best, py_best
 end
-local dicom_s = dicom_read_s()
+local dicom_s, pydicom_s = dicom_read_s()
 
 local function peak_rss_mb()
   for line in io.lines("/proc/self/status") do
@@ -164,4 +183,5 @@ local per_train, per_infer = train_s / args.batch, infer_s / args.batch
 print(("lpnx %s-unet size=%d batch=%d threads=%d train_s_per_image=%.4f infer_s_per_image=%.4f "
        .. "gflops_train=%.1f gflops_infer=%.1f peak_rss_mb=%.0f dicom_read_ms=%.1f"):format(
   args.encoder, args.size, args.batch, args.threads, per_train, per_infer,
-  3 * forward_flops / per_train / 1e9, forward_flops / per_infer / 1e9, peak_rss_mb(), dicom_s * 1000))
+  3 * forward_flops / per_train / 1e9, forward_flops / per_infer / 1e9, peak_rss_mb(), dicom_s * 1000)
+  .. (pydicom_s and (" pydicom_read_ms=%.1f"):format(pydicom_s * 1000) or ""))
