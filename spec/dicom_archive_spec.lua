@@ -188,6 +188,20 @@ describe("lpnx.dicom.read of bad JPEG 2000", function()
       "the JPEG 2000 samples have 16 bits and a value (4885) outside BitsStored 12 (PixelRepresentation 0)")
   end)
 
+  it("refuses a frame above the size limit before giving it memory", function()
+    -- j2k_mono8 with Rows, Columns and the codestream's SIZ (image and tile
+    -- size) all made 20000: 4e8 values, more than 2^28
+    local s = slurp(fixture("j2k_mono8"))
+    local big = string.pack("<I2", 20000)
+    s = s:gsub("%(\0\16\0US\2\0..", "(\0\16\0US\2\0" .. big, 1):gsub("%(\0\17\0US\2\0..", "(\0\17\0US\2\0" .. big, 1)
+    local siz = assert(s:find("\255\79\255\81", 1, true))
+    local size = string.pack(">I4I4", 20000, 20000)
+    s = s:sub(1, siz + 7) .. size .. s:sub(siz + 16, siz + 23) .. size .. s:sub(siz + 32)
+    local path = tmp .. "/big.dcm"
+    spit(path, s)
+    fails(path, "JPEG 2000 frame too large to decode (20000 x 20000 x 1 values, more than 268435456)")
+  end)
+
   it("refuses damaged codestreams with a reason", function()
     fails(damaged("j2k_mono8", 0, "\0\0\0\0"), "neither a JPEG 2000 codestream")
     fails(damaged("j2k_mono8", 4, "\255\255\255\255\255\255\255\255"), "cannot read the JPEG 2000 header")

@@ -509,8 +509,9 @@ bool turbo_frame(lpnx_dicom *d, DcmDataset *ds, E_TransferSyntax xfer, const std
     const Uint8 *p = nullptr;
     size_t n = 0;
     if (!frame_bytes(seq, nframes, frame, starts_jpeg, joined, &p, &n).empty()) return false;
-    d->own_bytes.resize((size_t)rows * columns * samples);
     char why[200];
+    if (lpnx_jpeg_turbo_decode(nullptr, p, n, rows, columns, samples, ycbcr ? 1 : 0, why, sizeof why) != 0) return false;
+    d->own_bytes.resize((size_t)rows * columns * samples);
     if (lpnx_jpeg_turbo_decode(d->own_bytes.data(), p, n, rows, columns, samples, ycbcr ? 1 : 0, why, sizeof why) != 0) {
         d->own_bytes.clear();
         return false;
@@ -681,16 +682,20 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
         const Uint8 *p = nullptr;
         size_t n = 0;
         std::string why = frame_bytes(seq, nframes, (int)frame, starts_j2k, joined, &p, &n);
-        size_t count = (size_t)rows * columns * samples;
-        if (ba == 8)
-            d->own_bytes.resize(count);
-        else
-            d->own_words.resize(count);
         lpnx_j2k_want want{rows, columns, samples, ba, bs, pr};
         char why_j2k[300] = "";
-        if (why.empty() && lpnx_j2k_decode(ba == 8 ? (void *)d->own_bytes.data() : (void *)d->own_words.data(), p, n,
-                                           &want, nullptr, why_j2k, sizeof why_j2k) != 0)
-            why = why_j2k;
+        /* the header first, so that only a frame that declares this size is given memory */
+        if (why.empty() && lpnx_j2k_decode(nullptr, p, n, &want, nullptr, why_j2k, sizeof why_j2k) != 0) why = why_j2k;
+        if (why.empty()) {
+            size_t count = (size_t)rows * columns * samples;
+            if (ba == 8)
+                d->own_bytes.resize(count);
+            else
+                d->own_words.resize(count);
+            if (lpnx_j2k_decode(ba == 8 ? (void *)d->own_bytes.data() : (void *)d->own_words.data(), p, n, &want,
+                                nullptr, why_j2k, sizeof why_j2k) != 0)
+                why = why_j2k;
+        }
         if (!why.empty()) {
             set_err(err, errlen, "cannot decode the %s pixel data (frame %lld): %s", d->ts_name.c_str(), frame,
                     why.c_str());

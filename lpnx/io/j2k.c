@@ -83,7 +83,7 @@ int lpnx_j2k_decode(void *out, const unsigned char *data, size_t n, const lpnx_j
     lpnx_j2k_got none;
     if (!got) got = &none;
     memset(got, 0, sizeof *got);
-    if (!out || !want || !data) {
+    if (!want || !data) {
         set_err(err, errlen, "no JPEG 2000 data");
         return -1;
     }
@@ -164,6 +164,10 @@ int lpnx_j2k_decode(void *out, const unsigned char *data, size_t n, const lpnx_j
     if (values > LPNX_J2K_MAX_VALUES) {
         set_err(err, errlen, "JPEG 2000 frame too large to decode (%d x %d x %d values, more than %.0f)", got->rows,
                 got->columns, got->components, LPNX_J2K_MAX_VALUES);
+        goto done;
+    }
+    if (!out) {
+        rc = 0;
         goto done;
     }
     if (!opj_decode(codec, stream, image) || !opj_end_decompress(codec, stream)) {

@@ -52,7 +52,9 @@ typedef struct {
  * multiple component transform comes out as RGB (OpenJPEG undoes it).
  * Returns 0, or -1 with the reason in err ("the JPEG 2000 codestream is
  * 64 x 64 with 1 component; the data set declares 30 rows x 41 columns x
- * 1 sample"). got may be NULL. */
+ * 1 sample"). got may be NULL. With out NULL only the header is read and
+ * checked (the size limit too), so that the caller allocates out only for
+ * a codestream that declares what the data set does. */
 int lpnx_j2k_decode(void *out, const unsigned char *data, size_t n, const lpnx_j2k_want *want,
                     lpnx_j2k_got *got, char *err, size_t errlen);
 

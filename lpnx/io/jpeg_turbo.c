@@ -18,7 +18,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
 
 int lpnx_jpeg_turbo_decode(unsigned char *out, const unsigned char *data, size_t n, int rows, int columns,
                            int samples, int ycbcr, char *err, size_t errlen) {
-    if (!out || !data || n == 0 || n > 0xFFFFFFFFu || (samples != 1 && samples != 3)) {
+    if (!data || n == 0 || n > 0xFFFFFFFFu || (samples != 1 && samples != 3)) {
         set_err(err, errlen, "no JPEG data");
         return -1;
     }
@@ -37,6 +37,8 @@ int lpnx_jpeg_turbo_decode(unsigned char *out, const unsigned char *data, size_t
     } else if (samples == 3 && !(ycbcr && colorspace == TJCS_YCbCr &&
                                  (subsamp == TJSAMP_444 || subsamp == TJSAMP_422 || subsamp == TJSAMP_420))) {
         set_err(err, errlen, "a colour JPEG stream decoded differently by DCMTK");
+    } else if (!out) {
+        rc = 0;
     } else if (tjDecompress2(tj, data, (unsigned long)n, out, columns, 0, rows, samples == 1 ? TJPF_GRAY : TJPF_RGB,
                              TJFLAG_STOPONWARNING | TJFLAG_ACCURATEDCT) != 0) {
         set_err(err, errlen, "%s", tjGetErrorStr2(tj));

@@ -22,7 +22,8 @@ extern "C" {
  * 3) interleaved bytes (RGB when 3). ycbcr says the colour data set
  * declares a YBR photometric interpretation (the only colour case taken).
  * Returns 0, or -1 (the frame is declined: out may hold anything) with a
- * reason in err. */
+ * reason in err. With out NULL only the header is read and checked, so
+ * that the caller allocates out only for a stream it will decode. */
 int lpnx_jpeg_turbo_decode(unsigned char *out, const unsigned char *data, size_t n, int rows, int columns,
                            int samples, int ycbcr, char *err, size_t errlen);
 
