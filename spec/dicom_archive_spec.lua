@@ -184,6 +184,8 @@ describe("lpnx.dicom.read of bad JPEG 2000", function()
   it("checks the codestream against Rows, Columns, SamplesPerPixel and BitsStored", function()
     fails(fixture("bad_j2k_size"), "cannot decode the JPEG 2000 (Lossless only) pixel data (frame 1): " ..
       "the JPEG 2000 codestream is 30 x 41 with 1 component; the data set declares 29 rows x 41 columns x 1 sample")
+    fails(fixture("bad_j2k_ybr422"), "PhotometricInterpretation 'YBR_FULL_422' does not fit JPEG 2000 (Lossless " ..
+      "only) pixel data (its components are full size)")
     fails(fixture("bad_j2k_bits"),
       "the JPEG 2000 samples have 16 bits and a value (4885) outside BitsStored 12 (PixelRepresentation 0)")
   end)

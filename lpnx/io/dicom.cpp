@@ -702,8 +702,14 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
             return -1;
         }
         d->one_frame = true;
-        /* OpenJPEG undoes the colour transform of YBR_ICT / YBR_RCT */
+        /* OpenJPEG undoes the colour transform of YBR_ICT / YBR_RCT; its
+         * components are never subsampled (checked) */
         if (samples == 3 && (pm == "YBR_ICT" || pm == "YBR_RCT")) decoded = "RGB";
+        if (pm == "YBR_FULL_422" || pm == "YBR_PARTIAL_422") {
+            set_err(err, errlen, "PhotometricInterpretation '%s' does not fit %s pixel data (its components are "
+                    "full size)", pm.c_str(), d->ts_name.c_str());
+            return -1;
+        }
         planar = 0;
     } else if (xfer == EXS_Unknown) {
         set_err(err, errlen, "unknown transfer syntax %s", d->ts_uid.c_str());
