@@ -162,17 +162,23 @@ lint: deps
 # make fuzz builds them; make fuzz-run FUZZ_SECONDS=N runs each for N
 # seconds from its committed seed corpus (lpnx/fuzz/corpus/TARGET), keeping
 # what it learns in build-fuzz/corpus/ and crashing inputs as build-fuzz/crash-*.
-FUZZ_TARGETS := safetensors png rle csv dicom dicom_seg
+# fuzz_j2k feeds OpenJPEG codestreams straight (j2k.c); fuzz_dicom reaches
+# the same code, and libjpeg-turbo's, through whole files. Fuzz builds
+# decode JPEG 2000 frames of at most 2^24 values, to stay fast.
+FUZZ_TARGETS := safetensors png rle csv j2k dicom dicom_seg
 FUZZ_BUILD := $(TOP)/build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-              -D_POSIX_C_SOURCE=200809L -I$(TOP)/lpnx
+              -D_POSIX_C_SOURCE=200809L -I$(TOP)/lpnx -DLPNX_J2K_MAX_VALUES=16777216.0
 FUZZ_SRC_safetensors := lpnx/io/safetensors.c lpnx/io/file.c
 FUZZ_SRC_png := lpnx/io/png.c lpnx/io/file.c
 FUZZ_SRC_rle := lpnx/io/rle.c
 FUZZ_SRC_csv := lpnx/io/csv.c
+FUZZ_SRC_j2k := lpnx/io/j2k.c
 FUZZ_LIBS_png := -lpng16
 FUZZ_LIBS_safetensors := -ljansson
+FUZZ_LIBS_j2k := -lopenjp2
+FUZZ_DICOM_C := lpnx/io/file.c lpnx/io/j2k.c lpnx/io/jpeg_turbo.c
 FUZZ_BINS := $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_TARGETS))
 fuzz: deps $(FUZZ_BINS)
 	@echo "fuzz targets in $(FUZZ_BUILD): $(notdir $(FUZZ_BINS))"
@@ -181,13 +187,13 @@ $(FUZZ_BUILD)/fuzz_$(1): lpnx/fuzz/fuzz_$(1).c $(FUZZ_SRC_$(1)) | $(BUILD)/.deps
 	@mkdir -p $(FUZZ_BUILD)
 	clang -std=c99 $(FUZZ_FLAGS) $$(filter %.c,$$^) $(FUZZ_LIBS_$(1)) -o $$@
 endef
-$(foreach t,safetensors png rle csv,$(eval $(call FUZZ_C_RULE,$(t))))
+$(foreach t,safetensors png rle csv j2k,$(eval $(call FUZZ_C_RULE,$(t))))
 $(FUZZ_BUILD)/fuzz_dicom: lpnx/fuzz/fuzz_dicom.cpp lpnx/io/dicom.cpp lpnx/io/dcm_util.cpp lpnx/io/dcm_util.hpp \
-  lpnx/io/file.c | $(BUILD)/.deps-ok
-	@mkdir -p $(FUZZ_BUILD)
-	clang -std=c99 $(FUZZ_FLAGS) -c lpnx/io/file.c -o $(FUZZ_BUILD)/file.o
-	clang++ -std=c++17 $(FUZZ_FLAGS) lpnx/fuzz/fuzz_dicom.cpp lpnx/io/dicom.cpp lpnx/io/dcm_util.cpp $(FUZZ_BUILD)/file.o \
-	  $(DCMTK_LIBS) -o $@
+  $(FUZZ_DICOM_C) $(FUZZ_DICOM_C:.c=.h) | $(BUILD)/.deps-ok
+	@mkdir -p $(FUZZ_BUILD)/dicom-obj
+	for c in $(FUZZ_DICOM_C); do clang -std=c99 $(FUZZ_FLAGS) -c $$c -o $(FUZZ_BUILD)/dicom-obj/$$(basename $$c .c).o || exit 1; done
+	clang++ -std=c++17 $(FUZZ_FLAGS) lpnx/fuzz/fuzz_dicom.cpp lpnx/io/dicom.cpp lpnx/io/dcm_util.cpp \
+	  $(addprefix $(FUZZ_BUILD)/dicom-obj/,$(notdir $(FUZZ_DICOM_C:.c=.o))) $(DCMTK_LIBS) -o $@
 $(FUZZ_BUILD)/fuzz_dicom_seg: lpnx/fuzz/fuzz_dicom_seg.cpp lpnx/io/dicom_seg.cpp lpnx/io/dcm_util.cpp \
   lpnx/io/dcm_util.hpp lpnx/io/file.c | $(BUILD)/.deps-ok
 	@mkdir -p $(FUZZ_BUILD)

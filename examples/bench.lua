@@ -1,5 +1,6 @@
 -- Times the ResNet U-Net: training steps (forward + backward + Adam) and
--- inference passes on random data, and with --layers where the time goes.
+-- inference passes on random data, and with --layers where the time goes;
+-- then lpnx.dicom.read of a 1024 x 1024 JPEG baseline file (dicom_read_ms).
 --   lua5.4 examples/bench.lua --encoder resnet34 --size 256 --batch 4 --threads 2 --layers
 local argparse = require "argparse"
 local lpnx = require "lpnx"
@@ -124,6 +125,39 @@ for _ = 1, args.warmup do infer() end
 phase = "infer"
 local infer_s = timed(infer, args.steps)
 
+-- lpnx.dicom.read of a 1024 x 1024 8-bit JPEG baseline file (a synthetic
+-- radiograph, quality 95, as make_synthetic.lua writes): the best of 10;
+-- and, where Debian's python3-pydicom is installed, pydicom's dcmread and
+-- pixel_array of the same file (nil without it).
+local PYDICOM_TIMING = [[
+import sys, time, pydicom
+best = 1e9
+for _ in range(11):
+    t = time.perf_counter()
+    pydicom.dcmread(sys.argv[1]).pixel_array
+    best = min(best, time.perf_counter() - t)
+print(best)
+]]
+local function dicom_read_s()
+  local synth = require "lpnx.synth"
+  local path = os.tmpname()
+  local img = synth.render{size = 1024, positive = true, generator = lpnx.Generator(7)}
+  lpnx.dicom.write(path, (img * 255):round_(), {}, {jpeg = true, quality = 95})
+  lpnx.dicom.read(path)
+  local best = timed(function() lpnx.dicom.read(path) end, 10)
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(PYDICOM_TIMING)
+  f:close()
+  local py = io.popen(("/usr/bin/python3 '%s' '%s' 2>/dev/null"):format(script, path))
+  local py_best = py and tonumber(py:read("a"):match("^%s*([%d.e-]+)"))
+  if py then py:close() end
+  os.remove(script)
+  os.remove(path)
+  return best, py_best
+end
+local dicom_s, pydicom_s = dicom_read_s()
+
 local function peak_rss_mb()
   for line in io.lines("/proc/self/status") do
     local kb = line:match("^VmHWM:%s*(%d+)")
@@ -147,6 +181,7 @@ end
 
 local per_train, per_infer = train_s / args.batch, infer_s / args.batch
 print(("lpnx %s-unet size=%d batch=%d threads=%d train_s_per_image=%.4f infer_s_per_image=%.4f "
-       .. "gflops_train=%.1f gflops_infer=%.1f peak_rss_mb=%.0f"):format(
+       .. "gflops_train=%.1f gflops_infer=%.1f peak_rss_mb=%.0f dicom_read_ms=%.1f"):format(
   args.encoder, args.size, args.batch, args.threads, per_train, per_infer,
-  3 * forward_flops / per_train / 1e9, forward_flops / per_infer / 1e9, peak_rss_mb()))
+  3 * forward_flops / per_train / 1e9, forward_flops / per_infer / 1e9, peak_rss_mb(), dicom_s * 1000)
+  .. (pydicom_s and (" pydicom_read_ms=%.1f"):format(pydicom_s * 1000) or ""))

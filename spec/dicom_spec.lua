@@ -290,9 +290,17 @@ describe("lpnx.dicom.read on bad files", function()
     fails(fixture("bad_bits"), "inconsistent bits: BitsAllocated 8, BitsStored 12, HighBit 11")
   end)
 
-  it("rejects a transfer syntax DCMTK cannot decode", function()
-    fails(fixture("bad_unsupported_syntax"),
-      "unsupported transfer syntax 1.2.840.10008.1.2.4.90 (JPEG 2000 (Lossless only)): DCMTK has no decoder for it")
+  it("rejects a transfer syntax nothing decodes, and JPEG 2000 that is not JPEG 2000", function()
+    -- a JPEG-LS stream under the JPEG 2000 syntax: OpenJPEG's turn, and refused
+    fails(fixture("bad_unsupported_syntax"), "cannot decode the JPEG 2000 (Lossless only) pixel data (frame 1): " ..
+      "the frame is neither a JPEG 2000 codestream (no SOC and SIZ markers at its start) nor a JP2 file")
+    -- JPEG 2000 Part 2 multi-component, patched in (same length)
+    local s = slurp(fixture("bad_unsupported_syntax"))
+    local at = assert(s:find("1.2.840.10008.1.2.4.90", 1, true))
+    local path = tmp .. "/part2.dcm"
+    spit(path, s:sub(1, at - 1) .. "1.2.840.10008.1.2.4.92" .. s:sub(at + 22))
+    fails(path, "unsupported transfer syntax 1.2.840.10008.1.2.4.92 (JPEG 2000 Part 2 Multicomponent Image " ..
+      "Compression (Lossless only)): DCMTK has no decoder for it")
   end)
 
   -- Overwrites bytes of the first fragment of the encapsulated pixel data

@@ -8,19 +8,30 @@
  * decoded in memory with DcmDataset::chooseRepresentation to explicit VR
  * little endian (the JPEG, JPEG-LS and RLE decoders are registered once),
  * and the raw 8- or 16-bit words are turned into floats here, so lossless
- * syntaxes give the stored values exactly.
+ * syntaxes give the stored values exactly. JPEG 2000 and HTJ2K, which
+ * DCMTK cannot decode, are decoded here frame by frame from the fragments
+ * DCMTK parsed, with OpenJPEG (j2k.h); so is 8-bit JPEG baseline and extended,
+ * with libjpeg-turbo (jpeg_turbo.h), for speed, when it gives the same
+ * pixels as DCMTK.
+ *
+ * A file whose meta header mislabels its data set's VR encoding (explicit
+ * declared, implicit written, or the other way round), which DCMTK cannot
+ * parse, is read again in the encoding it is written in, as pydicom does.
  *
  * DCMTK's error messages, captured while a call runs (dcm_util.hpp), are
  * added to lpnx's error messages ("PixelData larger (1230) than remaining
  * bytes (530) in file"). */
 #include "dicom.h"
 #include "dcm_util.hpp"
+#include "j2k.h"
+#include "jpeg_turbo.h"
 
 #include <dcmtk/config/osconfig.h>
 
 #include <dcmtk/dcmdata/dccodec.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrmf.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcpixel.h>
 #include <dcmtk/dcmdata/dcpixseq.h>
@@ -127,6 +138,11 @@ struct lpnx_dicom {
     int planar = 0;                 /* 1 = color-by-plane */
     const Uint8 *bytes = nullptr;   /* (frames, ...) when bits_allocated == 8 */
     const Uint16 *words = nullptr;  /* (frames, ...) when bits_allocated == 16, host order */
+    /* Frames lpnx decodes itself (JPEG 2000, 8-bit JPEG through
+     * libjpeg-turbo) hold only the chosen frame, here: */
+    bool one_frame = false;
+    std::vector<Uint8> own_bytes;
+    std::vector<Uint16> own_words;
     double slope = 1.0, intercept = 0.0;
     /* What info's presentation attributes point into. */
     std::vector<double> window_centers, window_widths;
@@ -356,17 +372,279 @@ void read_presentation(lpnx_dicom *d, DcmDataset *ds) {
     info.voi_luts = d->voi_luts.data();
 }
 
+/* ------------------------------------------------------------------ */
+/* files whose meta header lies about their encoding                   */
+/* ------------------------------------------------------------------ */
+
+bool is_vr(const unsigned char *p) {
+    static const char *const vrs[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "OB", "OD",
+                                      "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI",
+                                      "UL", "UN", "UR", "US", "UT", "UV"};
+    for (const char *v : vrs)
+        if (p[0] == (unsigned char)v[0] && p[1] == (unsigned char)v[1]) return true;
+    return false;
+}
+
+/* When a file that DCMTK could not read has a meta header declaring one VR
+ * encoding (explicit or implicit, little endian) while its data set starts
+ * in the other, says so in words, and where the data set starts and how it
+ * is really encoded. "" when that is not the trouble. */
+std::string encoding_mismatch(const char *path, size_t *data_set_at = nullptr, bool *explicit_vr = nullptr) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return "";
+    std::vector<unsigned char> b(1 << 16);
+    size_t n = fread(b.data(), 1, b.size(), f);
+    fclose(f);
+    if (n < 140 || memcmp(b.data() + 128, "DICM", 4) != 0) return "";
+    /* the meta header: explicit VR little endian group 0002 elements */
+    size_t i = 132;
+    std::string ts;
+    while (i + 8 <= n && b[i] == 0x02 && b[i + 1] == 0x00) {
+        unsigned element = b[i + 2] | (b[i + 3] << 8);
+        if (!is_vr(&b[i + 4])) return "";
+        size_t len, head;
+        bool long_form = memcmp(&b[i + 4], "OB", 2) == 0 || memcmp(&b[i + 4], "OW", 2) == 0 ||
+                         memcmp(&b[i + 4], "UN", 2) == 0 || memcmp(&b[i + 4], "SQ", 2) == 0 ||
+                         memcmp(&b[i + 4], "UT", 2) == 0 || memcmp(&b[i + 4], "UC", 2) == 0 ||
+                         memcmp(&b[i + 4], "UR", 2) == 0;
+        if (long_form) {
+            if (i + 12 > n) return "";
+            len = (size_t)b[i + 8] | ((size_t)b[i + 9] << 8) | ((size_t)b[i + 10] << 16) | ((size_t)b[i + 11] << 24);
+            head = 12;
+        } else {
+            len = b[i + 6] | (b[i + 7] << 8);
+            head = 8;
+        }
+        if (len > n || i + head + len > n) return "";
+        if (element == 0x0010) ts = trim(OFString((const char *)&b[i + head], len));
+        i += head + len;
+    }
+    if (ts.empty() || i + 8 > n) return "";
+    DcmXfer xf(ts.c_str());
+    if (xf.getXfer() == EXS_Unknown || !xf.isLittleEndian()) return "";
+    bool declared_explicit = xf.isExplicitVR();
+    bool found_explicit = is_vr(&b[i + 4]);
+    if (declared_explicit == found_explicit) return "";
+    if (data_set_at) *data_set_at = i;
+    if (explicit_vr) *explicit_vr = found_explicit;
+    char buf[400];
+    std::snprintf(buf, sizeof buf,
+                  "the file meta header declares transfer syntax %s (%s), whose data set is %s VR, but the data set "
+                  "is written in %s VR (its first element, (%04x,%04x), %s)",
+                  ts.c_str(), xf.getXferName(), declared_explicit ? "explicit" : "implicit",
+                  declared_explicit ? "implicit" : "explicit", (unsigned)(b[i] | (b[i + 1] << 8)),
+                  (unsigned)(b[i + 2] | (b[i + 3] << 8)), declared_explicit ? "has no VR" : "carries a VR");
+    return buf;
+}
+
+/* Reads a file whose meta header mislabels the data set's VR encoding
+ * (encoding_mismatch) as pydicom does: the meta header as it is, the data
+ * set from `at` in the encoding it is really written in, and encapsulated
+ * pixel data filed under the declared transfer syntax, so that it decodes
+ * as declared. On success *declared is the syntax the meta header names. */
+bool load_mislabelled(lpnx_dicom *d, const char *path, size_t at, bool explicit_vr, E_TransferSyntax *declared,
+                      const LogScope &log, char *err, size_t errlen) {
+    d->file.clear();
+    OFCondition cond = d->file.loadFile(OFFilename(path), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_metaOnly);
+    DcmMetaInfo *mi = d->file.getMetaInfo();
+    std::string ts = mi ? get_string(mi, DCM_TransferSyntaxUID) : std::string();
+    DcmXfer xf(ts.c_str());
+    if (cond.bad() || xf.getXfer() == EXS_Unknown) {
+        set_err(err, errlen, "cannot read the file meta header: %s%s", cond.text(), log.detail().c_str());
+        return false;
+    }
+    E_TransferSyntax actual = explicit_vr ? EXS_LittleEndianExplicit : EXS_LittleEndianImplicit;
+    DcmDataset *ds = d->file.getDataset();
+    ds->clear();
+    DcmInputFileStream in(OFFilename(path), (offile_off_t)at);
+    cond = in.status();
+    if (cond.good()) {
+        ds->transferInit();
+        cond = ds->read(in, actual, EGL_noChange, DCM_MaxReadLength);
+        ds->transferEnd();
+    }
+    if (cond.good()) cond = ds->loadAllDataIntoMemory();
+    if (cond.bad()) {
+        set_err(err, errlen, "it does not read in %s VR either: %s%s", explicit_vr ? "explicit" : "implicit",
+                cond.text(), log.detail().c_str());
+        return false;
+    }
+    DcmElement *el = nullptr;
+    if (xf.isEncapsulated() && ds->findAndGetElement(DCM_PixelData, el).good() && el) {
+        DcmPixelData *pd = OFstatic_cast(DcmPixelData *, el);
+        DcmPixelSequence *seq = nullptr;
+        if (pd->getEncapsulatedRepresentation(actual, nullptr, seq).good() && seq)
+            pd->putOriginalRepresentation(xf.getXfer(), nullptr, new DcmPixelSequence(*seq));
+    }
+    *declared = xf.getXfer();
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* frames lpnx decodes itself                                          */
+/* ------------------------------------------------------------------ */
+
+/* The JPEG 2000 transfer syntaxes: JPEG 2000 lossless only (.90) and
+ * lossy or reversible (.91), and the three High-Throughput JPEG 2000 ones
+ * (.201 lossless, .202 with RPCL progression, .203 lossy), which OpenJPEG
+ * 2.5 decodes as it decodes Part 1 codestreams. */
+bool is_j2k(const std::string &ts) {
+    return ts == "1.2.840.10008.1.2.4.90" || ts == "1.2.840.10008.1.2.4.91" || ts == "1.2.840.10008.1.2.4.201" ||
+           ts == "1.2.840.10008.1.2.4.202" || ts == "1.2.840.10008.1.2.4.203";
+}
+
+const char *j2k_name(const std::string &ts) {
+    if (ts == "1.2.840.10008.1.2.4.90") return "JPEG 2000 (Lossless only)";
+    if (ts == "1.2.840.10008.1.2.4.91") return "JPEG 2000";
+    if (ts == "1.2.840.10008.1.2.4.201") return "HTJ2K (Lossless only)";
+    if (ts == "1.2.840.10008.1.2.4.202") return "HTJ2K with RPCL Options (Lossless only)";
+    return "HTJ2K";
+}
+
+bool starts_jpeg(const Uint8 *p, size_t n) { return n >= 2 && p[0] == 0xFF && p[1] == 0xD8; }
+bool starts_j2k(const Uint8 *p, size_t n) {
+    static const Uint8 jp2[4] = {0, 0, 0, 12};
+    return (n >= 2 && p[0] == 0xFF && p[1] == 0x4F) || (n >= 8 && memcmp(p, jp2, 4) == 0 && memcmp(p + 4, "jP  ", 4) == 0);
+}
+
+/* The compressed bytes of frame `frame` (1-based) of nframes in the
+ * pixel sequence: through the basic offset table when it has one entry a
+ * frame, else one fragment a frame when the counts agree, else every
+ * fragment for a single frame, else split where a fragment starts a new
+ * stream (starts()). A frame of one fragment is pointed at, one of several
+ * is joined into `joined`. Returns "" or what is wrong. */
+std::string frame_bytes(DcmPixelSequence *seq, int nframes, int frame, bool (*starts)(const Uint8 *, size_t),
+                        std::vector<Uint8> &joined, const Uint8 **out, size_t *outlen) {
+    unsigned long count = seq->card();
+    if (count < 2) return "the encapsulated pixel data has no fragments";
+    struct Frag {
+        const Uint8 *p;
+        size_t n;
+        unsigned long long at; /* offset of its item from the first fragment's */
+    };
+    std::vector<Frag> frags;
+    unsigned long long at = 0;
+    for (unsigned long k = 1; k < count; k++) {
+        DcmPixelItem *item = nullptr;
+        Uint8 *p = nullptr;
+        if (seq->getItem(item, k).bad() || !item) return "a fragment of the pixel data cannot be read";
+        size_t n = item->getLength();
+        if (n > 0 && (item->getUint8Array(p).bad() || !p)) return "a fragment of the pixel data cannot be read";
+        frags.push_back({p, n, at});
+        at += 8 + (unsigned long long)n;
+    }
+    size_t first = 0, last = 0; /* [first, last) */
+    DcmPixelItem *table = nullptr;
+    Uint8 *t = nullptr;
+    size_t tlen = 0;
+    if (seq->getItem(table, 0).good() && table && (tlen = table->getLength()) == 4 * (size_t)nframes && nframes > 1 &&
+        table->getUint8Array(t).good() && t) {
+        /* offsets are little endian in the value as read (DCMTK keeps OB bytes as in the file) */
+        std::vector<unsigned long long> offsets;
+        for (int f = 0; f < nframes; f++)
+            offsets.push_back((unsigned long long)t[4 * f] | ((unsigned long long)t[4 * f + 1] << 8) |
+                              ((unsigned long long)t[4 * f + 2] << 16) | ((unsigned long long)t[4 * f + 3] << 24));
+        unsigned long long begin = offsets[frame - 1], end = frame < nframes ? offsets[frame] : at;
+        if (begin >= end) return "the basic offset table of the pixel data is not increasing";
+        bool found = false;
+        for (size_t i = 0; i < frags.size(); i++) {
+            if (frags[i].at == begin) {
+                first = i;
+                found = true;
+            }
+        }
+        if (!found) return "the basic offset table of the pixel data points between fragments";
+        last = first;
+        while (last < frags.size() && frags[last].at < end) last++;
+    } else if (nframes == 1) {
+        first = 0;
+        last = frags.size();
+    } else if ((size_t)nframes == frags.size()) {
+        first = (size_t)frame - 1;
+        last = first + 1;
+    } else {
+        int f = 0;
+        size_t i = 0;
+        for (; i < frags.size(); i++) {
+            if (i == 0 || starts(frags[i].p, frags[i].n)) f++;
+            if (f == frame) break;
+        }
+        if (f != frame) return "fewer compressed frames in the pixel data than NumberOfFrames";
+        first = i;
+        last = i + 1;
+        while (last < frags.size() && !starts(frags[last].p, frags[last].n)) last++;
+    }
+    if (last - first == 1) {
+        *out = frags[first].p;
+        *outlen = frags[first].n;
+    } else {
+        joined.clear();
+        for (size_t i = first; i < last; i++) joined.insert(joined.end(), frags[i].p, frags[i].p + frags[i].n);
+        *out = joined.data();
+        *outlen = joined.size();
+    }
+    if (*outlen == 0) return "an empty compressed frame";
+    return "";
+}
+
+/* The pixel sequence of the encapsulated PixelData, or nullptr. */
+DcmPixelSequence *pixel_sequence(DcmDataset *ds, E_TransferSyntax xfer) {
+    DcmElement *el = nullptr;
+    if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el) return nullptr;
+    DcmPixelData *pd = OFstatic_cast(DcmPixelData *, el);
+    DcmPixelSequence *seq = nullptr;
+    if (pd->getEncapsulatedRepresentation(xfer, nullptr, seq).bad()) return nullptr;
+    return seq;
+}
+
+/* Decodes the chosen frame of JPEG baseline or extended 8-bit pixel data
+ * with libjpeg-turbo into d->own_bytes. False (nothing kept) when the
+ * frame is not one it takes: the caller then decodes with DCMTK, which
+ * also reports every damaged stream as before. */
+bool turbo_frame(lpnx_dicom *d, DcmDataset *ds, E_TransferSyntax xfer, const std::string &pm, Uint16 rows,
+                 Uint16 columns, Uint16 samples, Uint16 ba, int nframes, int frame) {
+    if ((xfer != EXS_JPEGProcess1 && xfer != EXS_JPEGProcess2_4) || ba != 8) return false;
+    bool ycbcr = pm == "YBR_FULL_422" || pm == "YBR_FULL";
+    if (samples == 3 && !ycbcr) return false;
+    if (!jpeg_fragments_problem(ds, xfer).empty()) return false;
+    DcmPixelSequence *seq = pixel_sequence(ds, xfer);
+    if (!seq) return false;
+    std::vector<Uint8> joined;
+    const Uint8 *p = nullptr;
+    size_t n = 0;
+    if (!frame_bytes(seq, nframes, frame, starts_jpeg, joined, &p, &n).empty()) return false;
+    char why[200];
+    if (lpnx_jpeg_turbo_decode(nullptr, p, n, rows, columns, samples, ycbcr ? 1 : 0, why, sizeof why) != 0) return false;
+    d->own_bytes.resize((size_t)rows * columns * samples);
+    if (lpnx_jpeg_turbo_decode(d->own_bytes.data(), p, n, rows, columns, samples, ycbcr ? 1 : 0, why, sizeof why) != 0) {
+        d->own_bytes.clear();
+        return false;
+    }
+    d->one_frame = true;
+    return true;
+}
+
 int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_t errlen) {
     LogScope log;
-    if (!lpnx_dcm::check_path(path, err, errlen) || !sniff(path, err, errlen) ||
-        !lpnx_dcm::load_file(d->file, path, log, err, errlen))
-        return -1;
+    if (!lpnx_dcm::check_path(path, err, errlen) || !sniff(path, err, errlen)) return -1;
+    E_TransferSyntax mislabelled = EXS_Unknown; /* the declared syntax of a mislabelled file */
+    if (!lpnx_dcm::load_file(d->file, path, log, err, errlen)) {
+        size_t at = 0;
+        bool explicit_vr = false;
+        std::string lie = encoding_mismatch(path, &at, &explicit_vr);
+        if (lie.empty()) return -1;
+        char why[400] = "";
+        if (!load_mislabelled(d, path, at, explicit_vr, &mislabelled, log, why, sizeof why)) {
+            set_err(err, errlen, "%s; %s", lie.c_str(), why);
+            return -1;
+        }
+    }
     OFCondition cond;
     DcmDataset *ds = d->file.getDataset();
     DcmMetaInfo *mi = d->file.getMetaInfo();
     lpnx_dicom_info &info = d->info;
 
-    E_TransferSyntax xfer = ds->getOriginalXfer();
+    E_TransferSyntax xfer = mislabelled != EXS_Unknown ? mislabelled : ds->getOriginalXfer();
     DcmXfer xf(xfer);
     d->ts_uid = mi ? get_string(mi, DCM_TransferSyntaxUID) : std::string();
     if (d->ts_uid.empty()) d->ts_uid = xf.getXferID();
@@ -492,13 +770,62 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
     info.pixel_representation = pr;
 
 
-    /* decode: DCMTK's decoders give native pixel data in memory */
-    if (xfer == EXS_Unknown) {
+    /* decode: JPEG 2000 with OpenJPEG and 8-bit JPEG with libjpeg-turbo
+     * here (the chosen frame only), the rest by DCMTK's decoders, which
+     * give native pixel data in memory */
+    std::string decoded = pm;
+    if (is_j2k(d->ts_uid)) {
+        /* DCMTK 3.6.7 does not know the HTJ2K syntaxes (it reads their
+         * data set as explicit VR little endian) */
+        if (xfer != EXS_JPEG2000LosslessOnly && xfer != EXS_JPEG2000) {
+            d->ts_name = j2k_name(d->ts_uid);
+            info.transfer_syntax_name = d->ts_name.c_str();
+        }
+        DcmPixelSequence *seq = pixel_sequence(ds, xfer);
+        if (!seq) {
+            set_err(err, errlen, "the %s pixel data is not encapsulated", d->ts_name.c_str());
+            return -1;
+        }
+        std::vector<Uint8> joined;
+        const Uint8 *p = nullptr;
+        size_t n = 0;
+        std::string why = frame_bytes(seq, nframes, (int)frame, starts_j2k, joined, &p, &n);
+        lpnx_j2k_want want{rows, columns, samples, ba, bs, pr};
+        char why_j2k[300] = "";
+        /* the header first, so that only a frame that declares this size is given memory */
+        if (why.empty() && lpnx_j2k_decode(nullptr, p, n, &want, nullptr, why_j2k, sizeof why_j2k) != 0) why = why_j2k;
+        if (why.empty()) {
+            size_t count = (size_t)rows * columns * samples;
+            if (ba == 8)
+                d->own_bytes.resize(count);
+            else
+                d->own_words.resize(count);
+            if (lpnx_j2k_decode(ba == 8 ? (void *)d->own_bytes.data() : (void *)d->own_words.data(), p, n, &want,
+                                nullptr, why_j2k, sizeof why_j2k) != 0)
+                why = why_j2k;
+        }
+        if (!why.empty()) {
+            set_err(err, errlen, "cannot decode the %s pixel data (frame %lld): %s", d->ts_name.c_str(), frame,
+                    why.c_str());
+            return -1;
+        }
+        d->one_frame = true;
+        /* OpenJPEG undoes the colour transform of YBR_ICT / YBR_RCT; its
+         * components are never subsampled (checked) */
+        if (samples == 3 && (pm == "YBR_ICT" || pm == "YBR_RCT")) decoded = "RGB";
+        if (pm == "YBR_FULL_422" || pm == "YBR_PARTIAL_422") {
+            set_err(err, errlen, "PhotometricInterpretation '%s' does not fit %s pixel data (its components are "
+                    "full size)", pm.c_str(), d->ts_name.c_str());
+            return -1;
+        }
+        planar = 0;
+    } else if (xfer == EXS_Unknown) {
         set_err(err, errlen, "unknown transfer syntax %s", d->ts_uid.c_str());
         return -1;
-    }
-    std::string decoded = pm;
-    if (xf.isEncapsulated()) {
+    } else if (xf.isEncapsulated() && turbo_frame(d, ds, xfer, pm, rows, columns, samples, ba, nframes, (int)frame)) {
+        if (samples == 3) decoded = "RGB";
+        planar = 0;
+    } else if (xf.isEncapsulated()) {
         if (!DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit)) {
             set_err(err, errlen, "unsupported transfer syntax %s (%s): DCMTK has no decoder for it", d->ts_uid.c_str(),
                     d->ts_name.c_str());
@@ -574,9 +901,14 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
 
     /* the raw words, and enough of them for every frame */
     unsigned per_pixel = subsampled ? 2u : (unsigned)samples;
-    double need = (double)rows * columns * per_pixel * nframes * (ba / 8);
-    Uint32 have = pixel->getLength();
-    if (ba == 8) {
+    int held = d->one_frame ? 1 : nframes;
+    double need = (double)rows * columns * per_pixel * held * (ba / 8);
+    size_t have = 0;
+    if (d->one_frame) {
+        d->bytes = ba == 8 ? d->own_bytes.data() : nullptr;
+        d->words = ba == 8 ? nullptr : d->own_words.data();
+        have = ba == 8 ? d->own_bytes.size() : 2 * d->own_words.size();
+    } else if (ba == 8) {
         Uint8 *p = nullptr;
         cond = pixel->getUint8Array(p);
         d->bytes = p;
@@ -585,6 +917,7 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
         cond = pixel->getUint16Array(p);
         d->words = p;
     }
+    if (!d->one_frame) have = pixel->getLength();
     if (cond.bad() || (!d->bytes && !d->words)) {
         set_err(err, errlen, "cannot read PixelData: %s%s", cond.bad() ? cond.text() : "no value",
                 log.detail().c_str());
@@ -593,7 +926,7 @@ int open_file(lpnx_dicom *d, const char *path, long long frame, char *err, size_
     if ((double)have < need) {
         set_err(err, errlen,
                 "PixelData holds %lu bytes, expected %.0f (%u rows x %u columns x %d frame%s x %u samples x %u bytes)",
-                (unsigned long)have, need, (unsigned)rows, (unsigned)columns, nframes, nframes == 1 ? "" : "s",
+                (unsigned long)have, need, (unsigned)rows, (unsigned)columns, held, held == 1 ? "" : "s",
                 per_pixel, (unsigned)(ba / 8));
         return -1;
     }
@@ -656,7 +989,7 @@ void pixels(const lpnx_dicom *d, float *out) {
                   info.pixel_representation ? 1u << (bs - 1) : 0u};
     bool subsampled = d->color == YBR_FULL_422 || d->color == YBR_PARTIAL_422;
     size_t per_frame = hw * (subsampled ? 2 : (size_t)info.samples_per_pixel);
-    size_t base = per_frame * (size_t)(info.frame - 1);
+    size_t base = d->one_frame ? 0 : per_frame * (size_t)(info.frame - 1);
     Frame f{d->bytes ? d->bytes + base : nullptr, d->words ? d->words + base : nullptr};
     if (d->color == GRAY) {
         /* MONOCHROME1: min + max - v on the stored range, which is
