@@ -288,6 +288,8 @@ describe("lpnx.dicom.read on bad files", function()
     fails(fixture("bad_short_pixeldata"),
       "PixelData holds 1230 bytes, expected 1271 (31 rows x 41 columns x 1 frame x 1 samples x 1 bytes)")
     fails(fixture("bad_bits"), "inconsistent bits: BitsAllocated 8, BitsStored 12, HighBit 11")
+    fails(fixture("bad_bits32"), "BitsAllocated 32 is not supported (8 or 16)") -- dose grids
+    fails(fixture("bad_bits1"), "BitsAllocated 1 is not supported (8 or 16)")   -- segmentations
   end)
 
   it("rejects a transfer syntax nothing decodes, and JPEG 2000 that is not JPEG 2000", function()
