@@ -280,6 +280,40 @@ describe("lpnx.sys processes", function()
     helpers.assert_near(got, expected, 1e-3)
   end)
 
+  it("die_with_parent: a worker is killed when its supervisor is killed with -9", function()
+    local r, w = sys.pipe()
+    local supervisor = spawn(function()
+      sys.close(r)
+      local me = sys.getpid()
+      local worker = sys.fork()
+      if worker == 0 then
+        sys.die_with_parent(me)
+        while true do sys.sleep(0.05) end
+      end
+      sys.write_message(w, tostring(worker))
+      while true do sys.sleep(0.05) end
+    end)
+    sys.close(w)
+    local worker = assert(tonumber(sys.read_message(r)))
+    sys.close(r)
+    sys.kill(supervisor, "KILL")
+    assert.are.equal("signaled", (sys.waitpid(supervisor)))
+    -- gone, or a zombie nobody reaps yet: either way no longer running
+    local function running()
+      local f = io.open("/proc/" .. worker .. "/stat")
+      if not f then return false end
+      local state = f:read("a"):match("^%d+ %b() (%a)")
+      f:close()
+      return state ~= "Z" and state ~= "X"
+    end
+    local deadline = sys.now() + 10
+    while running() and sys.now() < deadline do sys.sleep(0.01) end
+    local alive = running()
+    if alive then sys.kill(worker, "KILL") end
+    assert.is_false(alive, "the worker outlived its supervisor")
+    assert.matches("expected the parent's pid", select(2, pcall(sys.die_with_parent, 0)), 1, true)
+  end)
+
   it("getpid differs in the child; exit skips stdio buffers", function()
     local r, w = sys.pipe()
     local parent = sys.getpid()

@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -282,6 +283,19 @@ static int l_getpid(lua_State *L) {
     return 1;
 }
 
+/* die_with_parent(parent_pid): from now on this process is killed
+ * (SIGKILL) when the thread that forked it ends, so that a worker never
+ * outlives a supervisor killed with -9. parent_pid is the supervisor's pid
+ * as it read it before the fork: when the supervisor is already gone, this
+ * process is killed at once. */
+static int l_die_with_parent(lua_State *L) {
+    lua_Integer parent = luaL_checkinteger(L, 1);
+    if (parent <= 1) return luaL_argerror(L, 1, "expected the parent's pid (> 1)");
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return syserror(L, "die_with_parent", "prctl failed", errno);
+    if ((lua_Integer)getppid() != parent) raise(SIGKILL);
+    return 0;
+}
+
 /* sleep(seconds): fractional, resumed after signals for the time left. */
 static int l_sleep(lua_State *L) {
     lua_Number s = luaL_checknumber(L, 1);
@@ -514,6 +528,7 @@ static const luaL_Reg functions[] = {
     {"kill", l_kill},
     {"exit", l_exit},
     {"getpid", l_getpid},
+    {"die_with_parent", l_die_with_parent},
     {"sleep", l_sleep},
     {"now", l_now},
     {"time", l_time},
