@@ -82,6 +82,18 @@ describe("lpnx.fs", function()
     assert.matches("expected exts%[2%] to be a string, got number", message(fs.walk, root, {exts = {"a", 3}}))
   end)
 
+  it("list gives the sorted names in a folder, hidden ones too, and names a folder it cannot read", function()
+    fs.mkdir_p(root .. "/d/sub")
+    touch(root .. "/d/b.dcm")
+    touch(root .. "/d/.tmp-1")
+    touch(root .. "/d/a b")
+    assert.are.same({".tmp-1", "a b", "b.dcm", "sub"}, fs.list(root .. "/d"))
+    assert.are.same({}, fs.list(root .. "/d/sub"))
+    assert.are.equal(("lpnx.fs.list: cannot read %s/nope: No such file or directory"):format(root),
+      message(fs.list, root .. "/nope"))
+    assert.matches("expected a folder path to be a string, got nil", message(fs.list))
+  end)
+
   it("takes names a shell would misread", function()
     local odd = root .. "/it's a \"folder\"; -rf $(x)"
     fs.mkdir_p(odd .. "/sub")

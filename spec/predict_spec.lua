@@ -264,6 +264,24 @@ describe("prediction and evaluation on a synthetic set", function()
     assert.is_true(positive > 0)
   end)
 
+  it("probability_map gives one image's probabilities at its own size, as run computes them", function()
+    local paths = lpnx.data.list_images(data_dir)
+    local s = predict.run{model = model_path, inputs = paths, out = dir .. "/one-by-one", threshold = 0.5, batch = 1,
+                          keep_probabilities = true, write_masks = false, write_overlays = false}
+    local model, meta = lpnx.models.load(model_path)
+    for i, path in ipairs(paths) do
+      local p = predict.probability_map(model, meta, (lpnx.data.read_image(path)))
+      assert.is_true(p:equal(s.probabilities[i]), path)
+    end
+    -- an odd size goes to the model's size and back
+    local odd = predict.probability_map(model, meta, lpnx.full({1, 70, 90}, 0.5), {tta = true})
+    assert.are.same({1, 70, 90}, odd:size())
+    assert.matches("expected an image %(1,H,W%), got %(2,3%)",
+                   select(2, pcall(predict.probability_map, model, meta, lpnx.zeros(2, 3))))
+    assert.matches("input_size must be a multiple of 32",
+                   select(2, pcall(predict.probability_map, model, {input_size = 50}, lpnx.zeros(1, 8, 8))))
+  end)
+
   it("run maps probabilities back to an image's own size and shrinks overlays past overlay_size", function()
     -- a 70x90 PNG: resized (area) to the model's 64x64, probabilities back to 70x90 (bilinear)
     local img = lpnx.image.resize(lpnx.data.read_image((lpnx.data.list_images(data_dir))[1]), 70, 90, "bilinear")

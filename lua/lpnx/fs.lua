@@ -5,6 +5,7 @@
 --   fs.stat(path)                 -> "file" | "dir" | "other", size; nil when nothing is there
 --   fs.mkdir_p(path)              makes the folder and every missing parent
 --   fs.walk(dir [, {exts = {..}}]) -> sorted paths of the files under dir
+--   fs.list(dir)                  -> sorted names of what is in dir ("." and ".." left out)
 --   fs.remove_tree(path)          removes a file, or a folder and everything under it
 local lfs = require "lfs"
 
@@ -100,6 +101,22 @@ function fs.walk(dir, opts)
   end
   table.sort(files)
   return files
+end
+
+-- list(dir) -> the sorted names of the entries of dir, without "." and
+-- "..". A missing folder, or one that cannot be read, is an error naming it.
+function fs.list(dir)
+  check_path("list", dir, "a folder path")
+  local ok, iter, state = pcall(lfs.dir, dir)
+  if not ok then
+    error(("lpnx.fs.list: cannot read %s: %s"):format(dir, tostring(iter):match(".*: (.-)$") or tostring(iter)), 2)
+  end
+  local names = {}
+  for name in iter, state do
+    if name ~= "." and name ~= ".." then names[#names + 1] = name end
+  end
+  table.sort(names)
+  return names
 end
 
 -- Removes what is at path: a file or link itself, or a folder after

@@ -4,6 +4,7 @@
 --   probabilities(model, meta, images [, {tta = false}]) -> (N,1,H,W) sigmoid probabilities
 --   triplet(prob [, {top = 0.75, min_area = 2000, bottom = 0.3, reference_area = 1024*1024}]) -> mask
 --   threshold(prob, t) -> mask
+--   probability_map(model, meta, image (1,H,W) [, {tta = false}]) -> (1,H,W) at the image's size
 --   postprocess(prob [, {top, min_area, bottom, reference_area | threshold, min_component = 0}]) -> mask
 --   run{model = FILE, inputs = DIR | FILE | {FILES}, out = DIR, ...} -> summary
 --   chest_check(meta [, rules]) -> ok, reason: is this image a frontal chest X-ray?
@@ -274,15 +275,42 @@ local function load_model(name, opts)
   error(("%s: expected model = FILE (an lpnx model file), got %s"):format(name, type(opts.model)), 0)
 end
 
+-- The model's input size from its meta: a multiple of 32.
+local function model_size(name, meta)
+  local size = math.tointeger(meta.input_size)
+  if not size or size < 32 or size % 32 ~= 0 then
+    error(("%s: the model's input_size must be a multiple of 32, got %s"):format(name, tostring(meta.input_size)), 0)
+  end
+  return size
+end
+
+-- The first class of probabilities p (C,S,S) at h x w.
+local function to_image_size(p, h, w)
+  p = p:narrow(1, 1, 1)
+  local size = p:size(2)
+  return (h == size and w == size) and p:clone() or lpnx.image.resize(p, h, w, "bilinear")
+end
+
+-- probability_map(model, meta, image (1,H,W) in [0,1] [, {tta = false}])
+-- -> (1,H,W): one image's probabilities at its own size, as run computes
+-- them (the image resized to the model's input size, the probabilities
+-- resized back).
+function predict.probability_map(model, meta, img, opts)
+  local name = "predict.probability_map"
+  if not lpnx.is_tensor(img) or img:dim() ~= 3 or img:size(1) ~= 1 then
+    error(("%s: expected an image (1,H,W), got %s"):format(name, lpnx.is_tensor(img) and shape(img) or type(img)), 2)
+  end
+  local size = model_size(name, meta or {})
+  local probs = predict.probabilities(model, meta, lpnx.stack {to_model_size(img, size)}, opts)
+  return to_image_size(probs[1], img:size(2), img:size(3))
+end
+
 -- Runs the model over count images in batches of the images load gives.
 -- load(i) -> image (1,H,W) in [0,1], item, or nil, reason to leave image i
 -- out (skip(i, reason) is then called); each(i, prob (1,H,W) at the
 -- image's size, image, item).
 local function sweep(name, model, meta, count, load, opts, each, skip)
-  local size = math.tointeger(meta.input_size)
-  if not size or size < 32 or size % 32 ~= 0 then
-    error(("%s: the model's input_size must be a multiple of 32, got %s"):format(name, tostring(meta.input_size)), 0)
-  end
+  local size = model_size(name, meta)
   local batch = opts.batch
   local i = 1
   while i <= count do
@@ -300,10 +328,7 @@ local function sweep(name, model, meta, count, load, opts, each, skip)
     if #images > 0 then
       local probs = predict.probabilities(model, meta, lpnx.stack(inputs), {tta = opts.tta})
       for k, img in ipairs(images) do
-        local h, w = img:size(2), img:size(3)
-        local p = probs[k]:narrow(1, 1, 1)             -- (1,S,S): the first class
-        p = (h == size and w == size) and p:clone() or lpnx.image.resize(p, h, w, "bilinear")
-        each(index[k], p, img, items[k])
+        each(index[k], to_image_size(probs[k], img:size(2), img:size(3)), img, items[k])
       end
     end
   end
