@@ -5,6 +5,7 @@
  *   write(path, image, meta [, {jpeg = true, quality = 95}]) -> uids table
  *   write_seg(path, mask, source_meta [, opts]) -> uids table (+ warnings = {lines})
  *   read_seg(path [, {segment = n}]) -> mask (F,H,W) float tensor, info table
+ *   derive_uid(s1 [, s2, ...]) -> "2.25.<decimal>", the same for the same strings (io/uid.h)
  *
  * write_seg makes a binary DICOM Segmentation of a 0/1 mask (H,W) or
  * (1,H,W) derived from the image whose meta table (as read returns it) is
@@ -28,6 +29,7 @@
 
 #include "../io/dicom.h"
 #include "../io/dicom_seg.h"
+#include "../io/uid.h"
 #include "bind.h"
 
 #define HANDLE_MT "lpnx.DicomHandle"
@@ -722,8 +724,28 @@ static int l_read_seg(lua_State *L) {
     return 2;
 }
 
-static const luaL_Reg functions[] = {
-    {"read", l_read}, {"write", l_write}, {"write_seg", l_write_seg}, {"read_seg", l_read_seg}, {NULL, NULL}};
+/* derive_uid(s1 [, s2, ...]) -> UID: one or more strings, each named by
+ * its position when it is missing or not a string (numbers are refused:
+ * their text would depend on how they were written). */
+static int l_derive_uid(lua_State *L) {
+    int n = lua_gettop(L);
+    if (n == 0) return luaL_argerror(L, 1, "expected one or more strings, got none");
+    const char **parts = lua_newuserdatauv(L, (size_t)n * sizeof *parts, 0); /* (n), Lua-owned */
+    size_t *lens = lua_newuserdatauv(L, (size_t)n * sizeof *lens, 0);        /* (n) */
+    for (int i = 1; i <= n; i++) {
+        if (lua_type(L, i) != LUA_TSTRING)
+            return luaL_argerror(L, i, lua_pushfstring(L, "expected a string, got %s", luaL_typename(L, i)));
+        parts[i - 1] = lua_tolstring(L, i, &lens[i - 1]);
+    }
+    char uid[LPNX_UID_MAX];
+    lpnx_derive_uid(uid, parts, lens, (size_t)n);
+    lua_pushstring(L, uid);
+    return 1;
+}
+
+static const luaL_Reg functions[] = {{"read", l_read},         {"write", l_write},
+                                     {"write_seg", l_write_seg}, {"read_seg", l_read_seg},
+                                     {"derive_uid", l_derive_uid}, {NULL, NULL}};
 
 void lpnx_open_dicom(lua_State *L) {
     lpnx_gcmeta(L, HANDLE_MT, handle_gc);
