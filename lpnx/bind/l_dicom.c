@@ -1,8 +1,9 @@
 /* lpnx.dicom: DICOM images through the DCMTK shim in io/dicom.cpp, and
- * Segmentation objects through the one in io/dicom_seg.cpp.
+ * Segmentation objects and Structured Reports through the ones in
+ * io/dicom_seg.cpp and io/dicom_sr.cpp.
  *
  *   read(path [, {frame = n, stored = true}]) -> image (C,H,W) float tensor, meta table
- *   write(path, image, meta [, {jpeg = true, quality = 95}]) -> uids table
+ *   write(path, image (1|3,H,W), meta [, {jpeg = true, quality = 95}]) -> uids table
  *   write_seg(path, mask, source_meta [, opts]) -> uids table (+ warnings = {lines})
  *   read_seg(path [, {segment = n}]) -> mask (F,H,W) float tensor, info table
  *   write_sr(path, source_meta, opts) -> uids table (+ warnings = {lines})
@@ -259,7 +260,15 @@ static int optspacing(lua_State *L, int meta, double *spacing) {
     return 1;
 }
 
-/* write(path, image, meta [, {jpeg = true, quality = 95}]) -> {sop_instance_uid = ..., ...} */
+static const char *tablestring(lua_State *L, int t, int arg, const char *what, const char *key);
+
+/* write(path, image, meta [, {jpeg = true, quality = 95}]) -> {sop_instance_uid = ..., ...}
+ * image: (1,H,W) or (H,W) gray, (3,H,W) RGB, values 0..255 (rounded,
+ * clamped). meta: what lpnx.dicom.read returns (unknown keys are ignored,
+ * so a read meta table can be passed on), and for a result derived from a
+ * source: series_number, instance_number, derivation_description,
+ * burned_in_annotation ("YES" | "NO"), source = {sop_class_uid =,
+ * sop_instance_uid =}. */
 static int l_write(lua_State *L) {
     char err[1024], shape[160];
     const char *path = luaL_checkstring(L, 1);
@@ -291,30 +300,38 @@ static int l_write(lua_State *L) {
     }
     lua_settop(L, 4);
 
-    /* image: (1,H,W) or (H,W) */
-    int ok = (t->ndim == 2) || (t->ndim == 3 && t->size[0] == 1);
+    /* image: (1,H,W) or (H,W) gray, (3,H,W) RGB */
+    int ok = (t->ndim == 2) || (t->ndim == 3 && (t->size[0] == 1 || t->size[0] == 3));
     int64_t rows = ok ? t->size[t->ndim - 2] : 0, columns = ok ? t->size[t->ndim - 1] : 0;
+    int channels = t->ndim == 3 ? (int)t->size[0] : 1;
     if (!ok || rows < 1 || columns < 1 || rows > 65535 || columns > 65535) {
         lpnx_shape_str(shape, sizeof shape, t->ndim, t->size);
-        return luaL_argerror(L, 2, lua_pushfstring(L, "expected an image (1,H,W) or (H,W) with H and W in 1..65535, got (%s)", shape));
+        return luaL_argerror(L, 2, lua_pushfstring(L, "expected an image (1,H,W) or (H,W), or an RGB image (3,H,W), "
+                                                      "with H and W in 1..65535, got (%s)", shape));
     }
     t = lpnx_checkcontiguous(L, 2); /* may push a copy (slot 5) */
     const float *src = lpnx_tensor_data(t);
     size_t n = (size_t)rows * (size_t)columns;
-    unsigned char *pixels = lua_newuserdatauv(L, n, 0); /* (rows, columns), Lua-owned */
-    for (size_t i = 0; i < n; i++) {
-        float v = src[i];
-        if (!isfinite(v))
-            return luaL_argerror(L, 2, lua_pushfstring(L, "image holds a non-finite value (%s) at row %d, column %d",
-                                                       isnan(v) ? "nan" : v > 0 ? "inf" : "-inf",
-                                                       (int)(i / (size_t)columns) + 1, (int)(i % (size_t)columns) + 1));
-        v = floorf(v + 0.5f);
-        pixels[i] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+    /* (rows, columns, channels): the planes interleaved, Lua-owned */
+    unsigned char *pixels = lua_newuserdatauv(L, n * (size_t)channels, 0);
+    for (int ch = 0; ch < channels; ch++) {
+        for (size_t i = 0; i < n; i++) {
+            float v = src[(size_t)ch * n + i];
+            if (!isfinite(v))
+                return luaL_argerror(L, 2, lua_pushfstring(L, "image holds a non-finite value (%s) at %srow %d, "
+                                                              "column %d", isnan(v) ? "nan" : v > 0 ? "inf" : "-inf",
+                                                           channels == 1 ? "" : lua_pushfstring(L, "channel %d, ",
+                                                                                                ch + 1),
+                                                           (int)(i / (size_t)columns) + 1,
+                                                           (int)(i % (size_t)columns) + 1));
+            v = floorf(v + 0.5f);
+            pixels[i * (size_t)channels + (size_t)ch] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
     }
 
     lpnx_dicom_write_meta m;
     memset(&m, 0, sizeof m);
-    luaL_checkstack(L, 20, "lpnx.dicom.write");
+    luaL_checkstack(L, 40, "lpnx.dicom.write");
     m.patient_id = optfield(L, meta, "patient_id");
     m.patient_name = optfield(L, meta, "patient_name");
     m.patient_sex = optfield(L, meta, "patient_sex");
@@ -331,6 +348,23 @@ static int l_write(lua_State *L) {
     m.sop_instance_uid = optfield(L, meta, "sop_instance_uid");
     m.frame_of_reference_uid = optfield(L, meta, "frame_of_reference_uid");
     m.has_pixel_spacing = optspacing(L, meta, m.pixel_spacing);
+    m.samples_per_pixel = channels;
+    m.series_number = optfield(L, meta, "series_number");
+    m.instance_number = optfield(L, meta, "instance_number");
+    m.derivation_description = optfield(L, meta, "derivation_description");
+    m.burned_in_annotation = optfield(L, meta, "burned_in_annotation");
+    if (meta && lua_getfield(L, meta, "source") != LUA_TNIL) {
+        if (!lua_istable(L, -1))
+            return luaL_argerror(L, 3, lua_pushfstring(L, "meta.source: expected {sop_class_uid =, sop_instance_uid "
+                                                          "=} of the source image, got %s", luaL_typename(L, -1)));
+        int source = lua_gettop(L);
+        m.source_sop_class_uid = tablestring(L, source, 3, "meta.source", "sop_class_uid");
+        m.source_sop_instance_uid = tablestring(L, source, 3, "meta.source", "sop_instance_uid");
+        if (!m.source_sop_class_uid || !m.source_sop_instance_uid)
+            return luaL_argerror(L, 3, lua_pushfstring(L, "meta.source.%s is missing", m.source_sop_class_uid
+                                                                                            ? "sop_instance_uid"
+                                                                                            : "sop_class_uid"));
+    }
 
     lpnx_dicom_uids uids;
     if (lpnx_dicom_write(path, pixels, (int)rows, (int)columns, &m, jpeg, (int)quality, &uids, err, sizeof err) != 0)
