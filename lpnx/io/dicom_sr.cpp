@@ -60,15 +60,18 @@ lpnx_dcm::Init dcmtk_init{no_codecs, "could not initialise DCMTK"};
 /* ------------------------------------------------------------------ */
 
 /* Codes that DCMTK 3.6.7's code headers lack, with where they come from.
- * The DCM codes the report uses come from dcmsr/codes/dcm.h (PS3.16 Annex D). */
+ * The DCM codes the report uses come from dcmsr/codes/dcm.h (PS3.16 Annex
+ * D). DICOM has no "Probability of finding"; the probability is DCM 111012
+ * "Certainty of Finding", the CAD templates' concept for how likely a
+ * finding is (DCM 122157 "Probability" belongs to the ECG codes), given
+ * as a ratio in [0, 1]. */
 
 /* SNOMED CT 36118008 |Pneumothorax (disorder)|, the segmentation's
- * Segmented Property Type too (dicom_seg.cpp, PS3.16 CID 7151 via CID 4). */
+ * Segmented Property Type too (dicom_seg.cpp). */
 const DSRCodedEntryValue PNEUMOTHORAX("36118008", "SCT", "Pneumothorax");
 /* SNOMED CT 52101004 |Present (qualifier value)| and 2667000 |Absent
- * (qualifier value)|: the codes PS3.16 gives for presence (CID 230 "Yes-No"
- * neighbours; they replace the retired DCM 121053 "Present" and 121054
- * "Absent"). */
+ * (qualifier value)|, which replace DCM 121053 "Present" and 121054
+ * "Absent" (retired: dcmsr/codes/dcm.h marks them so). */
 const DSRCodedEntryValue PRESENT("52101004", "SCT", "Present");
 const DSRCodedEntryValue ABSENT("2667000", "SCT", "Absent");
 /* SNOMED CT 399208008 |Plain chest X-ray (procedure)|: TID 1500's Procedure
