@@ -19,9 +19,9 @@ OPENBLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 OPENBLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 
 # Debian packages the build, the specs and the examples need.
-DEPS_PKGS := gcc g++ make lua5.4 liblua5.4-dev libopenblas-openmp-dev libpng-dev libjansson-dev libopenjp2-7-dev libturbojpeg0-dev \
+DEPS_PKGS := gcc g++ make lua5.4 liblua5.4-dev libopenblas-openmp-dev libpng-dev libjansson-dev libopenjp2-7-dev libturbojpeg0-dev nettle-dev \
              libdcmtk-dev dcmtk lua-busted lua-argparse lua-cjson lua-filesystem lua-check cppcheck gnuplot-nox \
-             clang libclang-rt-14-dev openmpi-bin libopenmpi-dev dicom3tools chromium
+             clang libclang-rt-14-dev openmpi-bin libopenmpi-dev dicom3tools bc chromium
 
 ifeq ($(ASAN),1)
 BUILD := $(TOP)/build-asan
@@ -37,8 +37,8 @@ WARN := -Wall -Wextra -Wpedantic -Wshadow -Wno-unknown-pragmas
 CPPFLAGS_ALL := -I$(LUA_INC) -I$(OPENBLAS_INC) -D_POSIX_C_SOURCE=200809L -MMD -MP
 CFLAGS_ALL := -std=c99 $(OPT) -fPIC -fopenmp $(WARN) $(CFLAGS)
 CXXFLAGS_ALL := -std=c++17 $(OPT) -fPIC -fopenmp -Wall -Wextra -Wno-unknown-pragmas $(CXXFLAGS)
-LIBS := -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas -lpng16 -ljansson -lm
-DCMTK_LIBS := -lopenjp2 -lturbojpeg -ldcmseg -ldcmfg -ldcmiod -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd
+LIBS := -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas -lpng16 -ljansson -lnettle -lm
+DCMTK_LIBS := -lopenjp2 -lturbojpeg -ldcmsr -ldcmseg -ldcmfg -ldcmiod -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd
 
 C_SRC := $(wildcard lpnx/*.c lpnx/ops/*.c lpnx/image/*.c lpnx/io/*.c lpnx/bind/*.c)
 CXX_SRC := $(wildcard lpnx/io/*.cpp)

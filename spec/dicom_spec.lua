@@ -519,10 +519,12 @@ describe("lpnx.dicom.write", function()
 
   it("checks its arguments", function()
     local path = tmp .. "/bad.dcm"
-    assert.has_error(function() lpnx.dicom.write(path, lpnx.zeros(3, 4, 5), {}) end,
-      "bad argument #2 to 'write' (expected an image (1,H,W) or (H,W) with H and W in 1..65535, got (3x4x5))")
+    assert.has_error(function() lpnx.dicom.write(path, lpnx.zeros(2, 4, 5), {}) end,
+      "bad argument #2 to 'write' (expected an image (1,H,W) or (H,W), or an RGB image (3,H,W), with H and W in "
+      .. "1..65535, got (2x4x5))")
     assert.has_error(function() lpnx.dicom.write(path, lpnx.zeros(0, 4), {}) end,
-      "bad argument #2 to 'write' (expected an image (1,H,W) or (H,W) with H and W in 1..65535, got (0x4))")
+      "bad argument #2 to 'write' (expected an image (1,H,W) or (H,W), or an RGB image (3,H,W), with H and W in "
+      .. "1..65535, got (0x4))")
     local nan = lpnx.zeros(2, 3)
     nan:set(0 / 0, 2, 3)
     assert.has_error(function() lpnx.dicom.write(path, nan, {}) end,
@@ -554,6 +556,135 @@ describe("lpnx.dicom.write", function()
       "lpnx.dicom.write: " .. path .. ": meta.study_date '2019-01-15' is not a valid date (DA: YYYYMMDD)")
     local files = listing()
     assert.is_falsy(files:find("bad.dcm", 1, true), files)
+    assert.is_falsy(files:find("-tmp.", 1, true), files)
+  end)
+
+  -- a (3,H,W) tensor of the rgb pattern
+  local function rgb_image(h, w)
+    local planes = {}
+    for k = 1, 3 do
+      local rows = {}
+      for r = 1, h do
+        local row = {}
+        for c = 1, w do row[c] = rgb(k, r - 1, c - 1) end
+        rows[r] = row
+      end
+      planes[k] = rows
+    end
+    return lpnx.tensor(planes)
+  end
+
+  -- what a node passes to write an overlay of source.dcm as a result object
+  local function overlay_meta(source_meta)
+    local m = {}
+    for k, v in pairs(source_meta) do m[k] = v end
+    m.sop_instance_uid = lpnx.dicom.derive_uid(source_meta.sop_instance_uid, "overlay")
+    m.series_instance_uid = lpnx.dicom.derive_uid(source_meta.series_instance_uid, "overlay series")
+    m.series_number, m.instance_number = 1002, "3"
+    m.series_description = "Pneumothorax overlay (lpnx)"
+    m.derivation_description = "Predicted pneumothorax outlined over the image"
+    m.source = {sop_class_uid = source_meta.sop_class_uid, sop_instance_uid = source_meta.sop_instance_uid}
+    m.burned_in_annotation = "YES"
+    return m
+  end
+
+  it("writes an RGB image (3,H,W) as RGB Secondary Capture and reads back the same pixels", function()
+    local path = tmp .. "/rgb.dcm"
+    local img = rgb_image(30, 41)
+    local uids = lpnx.dicom.write(path, img, {patient_id = "p-3"}, {jpeg = false})
+    assert.are.equal(SC, uids.sop_class_uid)
+    local back, meta = lpnx.dicom.read(path)
+    assert.are.same({3, 30, 41}, back:size())
+    assert.are.equal(0, (back - img):abs():max())
+    assert.are.equal("RGB", meta.photometric)
+    assert.are.equal(3, meta.samples_per_pixel)
+    assert.are.equal(8, meta.bits_allocated)
+    local text = dump(path)
+    assert.matches("%(0028,0006%) US 0 ", text)          -- PlanarConfiguration: pixels interleaved
+    assert.matches("%(0002,0010%) UI =LittleEndianExplicit", text)
+    -- JPEG baseline: stored as YBR_FULL_422, read back close to the pixels
+    lpnx.dicom.write(tmp .. "/rgb-jpeg.dcm", img, {}, {quality = 95})
+    local jback, jmeta = lpnx.dicom.read(tmp .. "/rgb-jpeg.dcm")
+    assert.are.equal("YBR_FULL_422", jmeta.photometric)
+    assert.are.equal("1.2.840.10008.1.2.4.50", jmeta.transfer_syntax)
+    assert.is_true((jback - img):abs():mean() < 4)
+  end)
+
+  it("writes a result derived from a source: its UIDs, series, source references, burned-in annotation", function()
+    local source = tmp .. "/overlay-source.dcm"
+    lpnx.dicom.write(source, image(30, 41, p8), {patient_id = "p-9", study_instance_uid = "2.25.71",
+                                                 series_instance_uid = "2.25.72", sop_instance_uid = "2.25.73",
+                                                 body_part_examined = "CHEST"}, {jpeg = false})
+    local _, src = lpnx.dicom.read(source)
+    local path = tmp .. "/overlay.dcm"
+    local m = overlay_meta(src)
+    local uids = lpnx.dicom.write(path, rgb_image(30, 41), m, {jpeg = false})
+    assert.are.equal(m.sop_instance_uid, uids.sop_instance_uid)
+    assert.are.equal(m.series_instance_uid, uids.series_instance_uid)
+    assert.are.equal("2.25.71", uids.study_instance_uid)
+    local _, back = lpnx.dicom.read(path)
+    assert.are.equal("p-9", back.patient_id)
+    assert.are.equal("1002", back.series_number)
+    local text = dump(path)
+    assert.matches("%(0008,0008%) CS %[DERIVED\\SECONDARY%]", text)
+    assert.matches("%(0008,2111%) ST %[Predicted pneumothorax outlined over the image%]", text)
+    assert.matches("%(0028,0301%) CS %[YES%]", text)
+    assert.matches("%(0020,0013%) IS %[3%]", text)
+    local _, refs = text:gsub("%(0008,1155%) UI %[2%.25%.73%]", "")
+    assert.are.equal(2, refs)                           -- SourceImageSequence and ReferencedImageSequence
+    assert.matches("%(0008,2112%) SQ", text)
+    assert.matches("%(0008,1140%) SQ", text)
+    -- written again: the same object
+    assert.are.same(uids, lpnx.dicom.write(tmp .. "/overlay2.dcm", rgb_image(30, 41), overlay_meta(src),
+                                           {jpeg = false}))
+    -- a plain write keeps its old form
+    local plain = dump(tmp .. "/overlay-source.dcm")
+    assert.is_falsy(plain:find("(0008,2112)", 1, true))
+    assert.is_falsy(plain:find("(0028,0301)", 1, true))
+    assert.matches("%(0020,0011%) IS %[1%]", plain)
+  end)
+
+  it("dciodvfy finds no error in an RGB overlay derived from a chest X-ray, plain or JPEG #dciodvfy", function()
+    if os.execute("command -v dciodvfy > /dev/null 2>&1") ~= true then
+      return pending("dciodvfy is not installed (make deps installs dicom3tools)")
+    end
+    local source = tmp .. "/v-source.dcm"
+    lpnx.dicom.write(source, image(30, 41, p8), {patient_id = "p-9", body_part_examined = "CHEST",
+                                                 study_time = "101500", study_id = "4"}, {jpeg = false})
+    local _, src = lpnx.dicom.read(source)
+    for _, jpeg in ipairs {false, true} do
+      local path = tmp .. "/v-overlay-" .. tostring(jpeg) .. ".dcm"
+      lpnx.dicom.write(path, rgb_image(30, 41), overlay_meta(src), {jpeg = jpeg})
+      local p = assert(io.popen("env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS dciodvfy '" .. path .. "' 2>&1"))
+      local out = p:read("a")
+      p:close()
+      assert.not_matches("\nError", "\n" .. out)
+      assert.matches("SCImage", out, 1, true)
+    end
+  end)
+
+  it("checks what a derived image says about its source", function()
+    local path = tmp .. "/bad-derived.dcm"
+    local img = rgb_image(4, 5)
+    assert.has_error(function() lpnx.dicom.write(path, img, {burned_in_annotation = "MAYBE"}) end,
+      "lpnx.dicom.write: " .. path .. ": meta.burned_in_annotation 'MAYBE' is neither YES nor NO")
+    assert.has_error(function() lpnx.dicom.write(path, img, {source = "2.25.1"}) end,
+      "bad argument #3 to 'write' (meta.source: expected {sop_class_uid =, sop_instance_uid =} of the source "
+      .. "image, got string)")
+    assert.has_error(function() lpnx.dicom.write(path, img, {source = {sop_class_uid = SC}}) end,
+      "bad argument #3 to 'write' (meta.source.sop_instance_uid is missing)")
+    local bad_source = {source = {sop_class_uid = SC, sop_instance_uid = "x"}}
+    assert.has_error(function() lpnx.dicom.write(path, img, bad_source) end,
+      "lpnx.dicom.write: " .. path .. ": meta.source.sop_instance_uid 'x' is not a valid UID (up to 64 digits and "
+      .. "dots, no leading zeros)")
+    assert.has_error(function() lpnx.dicom.write(path, img, {series_number = "one"}) end,
+      "lpnx.dicom.write: " .. path .. ": meta.series_number 'one' is not a valid integer string (IS)")
+    local nan = lpnx.zeros(3, 2, 2)
+    nan:set(0 / 0, 2, 1, 2)
+    assert.has_error(function() lpnx.dicom.write(path, nan, {}) end,
+      "bad argument #2 to 'write' (image holds a non-finite value (nan) at channel 2, row 1, column 2)")
+    local files = listing()
+    assert.is_falsy(files:find("bad-derived.dcm", 1, true), files)
     assert.is_falsy(files:find("-tmp.", 1, true), files)
   end)
 

@@ -1,10 +1,13 @@
 /* lpnx.dicom: DICOM images through the DCMTK shim in io/dicom.cpp, and
- * Segmentation objects through the one in io/dicom_seg.cpp.
+ * Segmentation objects and Structured Reports through the ones in
+ * io/dicom_seg.cpp and io/dicom_sr.cpp.
  *
  *   read(path [, {frame = n, stored = true}]) -> image (C,H,W) float tensor, meta table
- *   write(path, image, meta [, {jpeg = true, quality = 95}]) -> uids table
+ *   write(path, image (1|3,H,W), meta [, {jpeg = true, quality = 95}]) -> uids table
  *   write_seg(path, mask, source_meta [, opts]) -> uids table (+ warnings = {lines})
  *   read_seg(path [, {segment = n}]) -> mask (F,H,W) float tensor, info table
+ *   write_sr(path, source_meta, opts) -> uids table (+ warnings = {lines})
+ *   derive_uid(s1 [, s2, ...]) -> "2.25.<decimal>", the same for the same strings (io/uid.h)
  *
  * write_seg makes a binary DICOM Segmentation of a 0/1 mask (H,W) or
  * (1,H,W) derived from the image whose meta table (as read returns it) is
@@ -28,6 +31,8 @@
 
 #include "../io/dicom.h"
 #include "../io/dicom_seg.h"
+#include "../io/dicom_sr.h"
+#include "../io/uid.h"
 #include "bind.h"
 
 #define HANDLE_MT "lpnx.DicomHandle"
@@ -255,7 +260,15 @@ static int optspacing(lua_State *L, int meta, double *spacing) {
     return 1;
 }
 
-/* write(path, image, meta [, {jpeg = true, quality = 95}]) -> {sop_instance_uid = ..., ...} */
+static const char *tablestring(lua_State *L, int t, int arg, const char *what, const char *key);
+
+/* write(path, image, meta [, {jpeg = true, quality = 95}]) -> {sop_instance_uid = ..., ...}
+ * image: (1,H,W) or (H,W) gray, (3,H,W) RGB, values 0..255 (rounded,
+ * clamped). meta: what lpnx.dicom.read returns (unknown keys are ignored,
+ * so a read meta table can be passed on), and for a result derived from a
+ * source: series_number, instance_number, derivation_description,
+ * burned_in_annotation ("YES" | "NO"), source = {sop_class_uid =,
+ * sop_instance_uid =}. */
 static int l_write(lua_State *L) {
     char err[1024], shape[160];
     const char *path = luaL_checkstring(L, 1);
@@ -287,30 +300,38 @@ static int l_write(lua_State *L) {
     }
     lua_settop(L, 4);
 
-    /* image: (1,H,W) or (H,W) */
-    int ok = (t->ndim == 2) || (t->ndim == 3 && t->size[0] == 1);
+    /* image: (1,H,W) or (H,W) gray, (3,H,W) RGB */
+    int ok = (t->ndim == 2) || (t->ndim == 3 && (t->size[0] == 1 || t->size[0] == 3));
     int64_t rows = ok ? t->size[t->ndim - 2] : 0, columns = ok ? t->size[t->ndim - 1] : 0;
+    int channels = t->ndim == 3 ? (int)t->size[0] : 1;
     if (!ok || rows < 1 || columns < 1 || rows > 65535 || columns > 65535) {
         lpnx_shape_str(shape, sizeof shape, t->ndim, t->size);
-        return luaL_argerror(L, 2, lua_pushfstring(L, "expected an image (1,H,W) or (H,W) with H and W in 1..65535, got (%s)", shape));
+        return luaL_argerror(L, 2, lua_pushfstring(L, "expected an image (1,H,W) or (H,W), or an RGB image (3,H,W), "
+                                                      "with H and W in 1..65535, got (%s)", shape));
     }
     t = lpnx_checkcontiguous(L, 2); /* may push a copy (slot 5) */
     const float *src = lpnx_tensor_data(t);
     size_t n = (size_t)rows * (size_t)columns;
-    unsigned char *pixels = lua_newuserdatauv(L, n, 0); /* (rows, columns), Lua-owned */
-    for (size_t i = 0; i < n; i++) {
-        float v = src[i];
-        if (!isfinite(v))
-            return luaL_argerror(L, 2, lua_pushfstring(L, "image holds a non-finite value (%s) at row %d, column %d",
-                                                       isnan(v) ? "nan" : v > 0 ? "inf" : "-inf",
-                                                       (int)(i / (size_t)columns) + 1, (int)(i % (size_t)columns) + 1));
-        v = floorf(v + 0.5f);
-        pixels[i] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+    /* (rows, columns, channels): the planes interleaved, Lua-owned */
+    unsigned char *pixels = lua_newuserdatauv(L, n * (size_t)channels, 0);
+    for (int ch = 0; ch < channels; ch++) {
+        for (size_t i = 0; i < n; i++) {
+            float v = src[(size_t)ch * n + i];
+            if (!isfinite(v))
+                return luaL_argerror(L, 2, lua_pushfstring(L, "image holds a non-finite value (%s) at %srow %d, "
+                                                              "column %d", isnan(v) ? "nan" : v > 0 ? "inf" : "-inf",
+                                                           channels == 1 ? "" : lua_pushfstring(L, "channel %d, ",
+                                                                                                ch + 1),
+                                                           (int)(i / (size_t)columns) + 1,
+                                                           (int)(i % (size_t)columns) + 1));
+            v = floorf(v + 0.5f);
+            pixels[i * (size_t)channels + (size_t)ch] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
     }
 
     lpnx_dicom_write_meta m;
     memset(&m, 0, sizeof m);
-    luaL_checkstack(L, 20, "lpnx.dicom.write");
+    luaL_checkstack(L, 40, "lpnx.dicom.write");
     m.patient_id = optfield(L, meta, "patient_id");
     m.patient_name = optfield(L, meta, "patient_name");
     m.patient_sex = optfield(L, meta, "patient_sex");
@@ -327,6 +348,23 @@ static int l_write(lua_State *L) {
     m.sop_instance_uid = optfield(L, meta, "sop_instance_uid");
     m.frame_of_reference_uid = optfield(L, meta, "frame_of_reference_uid");
     m.has_pixel_spacing = optspacing(L, meta, m.pixel_spacing);
+    m.samples_per_pixel = channels;
+    m.series_number = optfield(L, meta, "series_number");
+    m.instance_number = optfield(L, meta, "instance_number");
+    m.derivation_description = optfield(L, meta, "derivation_description");
+    m.burned_in_annotation = optfield(L, meta, "burned_in_annotation");
+    if (meta && lua_getfield(L, meta, "source") != LUA_TNIL) {
+        if (!lua_istable(L, -1))
+            return luaL_argerror(L, 3, lua_pushfstring(L, "meta.source: expected {sop_class_uid =, sop_instance_uid "
+                                                          "=} of the source image, got %s", luaL_typename(L, -1)));
+        int source = lua_gettop(L);
+        m.source_sop_class_uid = tablestring(L, source, 3, "meta.source", "sop_class_uid");
+        m.source_sop_instance_uid = tablestring(L, source, 3, "meta.source", "sop_instance_uid");
+        if (!m.source_sop_class_uid || !m.source_sop_instance_uid)
+            return luaL_argerror(L, 3, lua_pushfstring(L, "meta.source.%s is missing", m.source_sop_class_uid
+                                                                                            ? "sop_instance_uid"
+                                                                                            : "sop_class_uid"));
+    }
 
     lpnx_dicom_uids uids;
     if (lpnx_dicom_write(path, pixels, (int)rows, (int)columns, &m, jpeg, (int)quality, &uids, err, sizeof err) != 0)
@@ -444,6 +482,87 @@ static void setstring(lua_State *L, int t, const char *key, const char *v) {
     lua_setfield(L, t, key);
 }
 
+/* The uids table of a written derived object, pushed: its UIDs (empty
+ * ones left out) and warnings = {lines}, what the source had that could
+ * not be copied as it was. */
+static void pushuids(lua_State *L, const lpnx_dicom_uids *uids, const char *warnings) {
+    lua_createtable(L, 0, 6);
+    int r = lua_gettop(L);
+    setstring(L, r, "sop_class_uid", uids->sop_class_uid);
+    setstring(L, r, "sop_instance_uid", uids->sop_instance_uid);
+    setstring(L, r, "study_instance_uid", uids->study_instance_uid);
+    setstring(L, r, "series_instance_uid", uids->series_instance_uid);
+    setstring(L, r, "frame_of_reference_uid", uids->frame_of_reference_uid);
+    lua_createtable(L, 0, 0);
+    int nwarn = 0;
+    for (const char *line = warnings; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        lua_pushlstring(L, line, len);
+        lua_rawseti(L, -2, ++nwarn);
+        line += len + (end ? 1 : 0);
+    }
+    lua_setfield(L, r, "warnings");
+}
+
+/* The source image's meta table at arg (as lpnx.dicom.read returns it)
+ * into *s: the UIDs a derived object (object, "a segmentation") needs,
+ * the patient, study, frame of reference, orientation and lossy history
+ * it copies, the pixel spacing. Strings stay on the stack (the caller has
+ * made room); a missing UID or a value of the wrong type raises. */
+static void tosource(lua_State *L, int arg, lpnx_seg_source *s, const char *object) {
+    memset(s, 0, sizeof *s);
+    const char *what = "source_meta";
+    s->sop_class_uid = tablestring(L, arg, arg, what, "sop_class_uid");
+    s->sop_instance_uid = tablestring(L, arg, arg, what, "sop_instance_uid");
+    s->study_instance_uid = tablestring(L, arg, arg, what, "study_instance_uid");
+    s->series_instance_uid = tablestring(L, arg, arg, what, "series_instance_uid");
+    static const char *const required[] = {"sop_class_uid", "sop_instance_uid", "study_instance_uid",
+                                           "series_instance_uid"};
+    const char *given[] = {s->sop_class_uid, s->sop_instance_uid, s->study_instance_uid, s->series_instance_uid};
+    for (int k = 0; k < 4; k++)
+        if (!given[k] || !*given[k])
+            luaL_argerror(L, arg, lua_pushfstring(L, "source_meta.%s is missing: %s references its source image "
+                                                     "by SOP class, SOP instance, study and series UID "
+                                                     "(lpnx.dicom.read returns them)", required[k], object));
+    s->frame_of_reference_uid = tablestring(L, arg, arg, what, "frame_of_reference_uid");
+    s->patient_name = tablestring(L, arg, arg, what, "patient_name");
+    s->patient_id = tablestring(L, arg, arg, what, "patient_id");
+    s->patient_birth_date = tablestring(L, arg, arg, what, "patient_birth_date");
+    s->patient_sex = tablestring(L, arg, arg, what, "patient_sex");
+    s->patient_age = tablestring(L, arg, arg, what, "patient_age");
+    s->study_date = tablestring(L, arg, arg, what, "study_date");
+    s->study_time = tablestring(L, arg, arg, what, "study_time");
+    s->study_id = tablestring(L, arg, arg, what, "study_id");
+    s->accession_number = tablestring(L, arg, arg, what, "accession_number");
+    s->referring_physician_name = tablestring(L, arg, arg, what, "referring_physician_name");
+    s->study_description = tablestring(L, arg, arg, what, "study_description");
+    s->specific_character_set = tablestring(L, arg, arg, what, "specific_character_set");
+    s->patient_orientation = tablestring(L, arg, arg, what, "patient_orientation");
+    s->lossy_image_compression = tablestring(L, arg, arg, what, "lossy_image_compression");
+    s->lossy_image_compression_ratio = tablestring(L, arg, arg, what, "lossy_image_compression_ratio");
+    s->lossy_image_compression_method = tablestring(L, arg, arg, what, "lossy_image_compression_method");
+    if (!s->lossy_image_compression) {
+        /* a file stored with a lossy transfer syntax but without the attribute */
+        static const char *const lossy[][2] = {{"1.2.840.10008.1.2.4.50", "ISO_10918_1"},
+                                               {"1.2.840.10008.1.2.4.51", "ISO_10918_1"},
+                                               {"1.2.840.10008.1.2.4.81", "ISO_14495_1"},
+                                               {"1.2.840.10008.1.2.4.91", "ISO_15444_1"}};
+        const char *ts = tablestring(L, arg, arg, what, "transfer_syntax");
+        for (size_t k = 0; ts && k < sizeof lossy / sizeof *lossy; k++) {
+            if (strcmp(ts, lossy[k][0]) == 0) {
+                s->lossy_image_compression = "01";
+                if (!s->lossy_image_compression_method) s->lossy_image_compression_method = lossy[k][1];
+            }
+        }
+    }
+    /* Pixel Measures only from a true PixelSpacing, not a detector's */
+    lua_getfield(L, arg, "pixel_spacing_from_imager");
+    int from_imager = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!from_imager) s->has_pixel_spacing = tablepair(L, arg, arg, what, "pixel_spacing", s->pixel_spacing);
+}
+
 /* write_seg(path, mask (H,W) | (1,H,W) of 0/1, source_meta [, opts]) -> uids */
 static int l_write_seg(lua_State *L) {
     char err[1024], shape[160];
@@ -492,56 +611,7 @@ static int l_write_seg(lua_State *L) {
 
     luaL_checkstack(L, 80, "lpnx.dicom.write_seg");
     lpnx_seg_source s;
-    memset(&s, 0, sizeof s);
-    const char *what = "source_meta";
-    s.sop_class_uid = tablestring(L, 3, 3, what, "sop_class_uid");
-    s.sop_instance_uid = tablestring(L, 3, 3, what, "sop_instance_uid");
-    s.study_instance_uid = tablestring(L, 3, 3, what, "study_instance_uid");
-    s.series_instance_uid = tablestring(L, 3, 3, what, "series_instance_uid");
-    static const char *const required[] = {"sop_class_uid", "sop_instance_uid", "study_instance_uid",
-                                           "series_instance_uid"};
-    const char *given[] = {s.sop_class_uid, s.sop_instance_uid, s.study_instance_uid, s.series_instance_uid};
-    for (int k = 0; k < 4; k++)
-        if (!given[k] || !*given[k])
-            return luaL_argerror(L, 3, lua_pushfstring(L, "source_meta.%s is missing: a segmentation references "
-                                                          "its source image by SOP class, SOP instance, study and "
-                                                          "series UID (lpnx.dicom.read returns them)", required[k]));
-    s.frame_of_reference_uid = tablestring(L, 3, 3, what, "frame_of_reference_uid");
-    s.patient_name = tablestring(L, 3, 3, what, "patient_name");
-    s.patient_id = tablestring(L, 3, 3, what, "patient_id");
-    s.patient_birth_date = tablestring(L, 3, 3, what, "patient_birth_date");
-    s.patient_sex = tablestring(L, 3, 3, what, "patient_sex");
-    s.patient_age = tablestring(L, 3, 3, what, "patient_age");
-    s.study_date = tablestring(L, 3, 3, what, "study_date");
-    s.study_time = tablestring(L, 3, 3, what, "study_time");
-    s.study_id = tablestring(L, 3, 3, what, "study_id");
-    s.accession_number = tablestring(L, 3, 3, what, "accession_number");
-    s.referring_physician_name = tablestring(L, 3, 3, what, "referring_physician_name");
-    s.study_description = tablestring(L, 3, 3, what, "study_description");
-    s.specific_character_set = tablestring(L, 3, 3, what, "specific_character_set");
-    s.patient_orientation = tablestring(L, 3, 3, what, "patient_orientation");
-    s.lossy_image_compression = tablestring(L, 3, 3, what, "lossy_image_compression");
-    s.lossy_image_compression_ratio = tablestring(L, 3, 3, what, "lossy_image_compression_ratio");
-    s.lossy_image_compression_method = tablestring(L, 3, 3, what, "lossy_image_compression_method");
-    if (!s.lossy_image_compression) {
-        /* a file stored with a lossy transfer syntax but without the attribute */
-        static const char *const lossy[][2] = {{"1.2.840.10008.1.2.4.50", "ISO_10918_1"},
-                                               {"1.2.840.10008.1.2.4.51", "ISO_10918_1"},
-                                               {"1.2.840.10008.1.2.4.81", "ISO_14495_1"},
-                                               {"1.2.840.10008.1.2.4.91", "ISO_15444_1"}};
-        const char *ts = tablestring(L, 3, 3, what, "transfer_syntax");
-        for (size_t k = 0; ts && k < sizeof lossy / sizeof *lossy; k++) {
-            if (strcmp(ts, lossy[k][0]) == 0) {
-                s.lossy_image_compression = "01";
-                if (!s.lossy_image_compression_method) s.lossy_image_compression_method = lossy[k][1];
-            }
-        }
-    }
-    /* Pixel Measures only from a true PixelSpacing, not a detector's */
-    lua_getfield(L, 3, "pixel_spacing_from_imager");
-    int from_imager = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (!from_imager) s.has_pixel_spacing = tablepair(L, 3, 3, what, "pixel_spacing", s.pixel_spacing);
+    tosource(L, 3, &s, "a segmentation");
     s.rows = (int)rows;
     s.columns = (int)columns;
 
@@ -550,7 +620,7 @@ static int l_write_seg(lua_State *L) {
     o.algorithm_version = o.software_versions = lpnx_version(L);
     if (opts) {
         const char *v;
-        what = "opts";
+        const char *what = "opts";
 #define OPT(field, key) \
     if ((v = tablestring(L, opts, 4, what, key)) != NULL) o.field = v
         OPT(segment_label, "label");
@@ -595,24 +665,7 @@ static int l_write_seg(lua_State *L) {
     if (lpnx_dicom_seg_write(path, mask, (int)rows, (int)columns, &s, &o, &uids, warnings, sizeof warnings, err,
                              sizeof err) != 0)
         return luaL_error(L, "lpnx.dicom.write_seg: %s: %s", path, err);
-    lua_createtable(L, 0, 5);
-    int r = lua_gettop(L);
-    setstring(L, r, "sop_class_uid", uids.sop_class_uid);
-    setstring(L, r, "sop_instance_uid", uids.sop_instance_uid);
-    setstring(L, r, "study_instance_uid", uids.study_instance_uid);
-    setstring(L, r, "series_instance_uid", uids.series_instance_uid);
-    setstring(L, r, "frame_of_reference_uid", uids.frame_of_reference_uid);
-    /* what the source had that could not be copied as it was, one line each */
-    lua_createtable(L, 0, 0);
-    int nwarn = 0;
-    for (const char *line = warnings; *line;) {
-        const char *end = strchr(line, '\n');
-        size_t len = end ? (size_t)(end - line) : strlen(line);
-        lua_pushlstring(L, line, len);
-        lua_rawseti(L, -2, ++nwarn);
-        line += len + (end ? 1 : 0);
-    }
-    lua_setfield(L, r, "warnings");
+    pushuids(L, &uids, warnings);
     return 1;
 }
 
@@ -722,8 +775,123 @@ static int l_read_seg(lua_State *L) {
     return 2;
 }
 
-static const luaL_Reg functions[] = {
-    {"read", l_read}, {"write", l_write}, {"write_seg", l_write_seg}, {"read_seg", l_read_seg}, {NULL, NULL}};
+/* ---- Structured reports -------------------------------------------- */
+
+static const char *const SR_OPTION_KEYS[] = {
+    "finding", "probability", "area_cm2", "area_source", "algorithm_name", "algorithm_version", "seg",
+    "sop_instance_uid", "series_instance_uid", "series_number", "instance_number", "series_description",
+    "manufacturer", NULL};
+
+/* opts[key] as a number; required or NULL-able through has. */
+static double tablenumber(lua_State *L, int t, const char *key, int required, int *has) {
+    int type = lua_getfield(L, t, key);
+    double v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (type == LUA_TNIL && !required) {
+        if (has) *has = 0;
+        return 0;
+    }
+    if (type != LUA_TNUMBER)
+        luaL_argerror(L, 3, lua_pushfstring(L, "opts.%s: expected a number, got %s", key, lua_typename(L, type)));
+    if (has) *has = 1;
+    return v;
+}
+
+/* write_sr(path, source_meta, opts) -> uids (+ warnings = {lines}) */
+static int l_write_sr(lua_State *L) {
+    char err[1024];
+    const char *path = luaL_checkstring(L, 1);
+    if (!lua_istable(L, 2))
+        return luaL_argerror(L, 2, lua_pushfstring(L, "expected the source image's meta table (as lpnx.dicom.read "
+                                                      "returns it), got %s", luaL_typename(L, 2)));
+    if (!lua_istable(L, 3))
+        return luaL_argerror(L, 3, lua_pushfstring(L, "expected a table of options (finding, probability, "
+                                                      "algorithm_name, algorithm_version, ...), got %s",
+                                                   luaL_typename(L, 3)));
+    lpnx_checkkeys(L, 3, SR_OPTION_KEYS);
+    lua_settop(L, 3);
+    luaL_checkstack(L, 80, "lpnx.dicom.write_sr");
+    lpnx_seg_source s;
+    tosource(L, 2, &s, "a report");
+
+    lpnx_sr_options o;
+    memset(&o, 0, sizeof o);
+    int type = lua_getfield(L, 3, "finding");
+    if (type != LUA_TBOOLEAN)
+        return luaL_argerror(L, 3, lua_pushfstring(L, "opts.finding: expected true (pneumothorax present) or false "
+                                                      "(absent), got %s", lua_typename(L, type)));
+    o.finding = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    o.probability = tablenumber(L, 3, "probability", 1, NULL);
+    if (!(o.probability >= 0 && o.probability <= 1))
+        return luaL_argerror(L, 3, lua_pushfstring(L, "opts.probability: expected a number in [0, 1], got %f",
+                                                   o.probability));
+    o.area_cm2 = tablenumber(L, 3, "area_cm2", 0, &o.has_area);
+    if (o.has_area && !(isfinite(o.area_cm2) && o.area_cm2 >= 0))
+        return luaL_argerror(L, 3, lua_pushfstring(L, "opts.area_cm2: expected a finite number >= 0, got %f",
+                                                   o.area_cm2));
+    const char *what = "opts";
+    o.algorithm_name = tablestring(L, 3, 3, what, "algorithm_name");
+    o.algorithm_version = tablestring(L, 3, 3, what, "algorithm_version");
+    if (!o.algorithm_name || !o.algorithm_version)
+        return luaL_argerror(L, 3, lua_pushfstring(L, "opts.%s is missing: the report names the algorithm that "
+                                                      "made it", o.algorithm_name ? "algorithm_version"
+                                                                                  : "algorithm_name"));
+    o.area_source = tablestring(L, 3, 3, what, "area_source");
+    o.sop_instance_uid = tablestring(L, 3, 3, what, "sop_instance_uid");
+    o.series_instance_uid = tablestring(L, 3, 3, what, "series_instance_uid");
+    o.series_number = tablestring(L, 3, 3, what, "series_number");
+    o.instance_number = tablestring(L, 3, 3, what, "instance_number");
+    o.series_description = tablestring(L, 3, 3, what, "series_description");
+    o.manufacturer = tablestring(L, 3, 3, what, "manufacturer");
+    if (lua_getfield(L, 3, "seg") != LUA_TNIL) {
+        if (!lua_istable(L, -1))
+            return luaL_argerror(L, 3, lua_pushfstring(L, "opts.seg: expected {sop_class_uid =, sop_instance_uid =, "
+                                                          "series_instance_uid =} (write_seg returns it), got %s",
+                                                       luaL_typename(L, -1)));
+        int seg = lua_gettop(L);
+        static const char *const keys[] = {"sop_class_uid", "sop_instance_uid", "series_instance_uid"};
+        const char **out[] = {&o.seg_sop_class_uid, &o.seg_sop_instance_uid, &o.seg_series_instance_uid};
+        for (int k = 0; k < 3; k++) {
+            *out[k] = tablestring(L, seg, 3, "opts.seg", keys[k]);
+            if (!*out[k])
+                return luaL_argerror(L, 3, lua_pushfstring(L, "opts.seg.%s is missing: the report references the "
+                                                              "segmentation by SOP class, SOP instance and series "
+                                                              "UID (write_seg returns them)", keys[k]));
+        }
+    }
+
+    lpnx_dicom_uids uids;
+    char warnings[2048];
+    if (lpnx_dicom_sr_write(path, &s, &o, &uids, warnings, sizeof warnings, err, sizeof err) != 0)
+        return luaL_error(L, "lpnx.dicom.write_sr: %s: %s", path, err);
+    pushuids(L, &uids, warnings);
+    return 1;
+}
+
+/* derive_uid(s1 [, s2, ...]) -> UID: one or more strings, each named by
+ * its position when it is missing or not a string (numbers are refused:
+ * their text would depend on how they were written). */
+static int l_derive_uid(lua_State *L) {
+    int n = lua_gettop(L);
+    if (n == 0) return luaL_argerror(L, 1, "expected one or more strings, got none");
+    const char **parts = lua_newuserdatauv(L, (size_t)n * sizeof *parts, 0); /* (n), Lua-owned */
+    size_t *lens = lua_newuserdatauv(L, (size_t)n * sizeof *lens, 0);        /* (n) */
+    for (int i = 1; i <= n; i++) {
+        if (lua_type(L, i) != LUA_TSTRING)
+            return luaL_argerror(L, i, lua_pushfstring(L, "expected a string, got %s", luaL_typename(L, i)));
+        parts[i - 1] = lua_tolstring(L, i, &lens[i - 1]);
+    }
+    char uid[LPNX_UID_MAX];
+    lpnx_derive_uid(uid, parts, lens, (size_t)n);
+    lua_pushstring(L, uid);
+    return 1;
+}
+
+static const luaL_Reg functions[] = {{"read", l_read},         {"write", l_write},
+                                     {"write_seg", l_write_seg}, {"read_seg", l_read_seg},
+                                     {"write_sr", l_write_sr},     {"derive_uid", l_derive_uid},
+                                     {NULL, NULL}};
 
 void lpnx_open_dicom(lua_State *L) {
     lpnx_gcmeta(L, HANDLE_MT, handle_gc);

@@ -1,11 +1,14 @@
-/* What the two DCMTK shims (dicom.cpp, dicom_seg.cpp) share: error
- * messages, the capture of DCMTK's log, the one-time set-up, the checks of
- * string values against their VR, attribute getters, loading a whole file
- * and saving one atomically. C++ inside lpnx's C++ files only; nothing here
+/* What the DCMTK shims (dicom.cpp, dicom_seg.cpp, dicom_sr.cpp) share:
+ * error messages, the capture of DCMTK's log, the one-time set-up, the
+ * checks of string values against their VR, the source values a derived
+ * object copies, attribute getters, loading a whole file and saving one
+ * atomically. C++ inside lpnx's C++ files only; nothing here
  * throws out of a C entry point, since every entry point goes through
  * guarded(). */
 #ifndef LPNX_IO_DCM_UTIL_HPP
 #define LPNX_IO_DCM_UTIL_HPP
+
+#include "dicom_seg.h" /* lpnx_seg_source: what a derived object takes over from its source */
 
 #include <dcmtk/config/osconfig.h>
 
@@ -115,6 +118,34 @@ std::string get_string(DcmItem *item, const DcmTagKey &tag);
 /* A finite number from a DS, IS or US attribute (value pos); false when
  * absent, unreadable or item is NULL. */
 bool get_number(DcmItem *item, const DcmTagKey &tag, unsigned long pos, double *out);
+
+/* Appends one warning to a list of lines ('\n' between them). */
+void add_warning(std::string &warnings, const std::string &w);
+
+/* The source values a derived object (a segmentation, a report) copies:
+ * patient, study, frame of reference, orientation and lossy history, each
+ * NULL when absent. fit() makes every one fit its VR: a value longer than
+ * its VR permits (LO, SH, each component group of a PN) is cut at the
+ * limit on a character boundary, any other invalid value is left out, and
+ * each change is a line of warnings ("source patient_name '...' is longer
+ * than a person name (...): cut to '...'"), so that an archive's free-text
+ * values never cost an image its results. src's strings point into the
+ * given source or into this object, which therefore cannot be copied. */
+class SourceValues {
+public:
+    explicit SourceValues(const lpnx_seg_source &given) : src(given) {}
+    SourceValues(const SourceValues &) = delete;
+    SourceValues &operator=(const SourceValues &) = delete;
+    /* Any byte >= 0x80 in a copied value. */
+    bool non_ascii() const;
+    /* Checks every copied value against its VR under charset (the
+     * SpecificCharacterSet the object will declare; "" for the default). */
+    void fit(const std::string &charset, std::string &warnings);
+    lpnx_seg_source src;
+
+private:
+    std::string shortened[16]; /* owns the cut values, one per copied field */
+};
 
 /* Checks that both spacings (row, column) are positive finite numbers;
  * the message names them as where.pixel_spacing[1] and [2]. */

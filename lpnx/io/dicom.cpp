@@ -1048,6 +1048,11 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
     }
     const lpnx_dicom_write_meta none{};
     if (!meta) meta = &none;
+    int samples = meta->samples_per_pixel == 0 ? 1 : meta->samples_per_pixel;
+    if (samples != 1 && samples != 3) {
+        set_err(err, errlen, "%d samples per pixel (expected 1 or 3)", samples);
+        return -1;
+    }
 
     struct Field {
         const char *name;
@@ -1068,6 +1073,10 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
         {"view_position", meta->view_position, DCM_ViewPosition, VR_CS, nullptr},
         {"body_part_examined", meta->body_part_examined, DCM_BodyPartExamined, VR_CS, nullptr},
         {"series_description", meta->series_description, DCM_SeriesDescription, VR_LO, nullptr},
+        {"series_number", meta->series_number, DCM_SeriesNumber, VR_IS, "1"},
+        {"instance_number", meta->instance_number, DCM_InstanceNumber, VR_IS, "1"},
+        {"derivation_description", meta->derivation_description, DCM_DerivationDescription, VR_ST, nullptr},
+        {"burned_in_annotation", meta->burned_in_annotation, DCM_BurnedInAnnotation, VR_CS, nullptr},
     };
     bool utf8 = false;
     for (const Field &fd : fields) utf8 = utf8 || non_ascii(fd.value);
@@ -1078,7 +1087,25 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
             return -1;
         }
     }
+    if (meta->burned_in_annotation && strcmp(meta->burned_in_annotation, "YES") != 0 &&
+        strcmp(meta->burned_in_annotation, "NO") != 0) {
+        set_err(err, errlen, "meta.burned_in_annotation '%.80s' is neither YES nor NO", meta->burned_in_annotation);
+        return -1;
+    }
     if (meta->has_pixel_spacing && !check_spacing("meta", meta->pixel_spacing, err, errlen)) return -1;
+    const char *source[2] = {meta->source_sop_class_uid, meta->source_sop_instance_uid};
+    const char *source_names[2] = {"source.sop_class_uid", "source.sop_instance_uid"};
+    bool derived = source[0] || source[1];
+    for (int k = 0; k < 2 && derived; k++) {
+        if (!source[k] || !*source[k]) {
+            set_err(err, errlen, "meta.%s is required when the image has a source", source_names[k]);
+            return -1;
+        }
+        if (!valid(VR_UI, source[k], "1", "")) {
+            set_err(err, errlen, "meta.%s '%.80s' is not a valid %s", source_names[k], source[k], vr_name(VR_UI));
+            return -1;
+        }
+    }
 
     /* UIDs: given (checked) or generated */
     struct Uid {
@@ -1125,8 +1152,6 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
     put(DCM_PatientBirthDate, "");
     put(DCM_StudyInstanceUID, u.study_instance_uid);
     put(DCM_SeriesInstanceUID, u.series_instance_uid);
-    put(DCM_SeriesNumber, "1");
-    put(DCM_InstanceNumber, "1");
     put(DCM_PatientOrientation, "");
     put(DCM_FrameOfReferenceUID, u.frame_of_reference_uid);
     for (const Field &fd : fields) {
@@ -1137,8 +1162,20 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
         std::string ps = format_ds(meta->pixel_spacing[0]) + "\\" + format_ds(meta->pixel_spacing[1]);
         put(DCM_PixelSpacing, ps.c_str());
     }
-    put16(DCM_SamplesPerPixel, 1);
-    put(DCM_PhotometricInterpretation, "MONOCHROME2");
+    if (derived) {
+        /* the source, once as what the pixels were derived from and once
+         * as the image they belong with */
+        put(DCM_ImageType, "DERIVED\\SECONDARY");
+        for (const DcmTagKey &seq : {DCM_SourceImageSequence, DCM_ReferencedImageSequence}) {
+            DcmItem *item = nullptr;
+            if (c.good()) c = ds->findOrCreateSequenceItem(seq, item, -2);
+            if (c.good() && item) c = item->putAndInsertString(DCM_ReferencedSOPClassUID, source[0]);
+            if (c.good() && item) c = item->putAndInsertString(DCM_ReferencedSOPInstanceUID, source[1]);
+        }
+    }
+    put16(DCM_SamplesPerPixel, (Uint16)samples);
+    put(DCM_PhotometricInterpretation, samples == 3 ? "RGB" : "MONOCHROME2");
+    if (samples == 3) put16(DCM_PlanarConfiguration, 0);
     put16(DCM_Rows, (Uint16)rows);
     put16(DCM_Columns, (Uint16)columns);
     put16(DCM_BitsAllocated, 8);
@@ -1146,7 +1183,8 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
     put16(DCM_HighBit, 7);
     put16(DCM_PixelRepresentation, 0);
     if (c.good())
-        c = ds->putAndInsertUint8Array(DCM_PixelData, pixels_in, (unsigned long)rows * (unsigned long)columns);
+        c = ds->putAndInsertUint8Array(DCM_PixelData, pixels_in,
+                                       (unsigned long)rows * (unsigned long)columns * (unsigned long)samples);
     if (c.bad()) {
         set_err(err, errlen, "cannot build the data set: %s%s", c.text(), log.detail().c_str());
         return -1;
@@ -1155,7 +1193,7 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
     if (jpeg) {
         xfer = EXS_JPEGProcess1;
         /* the lossy encoder makes the first value DERIVED: keep a second */
-        put(DCM_ImageType, "ORIGINAL\\PRIMARY");
+        if (!derived) put(DCM_ImageType, "ORIGINAL\\PRIMARY");
         DJ_RPLossy param(quality);
         c = ds->chooseRepresentation(xfer, &param);
         if (c.bad() || !ds->canWriteXfer(xfer)) {

@@ -135,7 +135,7 @@ void lpnx_dicom_stored_pixels(lpnx_dicom *d, float *out);
 void lpnx_dicom_close(lpnx_dicom *d);
 
 /* Attributes of a written file; NULL strings are left empty (Type 2) or
- * generated (UIDs). */
+ * generated (UIDs). A zeroed struct writes a monochrome image. */
 typedef struct {
     const char *patient_id, *patient_name, *patient_sex, *patient_age;
     const char *view_position, *body_part_examined, *modality, *series_description, *study_date;
@@ -143,6 +143,15 @@ typedef struct {
     const char *study_instance_uid, *series_instance_uid, *sop_instance_uid, *frame_of_reference_uid;
     int has_pixel_spacing;
     double pixel_spacing[2]; /* row, column; > 0 */
+    int samples_per_pixel;   /* 1 (or 0): MONOCHROME2; 3: RGB, pixels interleaved R G B */
+    /* a result derived from a source image (an overlay): NULL = left out,
+     * series and instance number "1" */
+    const char *series_number, *instance_number;  /* IS */
+    const char *derivation_description;            /* ST */
+    const char *burned_in_annotation;              /* CS, "YES" or "NO" */
+    /* the source, as SourceImageSequence and ReferencedImageSequence; both
+     * or neither; with them ImageType is DERIVED\SECONDARY */
+    const char *source_sop_class_uid, *source_sop_instance_uid;
 } lpnx_dicom_write_meta;
 
 /* The UIDs a written file carries (given or generated), NUL-terminated. */
@@ -156,9 +165,12 @@ typedef struct {
 
 /* Writes an 8-bit MONOCHROME2 Secondary Capture image (SOP class
  * 1.2.840.10008.5.1.4.1.1.7, ConversionType WSD, Modality "CR" unless
- * meta->modality says otherwise) of rows x columns bytes (row-major),
- * JPEG baseline compressed with the given quality (1..100) when jpeg != 0,
- * else explicit VR little endian. Strings are checked against their VR
+ * meta->modality says otherwise) of rows x columns bytes (row-major), or
+ * with meta->samples_per_pixel 3 an RGB one of rows x columns x 3 bytes
+ * (R G B of each pixel in turn, PlanarConfiguration 0), JPEG baseline
+ * compressed with the given quality (1..100) when jpeg != 0 (an RGB image
+ * is then stored as YBR_FULL_422, as DCMTK's encoder converts it), else
+ * explicit VR little endian. Strings are checked against their VR
  * (CS, AS, DA, LO, PN, UI); any non-ASCII byte makes the file UTF-8
  * (SpecificCharacterSet ISO_IR 192). Atomic (file.h): a temp file in the
  * same folder is written, fsync'ed (with the permission bits of the file it

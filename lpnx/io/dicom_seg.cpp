@@ -86,66 +86,6 @@ struct Field {
     bool required;
 };
 
-/* A source attribute that is copied when it can be: name for messages,
- * where it lives in lpnx_seg_source, its VR and multiplicity. */
-struct SourceField {
-    const char *name;
-    const char *lpnx_seg_source::*member;
-    Vr vr;
-    const char *vm;
-};
-
-/* The longest value of a VR that lpnx shortens rather than leaves out:
- * characters in all (LO, SH) or in each '='-separated group (PN); 0 for
- * the others. */
-size_t vr_limit(Vr vr) {
-    switch (vr) {
-    case VR_LO: return 64;
-    case VR_PN: return 64;
-    case VR_SH: return 16;
-    default: return 0;
-    }
-}
-
-/* s cut to at most max characters (UTF-8 code points, so never inside
- * one), trailing spaces dropped. */
-std::string cut_characters(const std::string &s, size_t max) {
-    size_t n = 0, i = 0;
-    for (; i < s.size(); i++) {
-        if (((unsigned char)s[i] & 0xC0u) != 0x80u) {
-            if (n == max) break;
-            n++;
-        }
-    }
-    std::string out = s.substr(0, i);
-    while (!out.empty() && out.back() == ' ') out.pop_back();
-    return out;
-}
-
-/* A value too long for its VR cut at the VR's limit (each component group
- * of a person name on its own); other values as they are. */
-std::string fit_to_vr(Vr vr, const std::string &v) {
-    size_t max = vr_limit(vr);
-    if (max == 0) return v;
-    if (vr != VR_PN) return cut_characters(v, max);
-    std::string out;
-    size_t begin = 0;
-    for (;;) {
-        size_t end = v.find('=', begin);
-        if (end == std::string::npos) end = v.size();
-        out += cut_characters(v.substr(begin, end - begin), max);
-        if (end == v.size()) return out;
-        out += '=';
-        begin = end + 1;
-    }
-}
-
-/* Appends one warning to a list of lines. */
-void add_warning(std::string &warnings, const std::string &w) {
-    if (!warnings.empty()) warnings += "\n";
-    warnings += w;
-}
-
 /* The first failing step of a build, with its message. */
 struct Build {
     char *err;
@@ -183,8 +123,8 @@ int write_seg(const char *path, const unsigned char *mask, int rows, int columns
     }
     /* the source's attributes as they will be written: a copy whose
      * patient and study values may be shortened or left out below */
-    lpnx_seg_source fixed = *given;
-    const lpnx_seg_source *src = &fixed;
+    SourceValues fixed(*given);
+    const lpnx_seg_source *src = &fixed.src;
     if ((src->rows > 0 && src->rows != rows) || (src->columns > 0 && src->columns != columns)) {
         set_err(err, errlen, "the mask is %d x %d but the source image is %d x %d (rows x columns)", rows, columns,
                 src->rows, src->columns);
@@ -204,29 +144,8 @@ int write_seg(const char *path, const unsigned char *mask, int rows, int columns
         {"series_instance_uid", src->series_instance_uid, VR_UI, true},
     };
     /* Patient, study and lossy history are copied as faithfully as their VR
-     * allows: a value longer than its VR permits is cut at the limit (on a
-     * character boundary), any other invalid value is left out, each with a
-     * warning, so that a source with a free-text name of 100 characters
-     * still gets its segmentation. */
-    const SourceField copied[] = {
-        {"frame_of_reference_uid", &lpnx_seg_source::frame_of_reference_uid, VR_UI, "1"},
-        {"patient_name", &lpnx_seg_source::patient_name, VR_PN, "1"},
-        {"patient_id", &lpnx_seg_source::patient_id, VR_LO, "1"},
-        {"patient_birth_date", &lpnx_seg_source::patient_birth_date, VR_DA, "1"},
-        {"patient_sex", &lpnx_seg_source::patient_sex, VR_CS, "1"},
-        {"patient_age", &lpnx_seg_source::patient_age, VR_AS, "1"},
-        {"study_date", &lpnx_seg_source::study_date, VR_DA, "1"},
-        {"study_time", &lpnx_seg_source::study_time, VR_TM, "1"},
-        {"study_id", &lpnx_seg_source::study_id, VR_SH, "1"},
-        {"accession_number", &lpnx_seg_source::accession_number, VR_SH, "1"},
-        {"referring_physician_name", &lpnx_seg_source::referring_physician_name, VR_PN, "1"},
-        {"study_description", &lpnx_seg_source::study_description, VR_LO, "1"},
-        {"lossy_image_compression", &lpnx_seg_source::lossy_image_compression, VR_CS, "1"},
-        {"lossy_image_compression_ratio", &lpnx_seg_source::lossy_image_compression_ratio, VR_DS, "1-n"},
-        {"lossy_image_compression_method", &lpnx_seg_source::lossy_image_compression_method, VR_CS, "1-n"},
-        {"patient_orientation", &lpnx_seg_source::patient_orientation, VR_CS, "2"},
-    };
-    std::string shortened[sizeof copied / sizeof *copied]; /* owns the cut values */
+     * allows (SourceValues::fit, below), so that a source with a free-text
+     * name of 100 characters still gets its segmentation. */
     const Field option_fields[] = {
         {"label", opt->segment_label, VR_LO, true},
         {"description", opt->segment_description, VR_ST, false},
@@ -252,8 +171,7 @@ int write_seg(const char *path, const unsigned char *mask, int rows, int columns
         {"sop_instance_uid", opt->sop_instance_uid, VR_UI, false},
     };
     std::string charset = src->specific_character_set ? src->specific_character_set : "";
-    bool utf8 = false;
-    for (const SourceField &f : copied) utf8 = utf8 || non_ascii(fixed.*f.member);
+    bool utf8 = fixed.non_ascii();
     for (const Field &f : option_fields) utf8 = utf8 || non_ascii(f.value);
     if (utf8 && charset.empty()) charset = "ISO_IR 192";
     if (!charset.empty() && !valid(VR_CS, charset, "1-n", "")) {
@@ -284,24 +202,7 @@ int write_seg(const char *path, const unsigned char *mask, int rows, int columns
             }
         }
     }
-    for (size_t i = 0; i < sizeof copied / sizeof *copied; i++) {
-        const SourceField &f = copied[i];
-        const char *v = fixed.*f.member;
-        if (!v || !*v) continue;
-        const char *set = f.vr == VR_DS || f.vr == VR_CS || f.vr == VR_UI ? "" : charset.c_str();
-        if (valid(f.vr, v, f.vm, set)) continue;
-        char w[256];
-        shortened[i] = fit_to_vr(f.vr, v);
-        if (shortened[i] != v && !shortened[i].empty() && valid(f.vr, shortened[i], f.vm, set)) {
-            fixed.*f.member = shortened[i].c_str();
-            snprintf(w, sizeof w, "source %s '%.40s...' is longer than a %s: cut to '%.80s'", f.name, v,
-                     vr_name(f.vr), shortened[i].c_str());
-        } else {
-            fixed.*f.member = nullptr;
-            snprintf(w, sizeof w, "source %s '%.80s' is not a valid %s: left out", f.name, v, vr_name(f.vr));
-        }
-        add_warning(warnings, w);
-    }
+    fixed.fit(charset, warnings);
     if (src->has_pixel_spacing && !check_spacing("source_meta", src->pixel_spacing, err, errlen)) return -1;
     for (int k = 0; k < 3; k++) {
         if (!(opt->color[k] >= 0 && opt->color[k] <= 1)) {
