@@ -54,6 +54,14 @@ local function wait_for(srv, kind)
   error(("no %s event within 10 s; saw: %s"):format(kind, table.concat(kinds, ", ")), 2)
 end
 
+-- Every event not yet looked at (the backlog first), oldest first.
+local function taken(srv)
+  local events = backlog[srv] or {}
+  backlog[srv] = {}
+  for _, e in ipairs(srv:events()) do events[#events + 1] = e end
+  return events
+end
+
 -- A secondary capture image with known pixels; returns its path and UIDs.
 local function image(dir, name, size, jpeg, seed)
   lpnx.manual_seed(seed or 1)
@@ -182,7 +190,8 @@ describe("lpnx.net storage SCP", function()
     assert.are.equal("CT", meta.modality)
   end)
 
-  it("refuses a C-STORE it cannot write (a full disk) with 0xA700, leaves no file, and goes on once there is room", function()
+  it("refuses a C-STORE it cannot write (a full disk) with 0xA700, leaves no file, goes on once there is room",
+     function()
     local mnt = dir .. "/small"
     assert(os.execute("mkdir -p " .. q(mnt)))
     local code, out = sh("mount -t tmpfs -o size=256k tmpfs " .. q(mnt))
@@ -237,8 +246,8 @@ describe("lpnx.net storage SCP", function()
     -- was caught mid-way (a received file of a late round is removed).
     for round = 1, 20 do
       local base = ("%s/job%d"):format(dir, round)
-      os.execute(("(storescu -aet MOD -aec LPNX -pdu 4096 127.0.0.1 %d %s > %s.log 2>&1 & echo $! > %s.pid) 2>/dev/null")
-        :format(srv:port(), q(big), q(base), q(base)))
+      os.execute(("(storescu -aet MOD -aec LPNX -pdu 4096 127.0.0.1 %d %s > %s.log 2>&1 & echo $! > %s.pid)"
+                  .. " 2>/dev/null"):format(srv:port(), q(big), q(base), q(base)))
       local pid
       for _ = 1, 500 do
         local f = io.open(base .. ".pid")
@@ -251,12 +260,10 @@ describe("lpnx.net storage SCP", function()
       wait_for(srv, "association")
       sys.sleep(g:uniform(0, 0.02))
       sys.kill(pid, "KILL")
-      local seen = {}
       local deadline = sys.now() + 10
       local done
       while not done and sys.now() < deadline do
-        for _, e in ipairs(srv:events()) do
-          seen[#seen + 1] = e
+        for _, e in ipairs(taken(srv)) do
           if e.kind == "received" then
             os.remove(e.path)
             done = "late"
@@ -374,11 +381,14 @@ describe("lpnx.net arguments", function()
   after_each(function() h.rmdir(dir) end)
 
   it("are checked with clear errors", function()
-    assert.has_error(function() net.listen("LPNX") end, "bad argument #1 to 'listen' (expected a table of options, got string)")
+    assert.has_error(function() net.listen("LPNX") end,
+                     "bad argument #1 to 'listen' (expected a table of options, got string)")
     assert.has_error(function() net.listen{aet = "LPNX", port = 0, spool = dir, colour = 1} end,
-                     "bad argument #1 to 'listen' (unknown option 'colour' (expected one of aet, port, host, spool, allow, timeout))")
+                     "bad argument #1 to 'listen' (unknown option 'colour' (expected one of aet, port, host, spool, "
+                     .. "allow, timeout))")
     assert.has_error(function() net.listen{aet = "MUCH_TOO_LONG_TITLE", port = 0, spool = dir} end,
-                     "bad argument #1 to 'listen' (aet 'MUCH_TOO_LONG_TITLE' is not a valid AE title (1..16 printable ASCII characters, no backslash, not only spaces))")
+                     "bad argument #1 to 'listen' (aet 'MUCH_TOO_LONG_TITLE' is not a valid AE title (1..16 printable "
+                     .. "ASCII characters, no backslash, not only spaces))")
     assert.has_error(function() net.listen{port = 0, spool = dir} end, "bad argument #1 to 'listen' (aet is required)")
     assert.has_error(function() net.listen{aet = "LPNX", port = 70000, spool = dir} end,
                      "bad argument #1 to 'listen' (port must be an integer in 0..65535, got 70000)")
@@ -406,7 +416,8 @@ describe("lpnx.net arguments", function()
     assert.has_error(function() net.echo{host = "127.0.0.1", port = 0, aet = "ME", called = "X"} end,
                      "bad argument #1 to 'echo' (port must be an integer in 1..65535, got 0)")
     assert.has_error(function() net.echo{host = "127.0.0.1", port = 104, aet = "A\\B", called = "X"} end,
-                     "bad argument #1 to 'echo' (aet 'A\\B' is not a valid AE title (1..16 printable ASCII characters, no backslash, not only spaces))")
+                     "bad argument #1 to 'echo' (aet 'A\\B' is not a valid AE title (1..16 printable ASCII characters, "
+                     .. "no backslash, not only spaces))")
     assert.has_error(function() net.echo{host = "127.0.0.1", port = 104, aet = "ME", called = "X", timeout = 0} end,
                      "bad argument #1 to 'echo' (timeout must be an integer in 1..86400, got 0)")
   end)
