@@ -142,9 +142,11 @@ typedef struct {
  * little endian, whichever the peer accepts). Returns 0 with results[i]
  * filled for every file in order (a file that cannot be read, or for
  * which the peer accepted no presentation context, is not sent and gets
- * ok = 0 with the reason; the others are still sent); -1 when no
- * association could be made (refused connection, rejection, timeout),
- * with "host:port: reason" in err. */
+ * ok = 0 with the reason; the others are still sent; a file whose
+ * association fails part way gets ok = 0 with that reason, as do the ones
+ * after it); -1 when no association could be made (refused connection,
+ * rejection, timeout, or more than the 128 presentation contexts of one
+ * association needed), with "host:port: reason" in err. */
 int lpnx_net_store(const lpnx_net_peer *peer, const char *const *files, size_t n, lpnx_net_store_result *results,
                    char *err, size_t errlen);
 
