@@ -38,7 +38,7 @@ CPPFLAGS_ALL := -I$(LUA_INC) -I$(OPENBLAS_INC) -D_POSIX_C_SOURCE=200809L -MMD -M
 CFLAGS_ALL := -std=c99 $(OPT) -fPIC -fopenmp $(WARN) $(CFLAGS)
 CXXFLAGS_ALL := -std=c++17 $(OPT) -fPIC -fopenmp -Wall -Wextra -Wno-unknown-pragmas $(CXXFLAGS)
 LIBS := -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas -lpng16 -ljansson -lnettle -lm
-DCMTK_LIBS := -lopenjp2 -lturbojpeg -ldcmsr -ldcmseg -ldcmfg -ldcmiod -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd
+DCMTK_LIBS := -lopenjp2 -lturbojpeg -ldcmsr -ldcmseg -ldcmfg -ldcmiod -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmnet -ldcmdata -loflog -lofstd
 
 C_SRC := $(wildcard lpnx/*.c lpnx/ops/*.c lpnx/image/*.c lpnx/io/*.c lpnx/bind/*.c)
 CXX_SRC := $(wildcard lpnx/io/*.cpp)

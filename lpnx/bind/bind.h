@@ -77,13 +77,14 @@ void lpnx_open_random(lua_State *L);
 void lpnx_open_io(lua_State *L);
 
 /* File formats and image operations: each adds one sub-table to the module
- * table on top of the stack (lpnx.core.dicom, .png, .rle, .csv, .image, .draw, .sys). */
+ * table on top of the stack (lpnx.core.dicom, .png, .rle, .csv, .image, .draw, .sys, .net). */
 void lpnx_open_dicom(lua_State *L); /* l_dicom.c */
 void lpnx_open_png(lua_State *L);   /* l_png.c */
 void lpnx_open_rle(lua_State *L);   /* l_rle.c: rle and csv */
 void lpnx_open_image(lua_State *L, int ridx); /* l_image.c; its oracles into ridx.image */
 void lpnx_open_draw(lua_State *L);  /* l_draw.c: drawing for synthetic images */
 void lpnx_open_sys(lua_State *L);   /* l_sys.c: processes, pipes, signals, clocks, fsync */
+void lpnx_open_net(lua_State *L);   /* l_net.c: DICOM networking (storage SCP, C-STORE and C-ECHO SCU) */
 
 /* Kernel families add their fast kernels to the table at stack index kidx
  * (lpnx.core.kernels) and the bindings of the oracles, with the same

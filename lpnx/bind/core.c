@@ -17,6 +17,7 @@ int luaopen_lpnx_core(lua_State *L) {
     lpnx_open_rle(L);
     lpnx_open_draw(L);
     lpnx_open_sys(L);
+    lpnx_open_net(L);
     lua_newtable(L); /* kernels */
     lua_newtable(L); /* the oracles' bindings, for the lpnx.ref module */
     int module = lua_gettop(L) - 2, kernels = module + 1, ref = module + 2;
