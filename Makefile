@@ -21,7 +21,8 @@ OPENBLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 # Debian packages the build, the specs and the examples need.
 DEPS_PKGS := gcc g++ make lua5.4 liblua5.4-dev libopenblas-openmp-dev libpng-dev libjansson-dev libopenjp2-7-dev libturbojpeg0-dev nettle-dev \
              libdcmtk-dev dcmtk lua-busted lua-argparse lua-cjson lua-filesystem lua-check cppcheck gnuplot-nox \
-             clang libclang-rt-14-dev openmpi-bin libopenmpi-dev dicom3tools bc chromium
+             clang libclang-rt-14-dev openmpi-bin libopenmpi-dev dicom3tools bc chromium \
+             orthanc curl
 
 ifeq ($(ASAN),1)
 BUILD := $(TOP)/build-asan

@@ -1,0 +1,249 @@
+-- The DICOM node (examples/serve.lua) beside a real PACS: a private Orthanc
+-- routes the X-rays a modality (storescu) sends it to the node, and holds
+-- the results the node sends back. Faults: kill -9 at any moment, the PACS
+-- down, bad data on the wire, unknown senders, images that are no chest.
+local lpnx = require "lpnx"
+local h = require "spec.support.helpers"
+local pacs = require "spec.support.pacs"
+local serve = require "lpnx.serve"
+
+local q, sh, wait_until, events = pacs.q, pacs.sh, pacs.wait_until, pacs.events
+
+local function tiny_unet()
+  return lpnx.models.unet{encoder = "resnet18", encoder_width = 4, decoder_channels = {8, 8, 8, 4, 4}}
+end
+
+describe("the DICOM node beside Orthanc", function()
+  local dir, model, images, threshold, expected, positives
+
+  setup(function()
+    dir = h.tmpdir()
+    lpnx.synth.write{out = dir .. "/data", count = 8, size = 256, seed = 11, positive = 0.5, test_fraction = 0}
+    images = lpnx.data.list_images(dir .. "/data/dicom-images-train")
+    lpnx.manual_seed(5)
+    model = dir .. "/model.safetensors"
+    lpnx.models.save(model, tiny_unet(), {input_size = 64})
+    -- a threshold between the images' highest probabilities: some are found positive, some not
+    local s = lpnx.predict.run{model = model, inputs = images, out = dir .. "/probe", threshold = 0.5,
+                               write_masks = false, write_overlays = false, batch = 1}
+    local maxima = {}
+    for i, r in ipairs(s.results) do maxima[i] = r.max_probability end
+    table.sort(maxima)
+    threshold = (maxima[4] + maxima[5]) / 2
+    -- what predict.lua gives for the same files
+    local out, code = sh(("lua5.4 %s/examples/predict.lua --model %s --data %s --out %s --threshold %.9g --batch 1 "
+                          .. "--no-overlays --quiet"):format(pacs.ROOT, q(model), q(dir .. "/data/dicom-images-train"),
+                                                              q(dir .. "/reference"), threshold))
+    assert(code == 0, out)
+    expected, positives = {}, 0
+    for _, path in ipairs(images) do
+      local _, meta = lpnx.dicom.read(path)
+      local mask = lpnx.png.read(("%s/reference/masks/%s.png"):format(dir, lpnx.data.image_id(path)))
+      expected[meta.sop_instance_uid] = mask
+      if mask:max() > 0 then positives = positives + 1 end
+    end
+    assert(positives > 0 and positives < #images, "the threshold should split the images")
+  end)
+  teardown(function() h.rmdir(dir) end)
+
+  -- A fresh Orthanc and node under root; returns them and a stop function.
+  local function start(root, args)
+    assert(os.execute("mkdir -p " .. q(root)))
+    local node = {port = pacs.free_port(), spool = root .. "/spool", log = root .. "/node.log", model = model}
+    local o = pacs.orthanc{dir = root .. "/orthanc", node_port = node.port}
+    node.destination = ("ORTHANC@127.0.0.1:%d"):format(o.dicom)
+    node.args = {"--threshold", ("%.9g"):format(threshold)}
+    for _, a in ipairs(args or {}) do node.args[#node.args + 1] = a end
+    local ok, pid = pcall(pacs.node, node)
+    if not ok then
+      o:stop()
+      error(pid)
+    end
+    node.pid = pid
+    return o, node
+  end
+
+  local function stop_all(o, node)
+    if node and node.pid then pacs.stop(node.pid) end
+    if o then o:stop() end
+  end
+
+  -- Waits until the node has nothing left to do and Orthanc holds n
+  -- instances of modality; returns Orthanc's instances of it.
+  local function settled(o, node, counts)
+    wait_until(function()
+      for modality, n in pairs(counts) do
+        if o:count(modality) < n then return false end
+      end
+      local st = serve.status(node.spool)
+      return st.queue == 0 and st.backlog == 0
+    end, 120, 0.25)
+    local st = serve.status(node.spool)
+    assert.are.same({0, 0}, {st.queue, st.backlog})
+    for modality, n in pairs(counts) do
+      assert.are.equal(n, o:count(modality), modality .. " instances at Orthanc")
+    end
+  end
+
+  -- Each SEG at Orthanc refers to one source and decodes to predict.lua's mask of it.
+  local function check_segs(o, root)
+    local segs = o:find({Modality = "SEG"})
+    local seen = {}
+    for _, inst in ipairs(segs) do
+      local path = o:download(inst.ID, ("%s/%s.dcm"):format(root, inst.ID))
+      local mask, info = lpnx.dicom.read_seg(path)
+      local source = info.references[1].sop_instance_uid
+      assert.is_nil(seen[source], "two SEGs of one source")
+      seen[source] = true
+      local want = assert(expected[source], "a SEG of an unknown source")
+      assert.are.equal(1, mask:size(1))
+      assert.is_true(mask[1]:equal(want[1]), "the SEG's mask differs from predict.lua's")
+    end
+    return seen
+  end
+
+  it("routes every X-ray through the node and back: a SEG per positive, an SR per image, "
+     .. "an overlay per positive, nothing routed back", function()
+    local root = dir .. "/roundtrip"
+    local o, node = start(root, {"--sr", "--overlay"})
+    local ok, err = pcall(function()
+      local out, code = pacs.storescu(o.dicom, images)
+      assert.are.equal(0, code, out)
+      settled(o, node, {SEG = positives, SR = #images, OT = positives, CR = #images})
+      local seen = check_segs(o, root)
+      local n = 0
+      for _ in pairs(seen) do n = n + 1 end
+      assert.are.equal(positives, n)
+      -- the SR says what was found, and refers to its image
+      local srs = o:find({Modality = "SR"})
+      local found = 0
+      for _, inst in ipairs(srs) do
+        local text = sh("dsrdump " .. q(o:download(inst.ID, root .. "/sr.dcm")))
+        assert.matches("Pneumothorax", text, 1, true)
+        if text:match("Present") then found = found + 1 end
+      end
+      assert.are.equal(positives, found)
+      -- no loop: the node received the X-rays only, once each
+      assert.are.equal(#images, #events(node.log, "received"))
+      assert.are.equal(#images, #events(node.log, "processed"))
+      assert.are.equal(0, #events(node.log, "skipped"))
+      -- sent again by the PACS: processed again, the same objects at the PACS
+      local all = o:find({Modality = "CR"})
+      local ids = {}
+      for i, inst in ipairs(all) do ids[i] = '"' .. inst.ID .. '"' end
+      assert(o:post("/modalities/lpnx/store", "[" .. table.concat(ids, ",") .. "]"))
+      wait_until(function() return #events(node.log, "sent") >= 2 * #images end, 120)
+      settled(o, node, {SEG = positives, SR = #images, OT = positives, CR = #images})
+      -- the status file (merged once a second) counts both rounds
+      wait_until(function() return (serve.status(node.spool).counts or {}).processed == 2 * #images end, 10)
+      local status = serve.status(node.spool)
+      assert.are.equal(2 * #images, status.counts.processed)
+      assert.are.equal(2 * #images, status.counts.received)
+      assert.are.equal(2 * #images, status.counts.sent)
+    end)
+    stop_all(o, node)
+    assert(ok, err)
+    assert.matches("stopped", pacs.read(node.log))
+  end)
+
+  it("killed with -9 while receiving, predicting and sending, then started again: every result exactly once",
+     function()
+    local root = dir .. "/kills"
+    local o, node = start(root, {"--sr"})
+    local ok, err = pcall(function()
+      -- while receiving: a large instance sent straight to the node, killed mid-transfer
+      -- (a CT: had it arrived whole after all, it would be skipped, not predicted)
+      local big = root .. "/big.dcm"
+      lpnx.dicom.write(big, lpnx.full({1, 4000, 4000}, 0.5), {modality = "CT"}, {jpeg = false})
+      local sender = pacs.spawn(("storescu -aet ORTHANC -aec LPNX 127.0.0.1 %d %s"):format(node.port, q(big)),
+                                root .. "/big.out")
+      local incoming = node.spool .. "/incoming"
+      local caught = wait_until(function()
+        for _, name in ipairs(lpnx.fs.list(incoming)) do
+          if name:sub(1, 1) == "." then return true end
+        end
+      end, 30, 0.002)
+      pacs.kill9(node.pid)
+      pacs.stop(sender)
+      assert.is_true(caught, "the transfer was not seen under way")
+      node.pid = pacs.node(node)
+      for _, name in ipairs(lpnx.fs.list(incoming)) do -- the half-written instance is gone
+        assert.are_not.equal(".", name:sub(1, 1), name)
+      end
+      -- the X-rays, with kills while they are predicted and sent
+      local out, code = pacs.storescu(o.dicom, images)
+      assert.are.equal(0, code, out)
+      for _, stage in ipairs {"processed", "sent"} do
+        local before = #events(node.log, stage)
+        wait_until(function() return #events(node.log, stage) > before end, 60, 0.01)
+        pacs.kill9(node.pid)
+        node.pid = pacs.node(node)
+      end
+      settled(o, node, {SEG = positives, SR = #images, CR = #images})
+      check_segs(o, root)
+    end)
+    stop_all(o, node)
+    assert(ok, err)
+  end)
+
+  it("keeps results while the PACS is down and delivers the backlog when it is up, across a restart", function()
+    local root = dir .. "/down"
+    local o, node = start(root, {})
+    local ok, err = pcall(function()
+      o:stop()
+      -- the modality sends straight to the node meanwhile
+      local out, code = pacs.storescu(node.port, images, {aet = "ORTHANC", called = "LPNX"})
+      assert.are.equal(0, code, out)
+      wait_until(function() return #events(node.log, "send_failed") >= 2 end, 60)
+      assert.are.equal(0, #events(node.log, "sent"))
+      assert.is_true(#events(node.log, "retry") >= 1)
+      pacs.stop(node.pid)
+      node.pid = pacs.node(node)
+      assert.is_true(serve.status(node.spool).backlog >= 1, "no result waits in the spool")
+      o.pid = pacs.spawn("Orthanc " .. q(o.dir .. "/orthanc.json"), o.log)
+      wait_until(function() return o:get("/system") end, 30)
+      settled(o, node, {SEG = positives})
+      check_segs(o, root)
+    end)
+    stop_all(o, node)
+    assert(ok, err)
+  end)
+
+  it("answers bad input with a failure or a skip and keeps serving", function()
+    local root = dir .. "/bad"
+    local o, node = start(root, {"--allow", "ORTHANC", "--allow", "MODALITY@127.0.0.1"})
+    local ok, err = pcall(function()
+      -- an unknown calling AE title is rejected at association time
+      local _, refused = pacs.storescu(node.port, {images[1]}, {aet = "INTRUDER", called = "LPNX"})
+      assert.are_not.equal(0, refused)
+      assert.matches("rejected", events(node.log, "rejected")[1] or "")
+      -- garbage bytes on the port
+      sh(("bash -c 'printf \"GET / HTTP/1.0\\r\\n\\r\\n\" > /dev/tcp/127.0.0.1/%d'"):format(node.port))
+      -- a CT and a lateral view: accepted, skipped with the reason
+      local ct, lateral = root .. "/ct.dcm", root .. "/lateral.dcm"
+      lpnx.dicom.write(ct, lpnx.full({1, 64, 64}, 0.3), {modality = "CT", body_part_examined = "CHEST"})
+      lpnx.dicom.write(lateral, lpnx.full({1, 64, 64}, 0.3), {modality = "CR", body_part_examined = "CHEST",
+                                                              view_position = "LL"})
+      -- pixel data shorter than its rows and columns say
+      local short = root .. "/short.dcm"
+      lpnx.dicom.write(short, lpnx.full({1, 64, 64}, 0.3), {modality = "CR", body_part_examined = "CHEST"},
+                       {jpeg = false})
+      local _, modified = sh(("dcmodify -nb -m Rows=640 %s"):format(q(short)))
+      assert.are.equal(0, modified)
+      local out, code = pacs.storescu(node.port, {ct, lateral, short}, {aet = "MODALITY", called = "LPNX"})
+      assert.are.equal(0, code, out)
+      wait_until(function() return #events(node.log, "skipped") >= 3 end, 60)
+      local skipped = table.concat(events(node.log, "skipped"), "\n")
+      assert.matches("Modality CT", skipped, 1, true)
+      assert.matches("lateral", skipped, 1, true)
+      assert.matches("cannot be read", skipped, 1, true)
+      -- and the node still serves: the X-rays through the PACS
+      out, code = pacs.storescu(o.dicom, images)
+      assert.are.equal(0, code, out)
+      settled(o, node, {SEG = positives})
+      assert.are.equal(0, serve.status(node.spool).failed_instances)
+    end)
+    stop_all(o, node)
+    assert(ok, err)
+  end)
+end)
