@@ -24,6 +24,8 @@ parser:option("--encoder", ("%s."):format(cli.choices(resnet.configs)), "resnet3
 parser:option("--input-size", "The model's input size.", "256"):convert(cli.integer("--input-size", {min = 32}))
 parser:flag("--tta", "Predict with horizontal-flip TTA.")
 parser:flag("--sr", "The node sends an SR per image as well.")
+parser:option("--interval", "Seconds each sender waits between two sends (0: as fast as it can).", "0")
+  :convert(cli.number("--interval", {min = 0}))
 parser:option("--workers", "The node's workers.", "1"):convert(cli.integer("--workers", {min = 1}))
 parser:option("--out", "Work folder (data, model, Orthanc's storage, logs).", "build/bench-serve")
 parser:option("--timeout", "Seconds to wait for the last result.", "3600"):convert(cli.integer("--timeout", {min = 1}))
@@ -64,9 +66,10 @@ local ok, err = pcall(function()
   for k = 1, args.senders do
     local list = {}
     for i = k, #files, args.senders do list[#list + 1] = q(files[i]) end
+    local errors = q(("%s/sender%d.err"):format(out, k))
     local script = ("for f in %s; do echo \"$f $(date +%%s.%%N)\"; storescu -xy -aet MODALITY%d -aec ORTHANC "
-                    .. "127.0.0.1 %d \"$f\" >> %s 2>&1; done"):format(table.concat(list, " "), k, o.dicom,
-                                                                    q(("%s/sender%d.err"):format(out, k)))
+                    .. "127.0.0.1 %d \"$f\" >> %s 2>&1; sleep %g; done")
+                   :format(table.concat(list, " "), k, o.dicom, errors, args.interval)
     pids[k] = pacs.spawn("sh -c " .. q(script), ("%s/sender%d.txt"):format(out, k))
   end
   local started = {}
@@ -115,8 +118,9 @@ local ok, err = pcall(function()
   local function pct(p) return latencies[math.max(1, math.ceil(p * #latencies))] end
   local segs, srs = o:count("SEG"), o:count("SR")
   local st = serve.status(node.spool)
-  print(("images=%d senders=%d encoder=%s input=%d tta=%s workers=%d threads=%s"):format(#files, args.senders,
-        args.encoder, args.input_size, tostring(args.tta), args.workers, os.getenv("OMP_NUM_THREADS") or "default"))
+  print(("images=%d senders=%d interval_s=%g encoder=%s input=%d tta=%s workers=%d threads_per_worker=%d"):format(
+        #files, args.senders, args.interval, args.encoder, args.input_size, tostring(args.tta), args.workers,
+        math.max(1, lpnx.get_num_threads() // args.workers)))
   print(("throughput_per_min=%.1f seconds=%.1f"):format(#latencies / (last - first) * 60, last - first))
   print(("latency_s p50=%.2f p95=%.2f max=%.2f"):format(pct(0.5), pct(0.95), latencies[#latencies]))
   print(("arrived: processed=%d of %d, SEG at Orthanc=%d (positives %d), SR at Orthanc=%d%s, queue=%d backlog=%d, "

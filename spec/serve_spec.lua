@@ -105,7 +105,7 @@ describe("the DICOM node beside Orthanc", function()
   it("routes every X-ray through the node and back: a SEG per positive, an SR per image, "
      .. "an overlay per positive, nothing routed back", function()
     local root = dir .. "/roundtrip"
-    local o, node = start(root, {"--sr", "--overlay"})
+    local o, node = start(root, {"--sr", "--overlay", "--workers", "2", "--threads", "1"})
     local ok, err = pcall(function()
       local out, code = pacs.storescu(o.dicom, images)
       assert.are.equal(0, code, out)
@@ -127,6 +127,9 @@ describe("the DICOM node beside Orthanc", function()
       assert.are.equal(#images, #events(node.log, "received"))
       assert.are.equal(#images, #events(node.log, "processed"))
       assert.are.equal(0, #events(node.log, "skipped"))
+      -- both workers took their share (by arrival number)
+      assert.are.equal(#images // 2, #events(node.log, "processed .* by=worker1"))
+      assert.are.equal(#images // 2, #events(node.log, "processed .* by=worker2"))
       -- sent again by the PACS: processed again, the same objects at the PACS
       local all = o:find({Modality = "CR"})
       local ids = {}
@@ -211,7 +214,7 @@ describe("the DICOM node beside Orthanc", function()
 
   it("answers bad input with a failure or a skip and keeps serving", function()
     local root = dir .. "/bad"
-    local o, node = start(root, {"--allow", "ORTHANC", "--allow", "MODALITY@127.0.0.1"})
+    local o, node = start(root, {"--allow", "ORTHANC", "--allow", "MODALITY@127.0.0.1", "--empty-seg"})
     local ok, err = pcall(function()
       -- an unknown calling AE title is rejected at association time
       local _, refused = pacs.storescu(node.port, {images[1]}, {aet = "INTRUDER", called = "LPNX"})
@@ -240,10 +243,77 @@ describe("the DICOM node beside Orthanc", function()
       -- and the node still serves: the X-rays through the PACS
       out, code = pacs.storescu(o.dicom, images)
       assert.are.equal(0, code, out)
-      settled(o, node, {SEG = positives})
+      settled(o, node, {SEG = #images}) -- --empty-seg: a SEG for every image, empty where nothing was found
+      check_segs(o, root)
       assert.are.equal(0, serve.status(node.spool).failed_instances)
     end)
     stop_all(o, node)
     assert(ok, err)
+  end)
+
+  it("parks the results a PACS refuses again and again, and goes on", function()
+    local root = dir .. "/refused"
+    local mnt = root .. "/small"
+    assert(os.execute("mkdir -p " .. q(mnt)))
+    local out, code = sh("mount -t tmpfs -o size=256k tmpfs " .. q(mnt))
+    assert.are.equal(0, code, out)
+    local dest, pid
+    local ok, err = pcall(function()
+      -- a PACS whose disk is full: every C-STORE is answered 0xA700
+      assert(os.execute("mkdir " .. q(mnt .. "/spool")))
+      sh("dd if=/dev/zero of=" .. q(mnt .. "/filler") .. " bs=4k")
+      dest = lpnx.net.listen{aet = "PACS", port = 0, host = "127.0.0.1", spool = mnt .. "/spool"}
+      local port = pacs.free_port()
+      local spool, log = root .. "/spool", root .. "/node.log"
+      local script = root .. "/node.lua"
+      local f = assert(io.open(script, "w"))
+      f:write(([[
+        local serve = require "lpnx.serve"
+        os.exit(serve.run{model = %q, spool = %q, destination = "PACS@127.0.0.1:%d", port = %d,
+                          host = "127.0.0.1", threshold = 0, log = %q, backoff = {0.05, 0.1}, refusals = 2})
+      ]]):format(model, spool, dest:port(), port, log))
+      f:close()
+      pid = pacs.spawn("lua5.4 " .. q(script), root .. "/node.out")
+      assert(wait_until(function() return #events(log, "started") > 0 end, 60), pacs.read(root .. "/node.out"))
+      out, code = pacs.storescu(port, {images[1], images[2]}, {aet = "MODALITY", called = "LPNX"})
+      assert.are.equal(0, code, out)
+      assert(wait_until(function() return #events(log, "failed") >= 2 end, 60), pacs.read(log))
+      local failed = table.concat(events(log, "failed"), "\n")
+      assert.matches("the destination refused its results 2 times", failed, 1, true)
+      assert.matches("0xA700", table.concat(events(log, "send_failed"), "\n"), 1, true)
+      local st = serve.status(spool)
+      assert.are.same({0, 0, 2}, {st.queue, st.backlog, st.failed_instances})
+      assert.are.equal(4, #lpnx.fs.list(spool .. "/failed")) -- each instance and its results
+    end)
+    if pid then pacs.stop(pid) end
+    if dest then dest:close() end
+    sh("umount " .. q(mnt))
+    assert(ok, err)
+  end)
+
+  it("serve.lua: stops on SIGTERM with status 0, and refuses bad flags with status 2", function()
+    local root = dir .. "/cli"
+    local base = ("lua5.4 %s/examples/serve.lua --model %s --spool %s --host 127.0.0.1"):format(
+      pacs.ROOT, q(model), q(root .. "/spool"))
+    local out, code = sh(("timeout --preserve-status -s TERM 5 %s --port %d --destination PACS@127.0.0.1:9")
+                         :format(base, pacs.free_port()))
+    assert.are.equal(0, code, out)
+    assert.matches("stopped by=node", out, 1, true)
+    out, code = sh(base .. " --destination nonsense")
+    assert.are.equal(2, code, out)
+    assert.matches("--destination", out, 1, true)
+    assert.matches("expected AET@HOST:PORT", out, 1, true)
+    out, code = sh(base .. " --destination PACS@127.0.0.1:9 --port 0")
+    assert.are.equal(2, code, out)
+    out, code = sh(("lua5.4 %s/examples/serve.lua --help"):format(pacs.ROOT))
+    assert.are.equal(0, code, out)
+    for _, flag in ipairs {"--model", "--aet", "--port", "--spool", "--destination", "--allow", "--tta", "--top",
+                           "--min-area", "--bottom", "--threshold", "--sr", "--overlay", "--empty-seg", "--workers",
+                           "--log", "--status"} do
+      assert.matches(flag, out, 1, true)
+    end
+    out, code = sh(("lua5.4 %s/examples/serve.lua --status --spool %s"):format(pacs.ROOT, q(root .. "/spool")))
+    assert.are.equal(0, code, out)
+    assert.matches('"queue":0', out, 1, true)
   end)
 end)
