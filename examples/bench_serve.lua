@@ -70,7 +70,7 @@ local ok, err = pcall(function()
     local script = ("for f in %s; do echo \"$f $(date +%%s.%%N)\"; storescu -xy -aet MODALITY%d -aec ORTHANC "
                     .. "127.0.0.1 %d \"$f\" >> %s 2>&1; sleep %g; done")
                    :format(table.concat(list, " "), k, o.dicom, errors, args.interval)
-    pids[k] = pacs.spawn("sh -c " .. q(script), ("%s/sender%d.txt"):format(out, k))
+    pids[k] = pacs.spawn(pacs.PLAIN .. "sh -c " .. q(script), ("%s/sender%d.txt"):format(out, k))
   end
   local started = {}
   for _, pid in ipairs(pids) do

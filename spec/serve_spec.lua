@@ -118,7 +118,7 @@ describe("the DICOM node beside Orthanc", function()
       local srs = o:find({Modality = "SR"})
       local found = 0
       for _, inst in ipairs(srs) do
-        local text = sh("dsrdump " .. q(o:download(inst.ID, root .. "/sr.dcm")))
+        local text = sh(pacs.PLAIN .. "dsrdump " .. q(o:download(inst.ID, root .. "/sr.dcm")))
         assert.matches("Pneumothorax", text, 1, true)
         if text:match("Present") then found = found + 1 end
       end
@@ -158,8 +158,8 @@ describe("the DICOM node beside Orthanc", function()
       -- (a CT: had it arrived whole after all, it would be skipped, not predicted)
       local big = root .. "/big.dcm"
       lpnx.dicom.write(big, lpnx.full({1, 4000, 4000}, 0.5), {modality = "CT"}, {jpeg = false})
-      local sender = pacs.spawn(("storescu -aet ORTHANC -aec LPNX 127.0.0.1 %d %s"):format(node.port, q(big)),
-                                root .. "/big.out")
+      local send = (pacs.PLAIN .. "storescu -aet ORTHANC -aec LPNX 127.0.0.1 %d %s"):format(node.port, q(big))
+      local sender = pacs.spawn(send, root .. "/big.out")
       local incoming = node.spool .. "/incoming"
       local caught = wait_until(function()
         for _, name in ipairs(lpnx.fs.list(incoming)) do
@@ -203,7 +203,7 @@ describe("the DICOM node beside Orthanc", function()
       pacs.stop(node.pid)
       node.pid = pacs.node(node)
       assert.is_true(serve.status(node.spool).backlog >= 1, "no result waits in the spool")
-      o.pid = pacs.spawn("Orthanc " .. q(o.dir .. "/orthanc.json"), o.log)
+      o.pid = pacs.spawn(pacs.PLAIN .. "Orthanc " .. q(o.dir .. "/orthanc.json"), o.log)
       wait_until(function() return o:get("/system") end, 30)
       settled(o, node, {SEG = positives})
       check_segs(o, root)
@@ -221,7 +221,7 @@ describe("the DICOM node beside Orthanc", function()
       assert.are_not.equal(0, refused)
       assert.matches("rejected", events(node.log, "rejected")[1] or "")
       -- garbage bytes on the port
-      sh(("bash -c 'printf \"GET / HTTP/1.0\\r\\n\\r\\n\" > /dev/tcp/127.0.0.1/%d'"):format(node.port))
+      sh((pacs.PLAIN .. "bash -c 'printf \"GET / HTTP/1.0\\r\\n\\r\\n\" > /dev/tcp/127.0.0.1/%d'"):format(node.port))
       -- a CT and a lateral view: accepted, skipped with the reason
       local ct, lateral = root .. "/ct.dcm", root .. "/lateral.dcm"
       lpnx.dicom.write(ct, lpnx.full({1, 64, 64}, 0.3), {modality = "CT", body_part_examined = "CHEST"})
@@ -231,7 +231,7 @@ describe("the DICOM node beside Orthanc", function()
       local short = root .. "/short.dcm"
       lpnx.dicom.write(short, lpnx.full({1, 64, 64}, 0.3), {modality = "CR", body_part_examined = "CHEST"},
                        {jpeg = false})
-      local _, modified = sh(("dcmodify -nb -m Rows=640 %s"):format(q(short)))
+      local _, modified = sh((pacs.PLAIN .. "dcmodify -nb -m Rows=640 %s"):format(q(short)))
       assert.are.equal(0, modified)
       local out, code = pacs.storescu(node.port, {ct, lateral, short}, {aet = "MODALITY", called = "LPNX"})
       assert.are.equal(0, code, out)
@@ -255,13 +255,13 @@ describe("the DICOM node beside Orthanc", function()
     local root = dir .. "/refused"
     local mnt = root .. "/small"
     assert(os.execute("mkdir -p " .. q(mnt)))
-    local out, code = sh("mount -t tmpfs -o size=256k tmpfs " .. q(mnt))
+    local out, code = sh(pacs.PLAIN .. "mount -t tmpfs -o size=256k tmpfs " .. q(mnt))
     assert.are.equal(0, code, out)
     local dest, pid
     local ok, err = pcall(function()
       -- a PACS whose disk is full: every C-STORE is answered 0xA700
       assert(os.execute("mkdir " .. q(mnt .. "/spool")))
-      sh("dd if=/dev/zero of=" .. q(mnt .. "/filler") .. " bs=4k")
+      sh(pacs.PLAIN .. "dd if=/dev/zero of=" .. q(mnt .. "/filler") .. " bs=4k")
       dest = lpnx.net.listen{aet = "PACS", port = 0, host = "127.0.0.1", spool = mnt .. "/spool"}
       local port = pacs.free_port()
       local spool, log = root .. "/spool", root .. "/node.log"
@@ -287,7 +287,7 @@ describe("the DICOM node beside Orthanc", function()
     end)
     if pid then pacs.stop(pid) end
     if dest then dest:close() end
-    sh("umount " .. q(mnt))
+    sh(pacs.PLAIN .. "umount " .. q(mnt))
     assert(ok, err)
   end)
 

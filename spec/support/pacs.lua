@@ -18,6 +18,11 @@ M.ROOT = ROOT
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 M.q = q
 
+-- Other programs (Orthanc, curl, DCMTK's tools) run without the sanitizer
+-- a make ASAN=1 run preloads; the node itself keeps it.
+local PLAIN = "env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS "
+M.PLAIN = PLAIN
+
 -- Runs a shell command; returns its output (stdout and stderr) and exit code.
 function M.sh(cmd)
   local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
@@ -113,7 +118,7 @@ function M.orthanc(opts)
   f:write(cjson.encode(cfg))
   f:close()
   o.log = opts.dir .. "/orthanc.log"
-  o.pid = M.spawn("Orthanc " .. q(opts.dir .. "/orthanc.json"), o.log)
+  o.pid = M.spawn(PLAIN .. "Orthanc " .. q(opts.dir .. "/orthanc.json"), o.log)
   local up = M.wait_until(function() return o:get("/system") or not M.alive(o.pid) end, 30)
   if not up or not M.alive(o.pid) then
     M.stop(o.pid)
@@ -126,14 +131,14 @@ function Orthanc:url(path) return ("http://127.0.0.1:%d%s"):format(self.http, pa
 
 -- GET path -> decoded JSON, or nil
 function Orthanc:get(path)
-  local out, code = M.sh("curl -sf " .. q(self:url(path)))
+  local out, code = M.sh(PLAIN .. "curl -sf " .. q(self:url(path)))
   if code ~= 0 then return nil end
   local ok, v = pcall(cjson.decode, out)
   return ok and v or nil
 end
 
 function Orthanc:post(path, body)
-  local out, code = M.sh(("curl -sf -X POST --data-binary %s %s"):format(q(body), q(self:url(path))))
+  local out, code = M.sh((PLAIN .. "curl -sf -X POST --data-binary %s %s"):format(q(body), q(self:url(path))))
   if code ~= 0 then return nil, out end
   local ok, v = pcall(cjson.decode, out)
   return ok and v or out
@@ -146,7 +151,7 @@ end
 
 -- Downloads instance id to path.
 function Orthanc:download(id, path)
-  local _, code = M.sh(("curl -sf -o %s %s"):format(q(path), q(self:url("/instances/" .. id .. "/file"))))
+  local _, code = M.sh((PLAIN .. "curl -sf -o %s %s"):format(q(path), q(self:url("/instances/" .. id .. "/file"))))
   assert(code == 0, "download of " .. id .. " failed")
   return path
 end
@@ -162,8 +167,8 @@ function M.storescu(port, files, opts)
   opts = opts or {}
   local list = {}
   for i, f in ipairs(files) do list[i] = q(f) end
-  return M.sh(("storescu -xy -aet %s -aec %s 127.0.0.1 %d %s"):format(opts.aet or "MODALITY", opts.called or "ORTHANC",
-                                                                     port, table.concat(list, " ")))
+  return M.sh((PLAIN .. "storescu -xy -aet %s -aec %s 127.0.0.1 %d %s")
+              :format(opts.aet or "MODALITY", opts.called or "ORTHANC", port, table.concat(list, " ")))
 end
 
 ---------------------------------------------------------------------------
