@@ -8,6 +8,7 @@ local pacs = require "spec.support.pacs"
 local serve = require "lpnx.serve"
 
 local q, sh, wait_until, events = pacs.q, pacs.sh, pacs.wait_until, pacs.events
+local sys_sleep = lpnx.sys.sleep
 
 local function tiny_unet()
   return lpnx.models.unet{encoder = "resnet18", encoder_width = 4, decoder_channels = {8, 8, 8, 4, 4}}
@@ -173,9 +174,15 @@ describe("the DICOM node beside Orthanc", function()
       for _, name in ipairs(lpnx.fs.list(incoming)) do -- the half-written instance is gone
         assert.are_not.equal(".", name:sub(1, 1), name)
       end
-      -- the X-rays, with kills while they are predicted and sent
+      -- the X-rays arrive at the PACS while the node is down: the routing
+      -- script's jobs fail and are resubmitted until it is back
+      pacs.kill9(node.pid)
       local out, code = pacs.storescu(o.dicom, images)
       assert.are.equal(0, code, out)
+      assert(wait_until(function() return pacs.read(o.log):match("connecting to AET \"LPNX\"") end, 30))
+      sys_sleep(1)
+      node.pid = pacs.node(node)
+      -- and kills while they are predicted and sent
       for _, stage in ipairs {"processed", "sent"} do
         local before = #events(node.log, stage)
         wait_until(function() return #events(node.log, stage) > before end, 60, 0.01)
