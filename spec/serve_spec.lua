@@ -258,7 +258,7 @@ describe("the DICOM node beside Orthanc", function()
     assert(ok, err)
   end)
 
-  it("parks the results a PACS refuses again and again, and goes on", function()
+  it("parks the results a PACS refuses again and again, and an image whose results cannot be written", function()
     local root = dir .. "/refused"
     local mnt = root .. "/small"
     assert(os.execute("mkdir -p " .. q(mnt)))
@@ -291,6 +291,19 @@ describe("the DICOM node beside Orthanc", function()
       local st = serve.status(spool)
       assert.are.same({0, 0, 2}, {st.queue, st.backlog, st.failed_instances})
       assert.are.equal(4, #lpnx.fs.list(spool .. "/failed")) -- each instance and its results
+      -- results that cannot be written (here work/ is a file): tried again after 2 s and 4 s, then parked
+      lpnx.fs.remove_tree(spool .. "/work")
+      assert(io.open(spool .. "/work", "w")):close()
+      out, code = pacs.storescu(port, {images[3]}, {aet = "MODALITY", called = "LPNX"})
+      assert.are.equal(0, code, out)
+      assert(wait_until(function() return #events(log, "failed") >= 3 end, 60), pacs.read(log))
+      local errors = events(log, "error")
+      assert.are.equal(2, #errors)
+      assert.matches("attempt=1 retry_in_seconds=2", errors[1], 1, true)
+      assert.matches("attempt=2 retry_in_seconds=4", errors[2], 1, true)
+      assert.matches("attempts=3", events(log, "failed")[3], 1, true)
+      assert.are.equal(3, serve.status(spool).failed_instances)
+      assert.are.same({0, 0}, {serve.status(spool).queue, serve.status(spool).backlog})
     end)
     if pid then pacs.stop(pid) end
     if dest then dest:close() end

@@ -43,7 +43,7 @@ local sys = lpnx.sys
 local serve = {}
 
 serve.defaults = {aet = "LPNX", port = 11112, workers = 1, timeout = 30, poll = 0.2, backoff = {1, 60},
-                  refusals = 5, overlay_size = 1024}
+                  refusals = 5, attempts = 3, overlay_size = 1024}
 
 -- The image SOP classes the node predicts; other instances are accepted,
 -- logged and left alone.
@@ -105,14 +105,22 @@ local function new_log(path, role)
   end
 end
 
--- Writes text to path through a temporary file and a rename (no fsync:
--- status files only).
-local function write_text(path, text)
+-- Writes text to path; raises with the reason when any step fails (a
+-- full disk, say).
+local function write_file(path, text)
+  local f, err = io.open(path, "w")
+  if not f then error(err, 0) end
+  local wrote, werr = f:write(text)
+  local closed, cerr = f:close()
+  if not wrote or not closed then error(("%s: %s"):format(path, tostring(werr or cerr)), 0) end
+end
+
+-- Writes a status file through a temporary file and a rename (no fsync).
+-- A status that cannot be written (a full disk) is skipped: it must never
+-- stop the node.
+local function write_status(path, text)
   local tmp = path .. ".tmp" .. sys.getpid()
-  local f = assert(io.open(tmp, "w"))
-  f:write(text)
-  f:close()
-  assert(os.rename(tmp, path))
+  if not pcall(write_file, tmp, text) or not os.rename(tmp, path) then os.remove(tmp) end
 end
 
 local function read_json(path)
@@ -179,7 +187,7 @@ local function merge_status(at, started, pids)
   end
   st.counts = totals
   for key, v in pairs(st.receiver and st.receiver.counts or {}) do st.counts[key] = v end
-  write_text(at.spool .. "/status.json", cjson.encode(st))
+  write_status(at.spool .. "/status.json", cjson.encode(st))
 end
 
 ---------------------------------------------------------------------------
@@ -198,7 +206,7 @@ local function receiver(cfg, at, ready)
   sys.close(ready)
   log("listening", {{"aet", cfg.aet}, {"port", srv:port()}, {"spool", at.incoming}})
   local function status()
-    write_text(at.status .. "/receiver.json", cjson.encode {pid = sys.getpid(), port = srv:port(), counts = counts})
+    write_status(at.status .. "/receiver.json", cjson.encode {pid = sys.getpid(), port = srv:port(), counts = counts})
   end
   status()
   while not (sys.signal_pending("TERM") or sys.signal_pending("INT")) do
@@ -342,7 +350,7 @@ end
 local function worker_status(w, extra)
   local st = {pid = sys.getpid(), counts = w.counts, last_error = w.last_error, retry_at = w.retry_at,
               state = extra}
-  write_text(("%s/worker-%d.json"):format(w.at.status, w.index), cjson.encode(st))
+  write_status(("%s/worker-%d.json"):format(w.at.status, w.index), cjson.encode(st))
 end
 
 -- Takes an instance out of incoming/ (durably).
@@ -365,31 +373,44 @@ local function process(w, name)
   end
   local work = at.work .. "/" .. base
   if ok then
-    fs.remove_tree(work)
-    fs.mkdir_p(work)
-    ok, result = pcall(write_results, w, work, result, img, mask, meta)
+    ok, result = pcall(function()
+      fs.remove_tree(work)
+      fs.mkdir_p(work)
+      local r = write_results(w, work, result, img, mask, meta)
+      r.ms = math.floor((sys.now() - t0) * 1000 + 0.5)
+      r.seq = seq_of(name)
+      write_file(work .. "/result.json", cjson.encode(r))
+      sys.fsync_path(work .. "/result.json")
+      sys.fsync_path(work)
+      local moved, err = os.rename(work, at.outbox .. "/" .. base)
+      if not moved then error(err, 0) end
+      sys.fsync_path(at.outbox)
+      return r
+    end)
   end
-  if not ok then                                  -- not the image's fault: parked with the reason
-    count(w, "failed")
+  if not ok then
     local reason = tostring(result):gsub("^[^\n]-%.lua:%d+: ", "")
+    pcall(fs.remove_tree, work)
     w.last_error = reason
-    log("failed", {{"sop", uid_of(name)}, {"seq", seq_of(name)}, {"reason", reason}})
-    fs.remove_tree(work)
+    local n = (w.attempts[name] or 0) + 1
+    w.attempts[name] = n
+    if n < w.cfg.attempts then                    -- perhaps the machine's fault (a full disk): again later
+      count(w, "errors")
+      w.pause_until = sys.now() + 2 ^ n
+      log("error", {{"sop", uid_of(name)}, {"seq", seq_of(name)}, {"reason", reason}, {"attempt", n},
+                    {"retry_in_seconds", 2 ^ n}})
+      return
+    end
+    w.attempts[name] = nil                        -- the image's: parked with the reason
+    count(w, "failed")
+    log("failed", {{"sop", uid_of(name)}, {"seq", seq_of(name)}, {"reason", reason}, {"attempts", n}})
     os.rename(at.incoming .. "/" .. name, at.failed .. "/" .. name)
-    write_text(at.failed .. "/" .. base .. ".txt", reason .. "\n")
+    pcall(write_file, at.failed .. "/" .. base .. ".txt", reason .. "\n")
     sys.fsync_path(at.failed)
     sys.fsync_path(at.incoming)
     return
   end
-  result.ms = math.floor((sys.now() - t0) * 1000 + 0.5)
-  result.seq = seq_of(name)
-  local f = assert(io.open(work .. "/result.json", "w"))
-  f:write(cjson.encode(result))
-  f:close()
-  sys.fsync_path(work .. "/result.json")
-  sys.fsync_path(work)
-  assert(os.rename(work, at.outbox .. "/" .. base))
-  sys.fsync_path(at.outbox)
+  w.attempts[name] = nil
   count(w, "processed")
   if result.positive then count(w, "positive") end
   log("processed", {{"sop", result.sop_instance_uid}, {"seq", result.seq},
@@ -464,7 +485,7 @@ local function stopping()
 end
 
 local function worker(cfg, at, index, n)
-  local w = {cfg = cfg, at = at, index = index, counts = {}, refusals = {},
+  local w = {cfg = cfg, at = at, index = index, counts = {}, refusals = {}, attempts = {}, pause_until = 0,
              log = new_log(cfg.log, n > 1 and ("worker" .. index) or "worker")}
   lpnx.set_num_threads(cfg.threads)
   w.model, w.meta = models.load(cfg.model)
@@ -482,7 +503,13 @@ local function worker(cfg, at, index, n)
       for _, base in ipairs(entries(at.outbox, "^%d+_")) do
         if stopping() then break end
         if mine(base) then
-          if deliver(w, base) then
+          local sent_ok, done = pcall(deliver, w, base)
+          if not sent_ok then
+            w.last_error = tostring(done)
+            w.log("error", {{"seq", seq_of(base)}, {"reason", w.last_error}})
+            done = false
+          end
+          if done then
             backoff, busy = cfg.backoff[1], true
           else
             retry_at = sys.now() + backoff
@@ -494,12 +521,17 @@ local function worker(cfg, at, index, n)
         end
       end
     end
-    if not stopping() then
+    if not stopping() and sys.now() >= w.pause_until then
       local waiting = {}
       for _, base in ipairs(entries(at.outbox, "^%d+_")) do waiting[base] = true end
       for _, name in ipairs(entries(at.incoming, "^%d+_.*%.dcm$")) do
         if mine(name) and not waiting[name:sub(1, -5)] then
-          process(w, name)
+          local done, err = pcall(process, w, name)
+          if not done then                        -- the spool itself failed us: a pause, then again
+            w.last_error = tostring(err)
+            w.pause_until = sys.now() + 5
+            w.log("error", {{"seq", seq_of(name)}, {"reason", w.last_error}})
+          end
           busy = true
           break
         end
@@ -518,7 +550,8 @@ end
 
 local RUN_KEYS = {"model", "spool", "destination", "aet", "port", "host", "allow", "tta", "top", "min_area", "bottom",
                   "threshold", "min_component", "sr", "overlay", "empty_seg", "workers", "threads", "log", "timeout",
-                  "any_image", "chest_rules", "backoff", "refusals", "poll", "overlay_size", "on_ready"}
+                  "any_image", "chest_rules", "backoff", "refusals", "attempts", "poll", "overlay_size",
+                  "on_ready"}
 
 -- The node's identity: the model file's digest and every setting that
 -- changes a result.
@@ -575,7 +608,7 @@ function serve.run(opts)
     allow = opts.allow, tta = opts.tta or false, sr = opts.sr or false, overlay = opts.overlay or false,
     empty_seg = opts.empty_seg or false, log = opts.log, timeout = opts.timeout or d.timeout,
     any_image = opts.any_image or false, chest_rules = opts.chest_rules, backoff = opts.backoff or d.backoff,
-    refusals = opts.refusals or d.refusals, poll = opts.poll or d.poll,
+    refusals = opts.refusals or d.refusals, attempts = opts.attempts or d.attempts, poll = opts.poll or d.poll,
     overlay_size = opts.overlay_size or d.overlay_size,
     post = {top = opts.top, min_area = opts.min_area, bottom = opts.bottom, threshold = opts.threshold,
             min_component = opts.min_component},
