@@ -40,17 +40,7 @@ parser:option("--out", "Output folder: submission.csv, images.csv (view, area in
                        .. "came from), skipped.csv (path,image_id,reason), masks/ID.png, overlays/ID.png.")
   :argname("<dir>")
 parser:flag("--tta", "Average the prediction with the one on the horizontally flipped image.")
-parser:option("--top", ("Triplet: the high threshold that decides whether an image is positive (default %g).")
-              :format(d.top)):argname("<p>"):convert(cli.number("--top", {min = 0, max = 1}))
-parser:option("--min-area", ("Triplet: pixels above --top needed for a positive, for a 1024x1024 image "
-                             .. "(default %d)."):format(d.min_area))
-  :argname("<pixels>"):convert(cli.number("--min-area", {min = 0}))
-parser:option("--bottom", ("Triplet: the threshold of the mask of a positive image (default %g)."):format(d.bottom))
-  :argname("<p>"):convert(cli.number("--bottom", {min = 0, max = 1}))
-parser:option("--threshold", "One plain threshold instead of the triplet."):argname("<p>")
-  :convert(cli.number("--threshold", {min = 0, max = 1}))
-parser:option("--min-component", "Drop mask regions smaller than this many pixels at the image's size.", "0")
-  :argname("<pixels>"):convert(cli.integer("--min-component", {min = 0}))
+cli.postprocess_flags(parser, d)
 parser:option("--batch", "Images per forward pass.", tostring(d.batch)):argname("<n>")
   :convert(cli.integer("--batch", {min = 1}))
 parser:option("--threads", "Threads for lpnx's kernels and OpenBLAS.", tostring(lpnx.get_num_threads())):argname("<n>")
@@ -75,9 +65,8 @@ local args = cli.parse(parser, fail)
 for _, key in ipairs {"model", "data", "out"} do
   if args[key] == nil then fail(2, ("--%s is required (see --help)"):format(key)) end
 end
-if args.threshold ~= nil and (args.top or args.min_area or args.bottom) then
-  fail(2, "give either --threshold or --top/--min-area/--bottom, not both")
-end
+local conflict = cli.postprocess_conflict(args)
+if conflict then fail(2, conflict) end
 if args.dicom_seg_empty and not args.dicom_seg then fail(2, "--dicom-seg-empty needs --dicom-seg") end
 if args.truth and not args.report then fail(2, "--truth is shown in the report: add --report") end
 

@@ -43,17 +43,7 @@ parser:option("--allow", "Accept associations only from this calling AE title (f
                          .. "AET@HOST); repeat for more. Without --allow every AE title is accepted.")
   :argname("<aet[@host]>"):count("*")
 parser:flag("--tta", "Average the prediction with the one on the horizontally flipped image.")
-parser:option("--top", ("Triplet: the high threshold that decides whether an image is positive (default %g).")
-              :format(d.top)):argname("<p>"):convert(cli.number("--top", {min = 0, max = 1}))
-parser:option("--min-area", ("Triplet: pixels above --top needed for a positive, for a 1024x1024 image "
-                             .. "(default %d)."):format(d.min_area))
-  :argname("<pixels>"):convert(cli.number("--min-area", {min = 0}))
-parser:option("--bottom", ("Triplet: the threshold of the mask of a positive image (default %g)."):format(d.bottom))
-  :argname("<p>"):convert(cli.number("--bottom", {min = 0, max = 1}))
-parser:option("--threshold", "One plain threshold instead of the triplet."):argname("<p>")
-  :convert(cli.number("--threshold", {min = 0, max = 1}))
-parser:option("--min-component", "Drop mask regions smaller than this many pixels at the image's size.", "0")
-  :argname("<pixels>"):convert(cli.integer("--min-component", {min = 0}))
+cli.postprocess_flags(parser, d)
 parser:flag("--sr", "Also send a Comprehensive SR per image: finding present or absent, area in cm^2, the "
                     .. "image-level probability, the algorithm, references to the image and the segmentation.")
 parser:flag("--overlay", "Also send a Secondary Capture of each positive image with the mask drawn on it, for "
@@ -83,9 +73,8 @@ end
 for _, key in ipairs {"model", "destination"} do
   if args[key] == nil then fail(2, ("--%s is required (see --help)"):format(key)) end
 end
-if args.threshold ~= nil and (args.top or args.min_area or args.bottom) then
-  fail(2, "give either --threshold or --top/--min-area/--bottom, not both")
-end
+local conflict = cli.postprocess_conflict(args)
+if conflict then fail(2, conflict) end
 local parsed, destination = pcall(serve.parse_destination, args.destination)
 if not parsed then fail(2, "--destination " .. destination) end
 

@@ -340,6 +340,43 @@ std::string fit_to_vr(Vr vr, const std::string &v) {
 
 static_assert(sizeof copied / sizeof *copied <= 16, "SourceValues::shortened holds one value per copied field");
 
+bool check_fields(const SourceValues &fixed, const char *specific_character_set, const Field *source,
+                  size_t nsource, const Field *options, size_t noptions, std::string &charset, char *err,
+                  size_t errlen) {
+    charset = specific_character_set ? specific_character_set : "";
+    bool utf8 = fixed.non_ascii();
+    for (size_t i = 0; i < noptions; i++) utf8 = utf8 || non_ascii(options[i].value);
+    if (utf8 && charset.empty()) charset = "ISO_IR 192";
+    if (!charset.empty() && !valid(VR_CS, charset, "1-n", "")) {
+        set_err(err, errlen, "source_meta.specific_character_set '%.80s' is not a valid %s", charset.c_str(),
+                vr_name(VR_CS));
+        return false;
+    }
+    struct Group {
+        const char *prefix;
+        const Field *fields;
+        size_t n;
+    };
+    const Group groups[] = {{"source_meta", source, nsource}, {"opts", options, noptions}};
+    for (const Group &g : groups) {
+        for (size_t i = 0; i < g.n; i++) {
+            const Field &f = g.fields[i];
+            if (!f.value || !*f.value) {
+                if (f.required) {
+                    set_err(err, errlen, "%s.%s is required", g.prefix, f.name);
+                    return false;
+                }
+                continue;
+            }
+            if (!valid(f.vr, f.value, "1", charset.c_str())) {
+                set_err(err, errlen, "%s.%s '%.80s' is not a valid %s", g.prefix, f.name, f.value, vr_name(f.vr));
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 bool SourceValues::non_ascii() const {
     for (const SourceField &f : copied)
         if (lpnx_dcm::non_ascii(src.*f.member)) return true;

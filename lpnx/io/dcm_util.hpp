@@ -147,6 +147,25 @@ private:
     std::string shortened[16]; /* owns the cut values, one per copied field */
 };
 
+/* A string attribute to check and set: name for messages, the value
+ * (NULL = not given), its VR, and whether it is required. */
+struct Field {
+    const char *name;
+    const char *value;
+    Vr vr;
+    bool required;
+};
+
+/* The character set a derived object declares, and its string attributes
+ * checked under it: charset becomes the source's SpecificCharacterSet, or
+ * "ISO_IR 192" when none is given and a copied value or an option is not
+ * ASCII. Every field of source (named source_meta.NAME in messages) and
+ * options (opts.NAME) must be present when required and valid for its VR.
+ * Returns false with the reason in err. */
+bool check_fields(const SourceValues &fixed, const char *specific_character_set, const Field *source,
+                  size_t nsource, const Field *options, size_t noptions, std::string &charset, char *err,
+                  size_t errlen);
+
 /* Checks that both spacings (row, column) are positive finite numbers;
  * the message names them as where.pixel_spacing[1] and [2]. */
 bool check_spacing(const char *where, const double spacing[2], char *err, size_t errlen);

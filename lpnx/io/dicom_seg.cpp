@@ -77,14 +77,6 @@ lpnx_dcm::Init dcmtk_init{register_codecs, "could not initialise DCMTK"};
 /* writing                                                             */
 /* ------------------------------------------------------------------ */
 
-/* A string attribute to check and set: name for messages, the value
- * (NULL = not given), its VR, and whether it is required. */
-struct Field {
-    const char *name;
-    const char *value;
-    Vr vr;
-    bool required;
-};
 
 /* The first failing step of a build, with its message. */
 struct Build {
@@ -170,38 +162,10 @@ int write_seg(const char *path, const unsigned char *mask, int rows, int columns
         {"series_instance_uid", opt->series_instance_uid, VR_UI, false},
         {"sop_instance_uid", opt->sop_instance_uid, VR_UI, false},
     };
-    std::string charset = src->specific_character_set ? src->specific_character_set : "";
-    bool utf8 = fixed.non_ascii();
-    for (const Field &f : option_fields) utf8 = utf8 || non_ascii(f.value);
-    if (utf8 && charset.empty()) charset = "ISO_IR 192";
-    if (!charset.empty() && !valid(VR_CS, charset, "1-n", "")) {
-        set_err(err, errlen, "source_meta.specific_character_set '%.80s' is not a valid %s", charset.c_str(),
-                vr_name(VR_CS));
+    std::string charset;
+    if (!check_fields(fixed, src->specific_character_set, source_fields, sizeof source_fields / sizeof *source_fields,
+                      option_fields, sizeof option_fields / sizeof *option_fields, charset, err, errlen))
         return -1;
-    }
-    struct Group {
-        const char *prefix;
-        const Field *fields;
-        size_t n;
-    };
-    const Group groups[] = {{"source_meta", source_fields, sizeof source_fields / sizeof *source_fields},
-                            {"opts", option_fields, sizeof option_fields / sizeof *option_fields}};
-    for (const Group &g : groups) {
-        for (size_t i = 0; i < g.n; i++) {
-            const Field &f = g.fields[i];
-            if (!f.value || !*f.value) {
-                if (f.required) {
-                    set_err(err, errlen, "%s.%s is required", g.prefix, f.name);
-                    return -1;
-                }
-                continue;
-            }
-            if (!valid(f.vr, f.value, "1", charset.c_str())) {
-                set_err(err, errlen, "%s.%s '%.80s' is not a valid %s", g.prefix, f.name, f.value, vr_name(f.vr));
-                return -1;
-            }
-        }
-    }
     fixed.fit(charset, warnings);
     if (src->has_pixel_spacing && !check_spacing("source_meta", src->pixel_spacing, err, errlen)) return -1;
     for (int k = 0; k < 3; k++) {

@@ -92,14 +92,6 @@ const DSRCodedEntryValue ENGLISH_US("en-US", "RFC5646", "English (United States)
 /* writing                                                             */
 /* ------------------------------------------------------------------ */
 
-/* A string option to check: name for messages, the value (NULL = not
- * given), its VR, and whether it is required. */
-struct Field {
-    const char *name;
-    const char *value;
-    Vr vr;
-    bool required;
-};
 
 /* The tree being built: each add checks the cursor and the condition and
  * records the first failure with its message. */
@@ -228,38 +220,10 @@ int write_sr(const char *path, const lpnx_seg_source *given, const lpnx_sr_optio
         {"series_description", series_description, VR_LO, true},
         {"manufacturer", manufacturer, VR_LO, true},
     };
-    std::string charset = src->specific_character_set ? src->specific_character_set : "";
-    bool utf8 = fixed.non_ascii();
-    for (const Field &f : option_fields) utf8 = utf8 || non_ascii(f.value);
-    if (utf8 && charset.empty()) charset = "ISO_IR 192";
-    if (!charset.empty() && !valid(VR_CS, charset, "1-n", "")) {
-        set_err(err, errlen, "source_meta.specific_character_set '%.80s' is not a valid %s", charset.c_str(),
-                vr_name(VR_CS));
+    std::string charset;
+    if (!check_fields(fixed, src->specific_character_set, source_fields, sizeof source_fields / sizeof *source_fields,
+                      option_fields, sizeof option_fields / sizeof *option_fields, charset, err, errlen))
         return -1;
-    }
-    struct Group {
-        const char *prefix;
-        const Field *fields;
-        size_t n;
-    };
-    const Group groups[] = {{"source_meta", source_fields, sizeof source_fields / sizeof *source_fields},
-                            {"opts", option_fields, sizeof option_fields / sizeof *option_fields}};
-    for (const Group &g : groups) {
-        for (size_t i = 0; i < g.n; i++) {
-            const Field &f = g.fields[i];
-            if (!f.value || !*f.value) {
-                if (f.required) {
-                    set_err(err, errlen, "%s.%s is required", g.prefix, f.name);
-                    return -1;
-                }
-                continue;
-            }
-            if (!valid(f.vr, f.value, "1", charset.c_str())) {
-                set_err(err, errlen, "%s.%s '%.80s' is not a valid %s", g.prefix, f.name, f.value, vr_name(f.vr));
-                return -1;
-            }
-        }
-    }
     int seg_given = (opt->seg_sop_class_uid != nullptr) + (opt->seg_sop_instance_uid != nullptr) +
                     (opt->seg_series_instance_uid != nullptr);
     if (seg_given != 0 && seg_given != 3) {

@@ -11,6 +11,8 @@
 --   cli.parse(parser, fail [, argv]) -> args
 --   cli.failer(program [, {quiet = bool}]) -> fail(code, msg)
 --   cli.reporter(label) -> fn(i, n)
+--   cli.postprocess_flags(parser, defaults)   --top, --min-area, --bottom, --threshold, --min-component
+--   cli.postprocess_conflict(args) -> message | nil
 local fs = require "lpnx.fs"
 local progress = require "lpnx.progress"
 local util = require "lpnx.util"
@@ -162,6 +164,30 @@ function cli.reporter(label)
     bar = bar or progress.new{total = n, label = label, unit = "img"}
     bar:update(i)
     if i == n then bar:finish() end
+  end
+end
+
+-- The post-processing flags of the scripts that predict: the SIIM-ACR
+-- triplet (--top, --min-area, --bottom, defaults from defaults, e.g.
+-- lpnx.predict.defaults), or one --threshold; and --min-component.
+function cli.postprocess_flags(parser, d)
+  parser:option("--top", ("Triplet: the high threshold that decides whether an image is positive (default %g).")
+                :format(d.top)):argname("<p>"):convert(cli.number("--top", {min = 0, max = 1}))
+  parser:option("--min-area", ("Triplet: pixels above --top needed for a positive, for a 1024x1024 image "
+                               .. "(default %d)."):format(d.min_area))
+    :argname("<pixels>"):convert(cli.number("--min-area", {min = 0}))
+  parser:option("--bottom", ("Triplet: the threshold of the mask of a positive image (default %g)."):format(d.bottom))
+    :argname("<p>"):convert(cli.number("--bottom", {min = 0, max = 1}))
+  parser:option("--threshold", "One plain threshold instead of the triplet."):argname("<p>")
+    :convert(cli.number("--threshold", {min = 0, max = 1}))
+  parser:option("--min-component", "Drop mask regions smaller than this many pixels at the image's size.", "0")
+    :argname("<pixels>"):convert(cli.integer("--min-component", {min = 0}))
+end
+
+-- What is wrong with the parsed post-processing flags, or nil.
+function cli.postprocess_conflict(args)
+  if args.threshold ~= nil and (args.top or args.min_area or args.bottom) then
+    return "give either --threshold or --top/--min-area/--bottom, not both"
   end
 end
 
