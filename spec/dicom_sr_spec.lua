@@ -7,27 +7,7 @@
 local lpnx = require "lpnx"
 local h = require "spec.support.helpers"
 
-local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Output (stdout and stderr) and exit code of a shell command run without
--- the sanitizer runtime that make ASAN=1 test preloads.
-local function run(cmd)
-  local p = assert(io.popen("env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS " .. cmd .. " 2>&1"))
-  local out = p:read("a")
-  local _, _, code = p:close()
-  return out, code
-end
-
-local function have(program)
-  return os.execute("command -v " .. program .. " >/dev/null 2>&1") == true
-end
-
-local function files_in(dir)
-  local list = {}
-  for name in io.popen("ls -A " .. quote(dir)):lines() do list[#list + 1] = name end
-  table.sort(list)
-  return list
-end
+local quote, run, have, files_in = h.quote, h.run_plain, h.have, h.files_in
 
 -- The UID derive_uid must give, computed another way: sha256sum of the
 -- length-prefixed strings, the UUID's version and variant bits set on the

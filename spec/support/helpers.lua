@@ -47,6 +47,29 @@ function M.rmdir(p)
   pcall(fs.remove_tree, p)
 end
 
+-- s quoted for sh.
+function M.quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Output (stdout and stderr) and exit code of a shell command run without
+-- the sanitizer runtime that make ASAN=1 test preloads (for other
+-- programs: DCMTK's and dicom3tools' command-line tools, say).
+function M.run_plain(cmd)
+  local p = assert(io.popen("env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS " .. cmd .. " 2>&1"))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
+end
+
+-- Whether program is on the PATH.
+function M.have(program)
+  return os.execute("command -v " .. program .. " >/dev/null 2>&1") == true
+end
+
+-- The sorted names in a folder, hidden ones too.
+function M.files_in(dir)
+  return fs.list(dir)
+end
+
 -- Path of a committed fixture.
 function M.fixture(name)
   local dir = debug.getinfo(1, "S").source:match("^@(.*)/support/[^/]*$") or "spec"

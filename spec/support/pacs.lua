@@ -14,8 +14,7 @@ if ROOT:sub(1, 1) ~= "/" then ROOT = require("lfs").currentdir() .. (ROOT == "."
 ROOT = ROOT:gsub("/%./?$", ""):gsub("/%.$", "")
 M.ROOT = ROOT
 
--- Quotes a string for sh.
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = require("spec.support.helpers").quote
 M.q = q
 
 -- Other programs (Orthanc, curl, DCMTK's tools) run without the sanitizer
