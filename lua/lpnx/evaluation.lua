@@ -130,10 +130,12 @@ local function bootstrap_options(name, opts, level)
     end
   end
   local samples = opts.samples or evaluation.defaults.samples
+  if type(samples) == "number" then samples = math.tointeger(samples) or samples end  -- 200.0 (as in JSON) is 200
   if math.type(samples) ~= "integer" or samples < 1 then
     error(("%s: samples must be a positive integer, got %s"):format(name, util.show(samples)), level + 1)
   end
   local seed = opts.seed or evaluation.defaults.seed
+  if type(seed) == "number" then seed = math.tointeger(seed) or seed end
   if math.type(seed) ~= "integer" or seed < 0 then
     error(("%s: seed must be an integer >= 0, got %s"):format(name, util.show(seed)), level + 1)
   end
@@ -525,9 +527,9 @@ function evaluation.report(opts)
   end
   local targets = opts.sensitivities or evaluation.defaults.sensitivities
   util.number_list(name, "sensitivities", targets, 0, 1)
+  local scores = opts.scores and read_scores(name, opts.scores)
   local ok, r = pcall(predict.evaluate, {pred = opts.pred, truth = opts.truth, size = opts.size, sizes = opts.sizes})
   if not ok then error((tostring(r):gsub("^predict%.evaluate", name)), 2) end
-  local scores = opts.scores and read_scores(name, opts.scores)
 
   local all_dice, all_iou, pos_dice, pos_iou, by_class = {}, {}, {}, {}, {}
   local labels, predicted, image_scores = {}, {}, {}
@@ -650,7 +652,10 @@ local function encode(v, out)
     elseif math.type(v) == "integer" then
       out[#out + 1] = tostring(v)
     else
-      out[#out + 1] = ("%.17g"):format(v)
+      local text = ("%.15g"):format(v)                 -- the shortest of 15-17 digits that reads back as v
+      if tonumber(text) ~= v then text = ("%.16g"):format(v) end
+      if tonumber(text) ~= v then text = ("%.17g"):format(v) end
+      out[#out + 1] = text
     end
   elseif t == "string" then
     out[#out + 1] = '"' .. v:gsub('[%c"\\]', function(c)
@@ -691,8 +696,8 @@ local function encode(v, out)
 end
 
 -- JSON text of a report (or any value of tables, numbers, strings and
--- booleans): object keys sorted, numbers to 17 digits, NaN and infinities
--- as null, an empty table as [].
+-- booleans): object keys sorted, numbers in the fewest digits (up to 17)
+-- that read back exactly, NaN and infinities as null, an empty table as [].
 function evaluation.json(value)
   local out = {}
   local ok, err = pcall(encode, value, out)
