@@ -240,12 +240,12 @@ end
 
 -- Submodules load on first use: lpnx.nn, lpnx.models, lpnx.optim, lpnx.metrics,
 -- lpnx.siim, lpnx.synth, lpnx.data, lpnx.transforms, lpnx.train, lpnx.predict,
--- lpnx.progress, lpnx.report, lpnx.dist, lpnx.fs, and lpnx.ref (the oracles,
+-- lpnx.evaluation, lpnx.progress, lpnx.report, lpnx.dist, lpnx.fs, and lpnx.ref (the oracles,
 -- a C module of its own). (lpnx.dicom, png, rle, csv, image, draw and sys come from C.)
 local lazy = {nn = "lpnx.nn", models = "lpnx.models", optim = "lpnx.optim", metrics = "lpnx.metrics",
               siim = "lpnx.siim", synth = "lpnx.synth", data = "lpnx.data", transforms = "lpnx.transforms",
-              train = "lpnx.train", predict = "lpnx.predict", progress = "lpnx.progress",
-              report = "lpnx.report", dist = "lpnx.dist", fs = "lpnx.fs",
+              train = "lpnx.train", predict = "lpnx.predict", evaluation = "lpnx.evaluation",
+              progress = "lpnx.progress", report = "lpnx.report", dist = "lpnx.dist", fs = "lpnx.fs",
               ref = "lpnx.ref"}
 setmetatable(lpnx, {
   __index = function(t, k)

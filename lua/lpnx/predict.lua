@@ -10,7 +10,7 @@
 --   chest_check(meta [, rules]) -> ok, reason: is this image a frontal chest X-ray?
 --   area_spacing(meta) -> {row, column} (mm) | nil, source: the spacing areas are measured with
 --   search{model = FILE, data = DIR, csv = CSV, tops, min_areas, bottoms, ...} -> best, dice, tried
---   evaluate{pred = CSV, truth = CSV, size = 1024 | sizes = fn(id) -> h, w} -> scores
+--   evaluate{pred = CSV, truth = CSV, size = 1024 | sizes = fn(id) -> h, w} -> scores (and per image)
 --
 -- The model sees each image resized to its input size; its probabilities
 -- are resized back to the image's own size before any threshold, so masks,
@@ -645,7 +645,9 @@ end
 -- on empty scores 1) and over its positive images only (nan when there
 -- are none). An image of the truth absent from the prediction counts as an
 -- empty prediction (missing counts them); images only in the prediction
--- are not scored (extra counts them).
+-- are not scored (extra counts them). per_image lists the truth's images
+-- in order: {id, dice, iou, truth_area, pred_area, pixels} (areas in
+-- pixels, pixels = height * width), what lpnx.evaluation builds on.
 function predict.evaluate(opts)
   local name = "predict.evaluate"
   if type(opts) ~= "table" then error(("%s: expected {pred = CSV, truth = CSV, size = 1024}"):format(name), 2) end
@@ -664,7 +666,7 @@ function predict.evaluate(opts)
   local pred, pred_ids = siim.read_csv(opts.pred)
   if #ids == 0 then error(("%s: %s lists no images"):format(name, opts.truth), 2) end
   local r = {dice = 0, iou = 0, dice_positive = 0, iou_positive = 0, images = #ids, positives = 0,
-             missing = 0, extra = 0}
+             missing = 0, extra = 0, per_image = {}}
   for _, id in ipairs(ids) do
     local h, w = sizes(id)
     local t = siim.mask(truth[id], h, w, id)
@@ -677,7 +679,10 @@ function predict.evaluate(opts)
     end
     local d, j = metrics.dice(p, t), metrics.iou(p, t)
     r.dice, r.iou = r.dice + d, r.iou + j
-    if t:sum() > 0 then
+    local truth_area = t:sum()
+    r.per_image[#r.per_image + 1] = {id = id, dice = d, iou = j, truth_area = truth_area, pred_area = p:sum(),
+                                     pixels = h * w}
+    if truth_area > 0 then
       r.positives = r.positives + 1
       r.dice_positive, r.iou_positive = r.dice_positive + d, r.iou_positive + j
     end

@@ -180,13 +180,7 @@ plot '$RUN/log.csv' using 1:($5 == $5 ? $5 : 1/0) with linespoints pt 7 ps 0.6 t
 unset multiplot
 ]]
 
--- Whether a program is in a folder of PATH.
-local function installed(program)
-  for folder in (os.getenv("PATH") or ""):gmatch("[^:]+") do
-    if fs.stat(folder .. "/" .. program) == "file" then return true end
-  end
-  return false
-end
+local installed = util.installed
 
 -- curves.png from log.csv with gnuplot, when it is installed: the loss per
 -- step, and the validation Dice and IoU when the run has them.

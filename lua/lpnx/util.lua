@@ -176,6 +176,15 @@ function util.either(list)
   return table.concat(list, ", ", 1, #list - 1) .. " or " .. list[#list]
 end
 
+-- Whether a program is in a folder of PATH.
+function util.installed(program)
+  local fs = require "lpnx.fs"
+  for folder in (os.getenv("PATH") or ""):gmatch("[^:]+") do
+    if fs.stat(folder .. "/" .. program) == "file" then return true end
+  end
+  return false
+end
+
 -- make_folder(path): the folder and its missing parents (lpnx.fs.mkdir_p),
 -- or "cannot create folder PATH: why" raised at the caller's caller.
 function util.make_folder(path)
