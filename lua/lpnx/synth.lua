@@ -470,6 +470,18 @@ local function decide(F, gen, positive)
   return on
 end
 
+-- features{generator = g, positive = bool, preset =, option = rate, ...}
+-- -> {name = true|false}: which features render gives this image, without
+-- drawing it (g is not advanced); nil without a preset or option.
+function synth.features(opts)
+  local F = resolve(opts)
+  if not F then return nil end
+  local on = decide(F, feature_generators(opts.generator or lpnx.Generator(opts.seed or 1)), opts.positive)
+  local out = {}
+  for _, name in ipairs(synth.options) do out[name] = on[name] and true or false end
+  return out
+end
+
 -- The acquisition and pose of a harder image: changes p before drawing.
 local function adjust_patient(p, on)
   if on.supine then
