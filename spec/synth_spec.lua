@@ -149,7 +149,8 @@ describe("the harder, SIIM-like synthetic set", function()
     end
   end)
 
-  it("a skin fold leaves a negative's mask empty; a drain over a pneumothorax changes pixels only along its path", function()
+  it("a skin fold leaves a negative's mask empty; a drain over a pneumothorax changes pixels along its path only",
+     function()
     local _, mask = render(21, {skin_folds = 1}, false)
     assert.are.equal(0, mask:sum())
     local plain, plain_mask = render(22)

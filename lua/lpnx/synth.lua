@@ -11,6 +11,39 @@
 -- along the lateral pleura: darker than lung, without markings, bounded
 -- medially by the thin white visceral pleural line. Exposure, contrast,
 -- noise, patient size, position and anatomy vary per image.
+--
+-- A harder, SIIM-like set: options of render and write, each a rate (the
+-- chance an image has the feature); preset = "siim" sets them all, with the
+-- rates below, and explicit options override it. Without a preset or an
+-- option the output is the plain phantom, byte for byte. Each feature
+-- draws from a generator of its own, seeded from the image's, so turning
+-- one on shifts no other's draws; only the pneumothorax is in the mask.
+--   positive (write)   0.22   share of images with a pneumothorax
+--   size_distribution         weights of the size classes, by the depth of
+--                              free air as a share of the field's width
+--                              (about 400 mm): rim 0.004-0.012 (2-5 mm, 75%
+--                              apical) 0.25, small 0.012-0.03 0.35, moderate
+--                              0.03-0.06 0.25, large 0.06-0.12 (apex and
+--                              whole lateral wall) 0.15; median mask areas
+--                              0.22, 0.5, 1.0 and 3.6% of the image
+--   supine             0.3    supine AP film; 80% of its non-large
+--                              pneumothoraces in the deep sulcus
+--   skin_folds         0.12   a skin fold across the lateral lung and past it
+--   scapulae           0.15   a scapula's lateral border over the upper lung
+--   breasts            0.2    breast shadows with sharper lower margins
+--   bullae             0.05   thin-walled lucent bullae without markings
+--   drains             {positive = 0.45, negative = 0.04}  a chest drain
+--   ecg                0.3    ECG electrodes and leads
+--   et_tubes           0.12   an endotracheal tube
+--   central_lines      0.2    a subclavian or jugular central line
+--   markers            0.8    a burned-in R or L marker
+--   text               0.4    burned-in text (view, PORTABLE, a time)
+--   exposure           0.5    a wider spread of contrast, gamma and noise
+--   rotation           0.3    3-8 degrees of rotation, off-centring
+--   inspiration        0.3    poor (2/3) or deep (1/3) inspiration
+--   grid_lines         0.1    anti-scatter grid lines
+--   dx16               0.15   written as a 12-16-bit MONOCHROME1 DX file
+--                              with a VOI window (else 8-bit JPEG, SIIM's form)
 local lpnx = require "lpnx"
 local util = require "lpnx.util"
 
@@ -625,10 +658,11 @@ local function draw_drain(c, D, g, side)
   local wall = {X(g:uniform(0.42, 0.46)), entry_y}
   local outside = {X(0.6), entry_y + g:uniform(0.08, 0.2)}
   local apical = g:uniform() < 0.75
-  local tip = apical and {X(g:uniform(0.12, 0.22)), g:uniform(0.14, 0.22)} or {X(g:uniform(0.12, 0.22)), g:uniform(0.5, 0.58)}
+  local tip = {X(g:uniform(0.12, 0.22)), apical and g:uniform(0.14, 0.22) or g:uniform(0.5, 0.58)}
   local inside = {X(g:uniform(0.32, 0.36)), entry_y - g:uniform(0.02, 0.05)}
   local mid = apical and {X(g:uniform(0.24, 0.3)), (entry_y + tip[2]) / 2} or {X(0.26), entry_y - 0.03}
-  draw_tube(c, D, open_spline({outside, wall, inside, mid, tip}, 14), g:uniform(0.012, 0.018), g:uniform(0.4, 0.6), true)
+  local width = g:uniform(0.012, 0.018)
+  draw_tube(c, D, open_spline({outside, wall, inside, mid, tip}, 14), width, g:uniform(0.4, 0.6), true)
 end
 
 local function draw_ecg(c, D, g)
@@ -841,7 +875,9 @@ function synth.render(opts)
   if on.skin_folds then draw_skin_fold(c, D, on.skin_folds) end
   if on.scapulae then draw_scapula(c, D, on.scapulae, p) end
   if on.breasts then draw_breasts(c, D, on.breasts) end
-  if on.drains then draw_drain(c, D, on.drains, regions[1] and regions[1].side or (on.drains:uniform() < 0.5 and -1 or 1)) end
+  if on.drains then
+    draw_drain(c, D, on.drains, regions[1] and regions[1].side or (on.drains:uniform() < 0.5 and -1 or 1))
+  end
   if on.et_tubes then draw_et_tube(c, D, on.et_tubes) end
   if on.central_lines then draw_central_line(c, D, on.central_lines) end
   if on.ecg then draw_ecg(c, D, on.ecg) end
@@ -867,8 +903,8 @@ function synth.render(opts)
       -- stored = low + (1 - image) * span (MONOCHROME1: low values white);
       -- the window spans the image's range, the raw values a wider one
       local low, span = top * dg:uniform(0.03, 0.15), top * dg:uniform(0.6, 0.8)
-      info.dx16 = {bits = bits, low = low, span = span,
-                   window = {center = math.floor(low + span / 2 + 0.5), width = math.floor(span * dg:uniform(0.95, 1.1))}}
+      local window = {center = math.floor(low + span / 2 + 0.5), width = math.floor(span * dg:uniform(0.95, 1.1))}
+      info.dx16 = {bits = bits, low = low, span = span, window = window}
     end
   end
   return img, mask, info
