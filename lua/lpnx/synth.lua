@@ -559,14 +559,16 @@ local function size_class(sd, g)
   return SIZE_CLASSES[#SIZE_CLASSES]
 end
 
--- Offsets a polyline by d (normalised) along its left normal.
-local function offset(pts, d)
+-- Offsets a polyline by d (normalised) along its left normal, times
+-- taper(t) at the point a share t along it when taper is given.
+local function offset(pts, d, taper)
   local out = {}
   for k, q in ipairs(pts) do
     local a, b = pts[math.max(k - 1, 1)], pts[math.min(k + 1, #pts)]
     local tx, ty = b[1] - a[1], b[2] - a[2]
     local len = math.sqrt(tx * tx + ty * ty) + 1e-12
-    out[k] = {q[1] - ty / len * d, q[2] + tx / len * d}
+    local dk = taper and d * taper((k - 1) / (#pts - 1)) or d
+    out[k] = {q[1] - ty / len * dk, q[2] + tx / len * dk}
   end
   return out
 end
@@ -574,9 +576,9 @@ end
 -- A band of density beside a curve that rises towards the curve and stops
 -- there with a sharp edge (a skin fold's, or a bone's margin): steps
 -- polygons between the curve and its offsets.
-local function edge_band(c, D, curve, width, value, steps)
+local function edge_band(c, D, curve, width, value, steps, taper)
   for k = 1, steps do
-    local far = offset(curve, width * k / steps)
+    local far = offset(curve, width * k / steps, taper)
     local poly = {}
     for _, q in ipairs(curve) do poly[#poly + 1] = q end
     for i = #far, 1, -1 do poly[#poly + 1] = far[i] end
@@ -589,14 +591,20 @@ local function draw_skin_fold(c, D, g)
   local function X(dx) return 0.5 + side * dx end
   -- from the axilla down across the lateral lung, past the lung's base:
   -- a pleural edge would stop at the lung's outline, a skin fold does not
-  local x0 = g:uniform(0.22, 0.36)
-  local ctrl = {{X(x0 + g:uniform(0.04, 0.1)), g:uniform(0.02, 0.12)}, {X(x0 + g:normal(0, 0.015)), 0.3},
-                {X(x0 - g:uniform(0.0, 0.04)), 0.5}, {X(x0 - g:uniform(0.02, 0.08)), 0.72},
-                {X(x0 - g:uniform(0.04, 0.12)), g:uniform(0.85, 1.0)}}
-  local curve = open_spline(ctrl, 10)
-  -- the denser side is lateral: the fold of skin and fat ends in the edge
-  local sign = side * (curve[#curve][2] > curve[1][2] and 1 or -1)
-  edge_band(c, D, curve, sign * g:uniform(0.03, 0.06), g:uniform(0.09, 0.14), 8)
+  local x0, bulge = g:uniform(0.15, 0.28), g:uniform(0.02, 0.06)
+  local y0, y1 = g:uniform(0.06, 0.2), g:uniform(0.78, 0.98)
+  local slant = g:uniform(-0.08, 0.04)
+  local ctrl = {}
+  for k = 0, 4 do
+    local t = k / 4
+    ctrl[#ctrl + 1] = {X(x0 + slant * (t - 0.5) + bulge * math.sin(math.pi * t) + g:normal(0, 0.006)),
+                       y0 + (y1 - y0) * t}
+  end
+  -- downwards, so the left normal points to the image's left: the denser
+  -- side is lateral (the fold of skin and fat ends in the edge), and both
+  -- ends fade out
+  edge_band(c, D, open_spline(ctrl, 12), -side * g:uniform(0.07, 0.13), g:uniform(0.12, 0.2), 10,
+            function(t) return math.sin(math.pi * t) ^ 0.6 end)
 end
 
 local function draw_scapula(c, D, g, p)
@@ -636,7 +644,7 @@ end
 -- A tube along a polyline: a faint plastic wall and a dense radio-opaque
 -- stripe along one side (cut by side holes near the tip when holes).
 local function draw_tube(c, D, pts, width, stripe, holes)
-  c:stroke(D, pts, width, 0.1, {profile = "shell", inner = 0.55, feather = 1.5})
+  c:stroke(D, pts, width, 0.16, {profile = "shell", inner = 0.6, feather = 1.5})
   local line = offset(pts, width * 0.3)
   if holes then
     local n = #line
