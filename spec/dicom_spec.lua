@@ -390,6 +390,33 @@ describe("lpnx.dicom.write", function()
     return out
   end
 
+  it("writes 12-16-bit MONOCHROME1 DX images with a VOI window that read and present back", function()
+    local path = tmp .. "/dx.dcm"
+    local img = image(30, 41, function(_, r, c) return (r * 41 + c) * 3 end) -- 0..3687
+    local uids = lpnx.dicom.write(path, img, {patient_id = "p-dx", pixel_spacing = {0.14, 0.14}},
+                                  {jpeg = false, bits = 12, photometric = "MONOCHROME1", dx = true,
+                                   window = {center = 1800, width = 3000}})
+    assert.are.equal("1.2.840.10008.5.1.4.1.1.1.1", uids.sop_class_uid)
+    local stored, meta = lpnx.dicom.read(path, {stored = true})
+    assert.are.equal("MONOCHROME1", meta.photometric)
+    assert.are.same({16, 12, 0}, {meta.bits_allocated, meta.bits_stored, meta.pixel_representation})
+    assert.are.same({1800, 3000}, {meta.window_center, meta.window_width})
+    assert.are.equal("DX", meta.modality)
+    assert.is_true(stored:equal(img))
+    local shown = lpnx.dicom.present(stored, meta)
+    -- MONOCHROME1: the lowest values white, the highest dark
+    assert.is_true(shown[1][1][1] > 0.9 and shown[1][30][41] < 0.1)
+    assert.has_error(function() lpnx.dicom.write(tmp .. "/x.dcm", img, nil, {bits = 16}) end,
+                     "bad argument #4 to 'write' (16-bit pixels are written uncompressed: pass jpeg = false)")
+    assert.has_error(function() lpnx.dicom.write(tmp .. "/x.dcm", lpnx.zeros(3, 4, 4), nil,
+                                                 {bits = 16, jpeg = false}) end,
+                     "bad argument #2 to 'write' (16-bit, MONOCHROME1 and DX images are gray (1,H,W) or (H,W))")
+    local bytes = lpnx.dicom.write(tmp .. "/m1.dcm", image(2, 2, p8), nil, {jpeg = false, photometric = "MONOCHROME1"})
+    assert.are.equal(SC, bytes.sop_class_uid)
+    local _, m1 = lpnx.dicom.read(tmp .. "/m1.dcm")
+    assert.are.same({"MONOCHROME1", 8}, {m1.photometric, m1.bits_allocated})
+  end)
+
   it("round-trips uncompressed 8-bit exactly, readable by dcmdump as Secondary Capture", function()
     local path = tmp .. "/plain.dcm"
     local img = image(30, 41, p8)

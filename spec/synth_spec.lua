@@ -99,3 +99,167 @@ describe("synthetic SIIM-ACR data sets", function()
                      "synth.write: positive must be in [0, 1]")
   end)
 end)
+
+describe("the harder, SIIM-like synthetic set", function()
+  local function render(seed, extra, positive)
+    local o = {size = 128, positive = positive ~= false, generator = lpnx.Generator(seed)}
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return synth.render(o)
+  end
+
+  it("leaves the plain phantom byte for byte when no option is on", function()
+    -- the sum this image had before the options existed
+    local img, mask, info = render(5)
+    assert.are.equal("9176.9012968060488", ("%.17g"):format(img:sum()))
+    assert.are.equal(199, mask:sum())
+    assert.is_nil(info.features)
+    local zero = {}
+    for _, name in ipairs(synth.options) do zero[name] = 0 end
+    for seed = 1, 3 do
+      local a, ma = render(seed)
+      local b, mb, ib = render(seed, zero)
+      assert.is_true(a:equal(b) and ma:equal(mb), "seed " .. seed)
+      for _, name in ipairs(synth.options) do assert.is_false(ib.features[name]) end
+    end
+  end)
+
+  it("draws each option when on, and look-alikes, devices and marks never change the mask", function()
+    local keeps_mask = {skin_folds = true, scapulae = true, breasts = true, bullae = true, drains = true, ecg = true,
+                        et_tubes = true, central_lines = true, markers = true, text = true, exposure = true,
+                        grid_lines = true, dx16 = true}
+    for k, name in ipairs(synth.options) do
+      local seed = 10 + k
+      local plain, plain_mask = render(seed)
+      local img, mask, info = render(seed, {[name] = 1})
+      assert.is_true(info.features[name], name)
+      if name == "dx16" then
+        assert.is_true(img:equal(plain))                -- only the file changes
+        assert.is_truthy(info.dx16.bits >= 12 and info.dx16.window.width >= 1)
+      else
+        assert.is_false(img:equal(plain), name .. " changed no pixel")
+      end
+      if keeps_mask[name] then assert.is_true(mask:equal(plain_mask), name .. " changed the mask") end
+      -- the other features' decisions are their own: unchanged by this one
+      local function others(rate)
+        local f = synth.features{generator = lpnx.Generator(seed), positive = true, preset = "siim", [name] = rate}
+        f[name] = nil
+        return f
+      end
+      assert.are.same(others(0), others(1))
+    end
+  end)
+
+  it("a skin fold leaves a negative's mask empty; a drain over a pneumothorax changes pixels along its path only",
+     function()
+    local _, mask = render(21, {skin_folds = 1}, false)
+    assert.are.equal(0, mask:sum())
+    local plain, plain_mask = render(22)
+    local img, m, info = render(22, {drains = 1})
+    assert.is_true(info.features.drains and #info.regions > 0)
+    assert.is_true(m:equal(plain_mask))
+    local changed = (img - plain):abs():gt(0.02):sum()
+    assert.is_true(changed > 30 and changed < 0.08 * img:numel(), "drain pixels " .. changed)
+  end)
+
+  it("gives each feature at its stated rate (binomial tolerance), drains mostly on positives", function()
+    local n = 300
+    local counts, positives = {}, 0
+    for _, name in ipairs(synth.options) do counts[name] = {0, 0} end -- on negatives, on positives
+    for i = 1, n do
+      local positive = i % 2 == 0
+      local f = synth.features{generator = lpnx.Generator(1000 + i), positive = positive, preset = "siim"}
+      if positive then positives = positives + 1 end
+      for name, on in pairs(f) do
+        if on then counts[name][positive and 2 or 1] = counts[name][positive and 2 or 1] + 1 end
+      end
+    end
+    for _, name in ipairs(synth.options) do
+      local rate = synth.presets.siim[name]
+      for k, key in ipairs {"negative", "positive"} do
+        local r = type(rate) == "table" and rate[key] or rate
+        local m = n / 2
+        local sd = math.sqrt(m * r * (1 - r))
+        assert.is_true(math.abs(counts[name][k] - m * r) <= 4 * sd + 1,
+                       ("%s on %ss: %d of %d, rate %.2f"):format(name, key, counts[name][k], m, r))
+      end
+    end
+    assert.is_true(counts.drains[2] > 5 * counts.drains[1])
+    -- render reports what features says
+    for seed = 1, 4 do
+      local _, _, info = render(seed, {preset = "siim"})
+      assert.are.same(synth.features{generator = lpnx.Generator(seed), positive = true, preset = "siim"}, info.features)
+    end
+  end)
+
+  it("orders the size classes by area, a rim of a few millimetres the smallest", function()
+    local means = {}
+    for _, class in ipairs(synth.size_classes) do
+      local total = 0
+      for seed = 1, 3 do
+        local _, mask = render(seed, {size_distribution = {[class] = 1}})
+        total = total + mask:sum() / mask:numel()
+      end
+      means[#means + 1] = total / 3
+    end
+    for k = 2, #means do
+      assert.is_true(means[k - 1] < means[k], ("%s %.4f vs %s %.4f"):format(synth.size_classes[k - 1], means[k - 1],
+                                                                           synth.size_classes[k], means[k]))
+    end
+    assert.is_true(means[1] < 0.01)
+  end)
+
+  it("rejects an unknown preset and a bad rate", function()
+    assert.has_error(function() synth.render{size = 64, preset = "chexpert"} end,
+                     'synth: unknown preset "chexpert" (known: siim)')
+    assert.has_error(function() synth.render{size = 64, drains = 2} end,
+                     "synth: drains must be a rate in [0, 1] or {positive = rate, negative = rate}")
+  end)
+end)
+
+describe("a synthetic set with preset siim", function()
+  local dir
+  setup(function() dir = h.tmpdir() end)
+  teardown(function() h.rmdir(dir) end)
+
+  it("has about 22% positives, features.csv, and 16-bit MONOCHROME1 DX files that present well", function()
+    local r = synth.write{out = dir .. "/s", count = 40, seed = 4, size = 64, preset = "siim", dx16 = 0.3}
+    assert.are.equal(9, r.positives) -- round(40 * 0.22)
+    local f = assert(io.open(dir .. "/s/features.csv"))
+    local header = f:read("l")
+    assert.are.equal("ImageId,positive,size_class," .. table.concat(synth.options, ","), header)
+    local rows, dx = {}, {}
+    for line in f:lines() do
+      local cells = {}
+      for cell in (line .. ","):gmatch("([^,]*),") do cells[#cells + 1] = cell end
+      rows[cells[1]] = cells
+      if cells[#cells] == "1" then dx[cells[1]] = true end
+    end
+    f:close()
+    local npos = 0
+    for _, cells in pairs(rows) do npos = npos + tonumber(cells[2]) end
+    assert.are.equal(9, npos)
+    local seen = 0
+    for _, path in ipairs(fs.walk(dir .. "/s", {exts = {"dcm"}})) do
+      local id = lpnx.data.image_id(path)
+      assert.is_truthy(rows[id], id)
+      local stored, meta = lpnx.dicom.read(path, {stored = true})
+      if dx[id] then
+        seen = seen + 1
+        assert.are.equal("MONOCHROME1", meta.photometric)
+        assert.are.equal("DX", meta.modality)
+        assert.is_true(meta.bits_stored >= 12 and meta.bits_allocated == 16)
+        assert.is_truthy(meta.window_center and meta.window_width)
+        local img = lpnx.dicom.present(stored, meta)[1]
+        -- a chest: dark lungs beside a bright mediastinum, within [0, 1]
+        local lung = img:narrow(1, 20, 15):narrow(2, 15, 10):mean()
+        local mediastinum = img:narrow(1, 20, 15):narrow(2, 30, 5):mean()
+        assert.is_true(img:min() >= 0 and img:max() <= 1)
+        assert.is_true(lung + 0.1 < mediastinum, ("lung %.3f, mediastinum %.3f"):format(lung, mediastinum))
+      else
+        assert.are.equal("MONOCHROME2", meta.photometric)
+        assert.are.equal(8, meta.bits_stored)
+      end
+    end
+    assert.is_true(seen >= 5, "dx16 files: " .. seen)
+  end)
+end)

@@ -3,7 +3,8 @@
  * io/dicom_seg.cpp and io/dicom_sr.cpp.
  *
  *   read(path [, {frame = n, stored = true}]) -> image (C,H,W) float tensor, meta table
- *   write(path, image (1|3,H,W), meta [, {jpeg = true, quality = 95}]) -> uids table
+ *   write(path, image (1|3,H,W), meta [, {jpeg = true, quality = 95, bits, photometric, window, dx}])
+ *     -> uids table
  *   write_seg(path, mask, source_meta [, opts]) -> uids table (+ warnings = {lines})
  *   read_seg(path [, {segment = n}]) -> mask (F,H,W) float tensor, info table
  *   write_sr(path, source_meta, opts) -> uids table (+ warnings = {lines})
@@ -262,9 +263,14 @@ static int optspacing(lua_State *L, int meta, double *spacing) {
 
 static const char *tablestring(lua_State *L, int t, int arg, const char *what, const char *key);
 
-/* write(path, image, meta [, {jpeg = true, quality = 95}]) -> {sop_instance_uid = ..., ...}
+/* write(path, image, meta [, {jpeg = true, quality = 95, bits = 8, photometric = "MONOCHROME2",
+ *                             window = {center =, width =}, dx = false}]) -> {sop_instance_uid = ..., ...}
  * image: (1,H,W) or (H,W) gray, (3,H,W) RGB, values 0..255 (rounded,
- * clamped). meta: what lpnx.dicom.read returns (unknown keys are ignored,
+ * clamped); with bits 9..16 a gray image of values 0..2^bits-1 written as
+ * 16-bit words (uncompressed: jpeg must be false). photometric
+ * "MONOCHROME1" marks low values white; window adds a VOI window; dx
+ * writes a Digital X-Ray (For Presentation) object instead of Secondary
+ * Capture. meta: what lpnx.dicom.read returns (unknown keys are ignored,
  * so a read meta table can be passed on), and for a result derived from a
  * source: series_number, instance_number, derivation_description,
  * burned_in_annotation ("YES" | "NO"), source = {sop_class_uid =,
@@ -279,8 +285,52 @@ static int l_write(lua_State *L) {
         luaL_checktype(L, 3, LUA_TTABLE);
         meta = 3;
     }
-    int jpeg = 1;
-    lua_Integer quality = 95;
+    int jpeg = 1, monochrome1 = 0, dx = 0, has_window = 0;
+    lua_Integer quality = 95, bits = 8;
+    double window[2] = {0, 0}; /* center, width */
+    if (!lua_isnoneornil(L, 4)) {
+        luaL_checktype(L, 4, LUA_TTABLE);
+        if (lua_getfield(L, 4, "bits") != LUA_TNIL) {
+            int isint = 0;
+            bits = lua_tointegerx(L, -1, &isint);
+            if (!isint || bits < 8 || bits > 16)
+                return luaL_argerror(L, 4, lua_pushfstring(L, "bits must be an integer in 8..16, got %s",
+                                                           luaL_tolstring(L, -1, NULL)));
+        }
+        if (lua_getfield(L, 4, "photometric") != LUA_TNIL) {
+            const char *ph = lua_tostring(L, -1);
+            if (!ph || (strcmp(ph, "MONOCHROME1") != 0 && strcmp(ph, "MONOCHROME2") != 0))
+                return luaL_argerror(L, 4, lua_pushfstring(L, "photometric must be \"MONOCHROME1\" or "
+                                                              "\"MONOCHROME2\", got %s", luaL_tolstring(L, -1, NULL)));
+            monochrome1 = strcmp(ph, "MONOCHROME1") == 0;
+        }
+        if (lua_getfield(L, 4, "dx") != LUA_TNIL) {
+            if (!lua_isboolean(L, -1))
+                return luaL_argerror(L, 4, lua_pushfstring(L, "dx must be a boolean, got %s", luaL_typename(L, -1)));
+            dx = lua_toboolean(L, -1);
+        }
+        if (lua_getfield(L, 4, "window") != LUA_TNIL) {
+            static const char *const keys[] = {"center", "width"};
+            if (!lua_istable(L, -1))
+                return luaL_argerror(L, 4, lua_pushfstring(L, "window must be {center =, width =}, got %s",
+                                                           luaL_typename(L, -1)));
+            for (int k = 0; k < 2; k++) {
+                lua_getfield(L, -1, keys[k]);
+                int isnum = 0;
+                window[k] = lua_tonumberx(L, -1, &isnum);
+                if (!isnum || !isfinite(window[k]) || (k == 1 && window[k] < 1))
+                    return luaL_argerror(L, 4, lua_pushfstring(L, "window.%s must be a finite number%s, got %s", keys[k],
+                                                               k == 1 ? " >= 1" : "", luaL_tolstring(L, -1, NULL)));
+                lua_pop(L, 1);
+            }
+            has_window = 1;
+        }
+        lua_pop(L, 4);
+        if (bits > 8 && lua_getfield(L, 4, "jpeg") != LUA_TBOOLEAN)
+            return luaL_argerror(L, 4, lua_pushfstring(L, "%d-bit pixels are written uncompressed: pass jpeg = false",
+                                                       (int)bits));
+        lua_pop(L, bits > 8 ? 1 : 0);
+    }
     if (!lua_isnoneornil(L, 4)) {
         luaL_checktype(L, 4, LUA_TTABLE);
         int type = lua_getfield(L, 4, "jpeg");
@@ -309,11 +359,15 @@ static int l_write(lua_State *L) {
         return luaL_argerror(L, 2, lua_pushfstring(L, "expected an image (1,H,W) or (H,W), or an RGB image (3,H,W), "
                                                       "with H and W in 1..65535, got (%s)", shape));
     }
+    if ((bits > 8 || monochrome1 || dx) && channels != 1)
+        return luaL_argerror(L, 2, "16-bit, MONOCHROME1 and DX images are gray (1,H,W) or (H,W)");
     t = lpnx_checkcontiguous(L, 2); /* may push a copy (slot 5) */
     const float *src = lpnx_tensor_data(t);
     size_t n = (size_t)rows * (size_t)columns;
-    /* (rows, columns, channels): the planes interleaved, Lua-owned */
-    unsigned char *pixels = lua_newuserdatauv(L, n * (size_t)channels, 0);
+    /* (rows, columns, channels): the planes interleaved, Lua-owned; bytes,
+     * or uint16 words when bits > 8 */
+    void *pixels = lua_newuserdatauv(L, n * (size_t)channels * (bits > 8 ? 2 : 1), 0);
+    float top = (float)((1 << bits) - 1);
     for (int ch = 0; ch < channels; ch++) {
         for (size_t i = 0; i < n; i++) {
             float v = src[(size_t)ch * n + i];
@@ -325,7 +379,11 @@ static int l_write(lua_State *L) {
                                                            (int)(i / (size_t)columns) + 1,
                                                            (int)(i % (size_t)columns) + 1));
             v = floorf(v + 0.5f);
-            pixels[i * (size_t)channels + (size_t)ch] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+            v = v < 0 ? 0 : v > top ? top : v;
+            if (bits > 8)
+                ((uint16_t *)pixels)[i] = (uint16_t)v;
+            else
+                ((unsigned char *)pixels)[i * (size_t)channels + (size_t)ch] = (unsigned char)v;
         }
     }
 
@@ -365,6 +423,13 @@ static int l_write(lua_State *L) {
                                                                                             ? "sop_instance_uid"
                                                                                             : "sop_class_uid"));
     }
+
+    m.bits_stored = (int)bits;
+    m.monochrome1 = monochrome1;
+    m.dx = dx;
+    m.has_window = has_window;
+    m.window_center = window[0];
+    m.window_width = window[1];
 
     lpnx_dicom_uids uids;
     if (lpnx_dicom_write(path, pixels, (int)rows, (int)columns, &m, jpeg, (int)quality, &uids, err, sizeof err) != 0)

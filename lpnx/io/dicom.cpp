@@ -1034,7 +1034,7 @@ void pixels(const lpnx_dicom *d, float *out) {
  * sub-roots; frames of reference get .1.5 beside them. */
 #define FRAME_OF_REFERENCE_UID_ROOT SITE_UID_ROOT ".1.5"
 
-int write_file(const char *path, const unsigned char *pixels_in, int rows, int columns,
+int write_file(const char *path, const void *pixels_in, int rows, int columns,
                const lpnx_dicom_write_meta *meta, int jpeg, int quality, lpnx_dicom_uids *uids, char *err,
                size_t errlen) {
     LogScope log;
@@ -1053,6 +1053,35 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
         set_err(err, errlen, "%d samples per pixel (expected 1 or 3)", samples);
         return -1;
     }
+    int bits = meta->bits_stored == 0 ? 8 : meta->bits_stored;
+    bool words = bits > 8;
+    if (bits != 8 && (bits < 9 || bits > 16)) {
+        set_err(err, errlen, "%d bits stored (expected 8, or 9..16 for 16-bit words)", bits);
+        return -1;
+    }
+    if ((words || meta->monochrome1 || meta->dx) && samples != 1) {
+        set_err(err, errlen, "16-bit, MONOCHROME1 and DX images are monochrome (1 sample per pixel, got %d)", samples);
+        return -1;
+    }
+    if (words && jpeg) {
+        set_err(err, errlen, "JPEG baseline holds 8-bit images only: write %d-bit pixels uncompressed", bits);
+        return -1;
+    }
+    if (words) {
+        const Uint16 *w = static_cast<const Uint16 *>(pixels_in);
+        size_t n = (size_t)rows * (size_t)columns;
+        for (size_t i = 0; i < n; i++)
+            if (w[i] >> bits) {
+                set_err(err, errlen, "pixel %zu is %u, above the %d-bit range", i + 1, (unsigned)w[i], bits);
+                return -1;
+            }
+    }
+    if (meta->has_window && !(std::isfinite(meta->window_center) && std::isfinite(meta->window_width) &&
+                              meta->window_width >= 1)) {
+        set_err(err, errlen, "window center %g, width %g: expected finite numbers, width >= 1", meta->window_center,
+                meta->window_width);
+        return -1;
+    }
 
     struct Field {
         const char *name;
@@ -1069,7 +1098,7 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
         {"study_date", meta->study_date, DCM_StudyDate, VR_DA, ""},
         {"study_time", meta->study_time, DCM_StudyTime, VR_TM, ""},
         {"study_id", meta->study_id, DCM_StudyID, VR_SH, ""},
-        {"modality", meta->modality, DCM_Modality, VR_CS, "CR"},
+        {"modality", meta->modality, DCM_Modality, VR_CS, meta->dx ? "DX" : "CR"},
         {"view_position", meta->view_position, DCM_ViewPosition, VR_CS, nullptr},
         {"body_part_examined", meta->body_part_examined, DCM_BodyPartExamined, VR_CS, nullptr},
         {"series_description", meta->series_description, DCM_SeriesDescription, VR_LO, nullptr},
@@ -1115,7 +1144,8 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
         const char *root;
     };
     lpnx_dicom_uids u{};
-    snprintf(u.sop_class_uid, sizeof u.sop_class_uid, "%s", UID_SecondaryCaptureImageStorage);
+    snprintf(u.sop_class_uid, sizeof u.sop_class_uid, "%s",
+             meta->dx ? UID_DigitalXRayImageStorageForPresentation : UID_SecondaryCaptureImageStorage);
     const Uid uid_list[] = {
         {"sop_instance_uid", meta->sop_instance_uid, u.sop_instance_uid, SITE_INSTANCE_UID_ROOT},
         {"study_instance_uid", meta->study_instance_uid, u.study_instance_uid, SITE_STUDY_UID_ROOT},
@@ -1147,7 +1177,7 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
     put(DCM_SOPClassUID, u.sop_class_uid);
     put(DCM_SOPInstanceUID, u.sop_instance_uid);
     put(DCM_AccessionNumber, "");
-    put(DCM_ConversionType, "WSD");
+    if (!meta->dx) put(DCM_ConversionType, "WSD");
     put(DCM_ReferringPhysicianName, "");
     put(DCM_PatientBirthDate, "");
     put(DCM_StudyInstanceUID, u.study_instance_uid);
@@ -1173,18 +1203,55 @@ int write_file(const char *path, const unsigned char *pixels_in, int rows, int c
             if (c.good() && item) c = item->putAndInsertString(DCM_ReferencedSOPInstanceUID, source[1]);
         }
     }
+    if (meta->dx) {
+        /* the Type 1 and 2 attributes of the DX Series, DX Image, DX
+         * Anatomy Imaged and DX Detector modules */
+        put(DCM_PresentationIntentType, "FOR PRESENTATION");
+        if (!derived) put(DCM_ImageType, "ORIGINAL\\PRIMARY");
+        put(DCM_PixelIntensityRelationship, "LOG");
+        /* +1: lower values are less X-ray intensity (white in MONOCHROME1) */
+        put(DCM_PixelIntensityRelationshipSign, meta->monochrome1 ? "1" : "-1");
+        put(DCM_RescaleIntercept, "0");
+        put(DCM_RescaleSlope, "1");
+        put(DCM_RescaleType, "US");
+        put(DCM_PresentationLUTShape, meta->monochrome1 ? "INVERSE" : "IDENTITY");
+        put(DCM_LossyImageCompression, "00");
+        if (!meta->burned_in_annotation) put(DCM_BurnedInAnnotation, "NO");
+        put(DCM_ImageLaterality, "U");
+        put(DCM_PatientOrientation, "L\\F"); /* a chest film as it is read: patient's left, feet */
+        put(DCM_PositionReferenceIndicator, "");
+        if (c.good()) c = ds->insertEmptyElement(DCM_AcquisitionContextSequence);
+        put(DCM_DetectorType, "");
+        put(DCM_Manufacturer, "");
+        put(DCM_ContentDate, "");
+        put(DCM_ContentTime, "");
+        if (meta->has_pixel_spacing) {
+            std::string ps = format_ds(meta->pixel_spacing[0]) + "\\" + format_ds(meta->pixel_spacing[1]);
+            put(DCM_ImagerPixelSpacing, ps.c_str());
+        }
+        DcmItem *region = nullptr;
+        if (c.good()) c = ds->findOrCreateSequenceItem(DCM_AnatomicRegionSequence, region, -2);
+        if (c.good() && region) c = region->putAndInsertString(DCM_CodeValue, "51185008");
+        if (c.good() && region) c = region->putAndInsertString(DCM_CodingSchemeDesignator, "SCT");
+        if (c.good() && region) c = region->putAndInsertString(DCM_CodeMeaning, "Chest");
+    }
+    if (meta->has_window) {
+        put(DCM_WindowCenter, format_ds(meta->window_center).c_str());
+        put(DCM_WindowWidth, format_ds(meta->window_width).c_str());
+    }
     put16(DCM_SamplesPerPixel, (Uint16)samples);
-    put(DCM_PhotometricInterpretation, samples == 3 ? "RGB" : "MONOCHROME2");
+    put(DCM_PhotometricInterpretation, samples == 3 ? "RGB" : meta->monochrome1 ? "MONOCHROME1" : "MONOCHROME2");
     if (samples == 3) put16(DCM_PlanarConfiguration, 0);
     put16(DCM_Rows, (Uint16)rows);
     put16(DCM_Columns, (Uint16)columns);
-    put16(DCM_BitsAllocated, 8);
-    put16(DCM_BitsStored, 8);
-    put16(DCM_HighBit, 7);
+    put16(DCM_BitsAllocated, words ? 16 : 8);
+    put16(DCM_BitsStored, (Uint16)bits);
+    put16(DCM_HighBit, (Uint16)(bits - 1));
     put16(DCM_PixelRepresentation, 0);
+    unsigned long count = (unsigned long)rows * (unsigned long)columns * (unsigned long)samples;
     if (c.good())
-        c = ds->putAndInsertUint8Array(DCM_PixelData, pixels_in,
-                                       (unsigned long)rows * (unsigned long)columns * (unsigned long)samples);
+        c = words ? ds->putAndInsertUint16Array(DCM_PixelData, static_cast<const Uint16 *>(pixels_in), count)
+                  : ds->putAndInsertUint8Array(DCM_PixelData, static_cast<const Uint8 *>(pixels_in), count);
     if (c.bad()) {
         set_err(err, errlen, "cannot build the data set: %s%s", c.text(), log.detail().c_str());
         return -1;
@@ -1269,7 +1336,7 @@ void lpnx_dicom_close(lpnx_dicom *d) {
     }
 }
 
-int lpnx_dicom_write(const char *path, const unsigned char *pixels_in, int rows, int columns,
+int lpnx_dicom_write(const char *path, const void *pixels_in, int rows, int columns,
                      const lpnx_dicom_write_meta *meta, int jpeg, int quality, lpnx_dicom_uids *uids, char *err,
                      size_t errlen) {
     return lpnx_dcm::guarded(dcmtk_init, path, err, errlen, [&] {

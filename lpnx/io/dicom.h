@@ -152,6 +152,19 @@ typedef struct {
     /* the source, as SourceImageSequence and ReferencedImageSequence; both
      * or neither; with them ImageType is DERIVED\SECONDARY */
     const char *source_sop_class_uid, *source_sop_instance_uid;
+    /* monochrome pixel format: bits_stored 0 or 8 writes bytes; 9..16
+     * writes 16-bit words (BitsAllocated 16, HighBit bits_stored - 1,
+     * unsigned), the pixels then rows x columns uint16 values in native
+     * order (no JPEG: uncompressed only) */
+    int bits_stored;
+    int monochrome1;         /* PhotometricInterpretation MONOCHROME1 (white = low values) */
+    int has_window;          /* a VOI window: WindowCenter, WindowWidth (width >= 1) */
+    double window_center, window_width;
+    /* Digital X-Ray Image Storage - For Presentation (1.2.840.10008.5.1.4.1.1.1.1)
+     * instead of Secondary Capture: Modality DX and the DX modules' Type 1
+     * attributes (PresentationIntentType, PixelIntensityRelationship LOG,
+     * rescale identity, PresentationLUTShape, ImagerPixelSpacing, ...) */
+    int dx;
 } lpnx_dicom_write_meta;
 
 /* The UIDs a written file carries (given or generated), NUL-terminated. */
@@ -176,8 +189,10 @@ typedef struct {
  * same folder is written, fsync'ed (with the permission bits of the file it
  * replaces, or 0644) and renamed over path; on failure no temp file is
  * left, a file already at path is untouched, and err holds the reason
- * (without the path). */
-int lpnx_dicom_write(const char *path, const unsigned char *pixels, int rows, int columns,
+ * (without the path). meta->bits_stored, monochrome1, has_window and dx
+ * (see above) write 12-16-bit MONOCHROME1/2 DX images with a VOI window;
+ * pixels then points to uint16 values. */
+int lpnx_dicom_write(const char *path, const void *pixels, int rows, int columns,
                      const lpnx_dicom_write_meta *meta, int jpeg, int quality,
                      lpnx_dicom_uids *uids, char *err, size_t errlen);
 
