@@ -835,9 +835,7 @@ function evaluation.plot(report, dir)
       TITLE = ("Reliability of the image score, ECE %.3f"):format(det.calibration.ece)})
   end
   for _, script in ipairs(scripts) do
-    local p = io.popen("gnuplot >/dev/null 2>&1", "w")
-    p:write(script)
-    if not p:close() then return false, "gnuplot could not draw the figures in " .. dir end
+    if not util.gnuplot(script) then return false, "gnuplot could not draw the figures in " .. dir end
   end
   return true
 end

@@ -194,9 +194,7 @@ function train.plot(run)
   end
   local script = (CURVES .. (with_val and CURVES_VALIDATION or "")):gsub("%$(%u+)", {
     RUN = run, SIZE = with_val and "1000,420" or "560,420", MULTIPLOT = with_val and "set multiplot layout 1,2" or ""})
-  local p = io.popen("gnuplot >/dev/null 2>&1", "w")
-  p:write(script)
-  if not p:close() then return false, "gnuplot could not draw curves.png (log.csv has the numbers)" end
+  if not util.gnuplot(script) then return false, "gnuplot could not draw curves.png (log.csv has the numbers)" end
   return true
 end
 

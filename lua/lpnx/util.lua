@@ -185,6 +185,18 @@ function util.installed(program)
   return false
 end
 
+-- gnuplot with a script on its standard input: true, or false when it
+-- failed. Another program never gets the sanitizer runtime a sanitizer
+-- build of lpnx runs with (LD_PRELOAD of libasan): its own leaks would
+-- fail it.
+function util.gnuplot(script)
+  local preload = os.getenv("LD_PRELOAD") or ""
+  local env = preload:match("libasan") and "env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS " or ""
+  local p = io.popen(env .. "gnuplot >/dev/null 2>&1", "w")
+  p:write(script)
+  return p:close() == true
+end
+
 -- make_folder(path): the folder and its missing parents (lpnx.fs.mkdir_p),
 -- or "cannot create folder PATH: why" raised at the caller's caller.
 function util.make_folder(path)
