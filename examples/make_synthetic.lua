@@ -24,6 +24,8 @@ parser:option("--test-fraction", "Share of images held out in dicom-images-test.
   :convert(cli.number("--test-fraction", {min = 0, below = 1}))
 parser:option("--quality", "JPEG quality of the DICOM files.", "95"):convert(cli.integer("--quality"))
 parser:flag("--uncompressed", "Write uncompressed DICOM instead of JPEG baseline.")
+parser:option("--workers", "Processes that render the images (the files are the same for any number).", "1")
+  :convert(cli.integer("--workers", {min = 1}))
 parser:option("--threads", "Threads for lpnx's kernels.", tostring(lpnx.get_num_threads()))
   :convert(cli.integer("--threads", {min = 1}))
 local args = parser:parse()
@@ -32,7 +34,7 @@ lpnx.set_num_threads(args.threads)
 local start = os.time()
 local result = synth.write{
   out = args.out, count = args.count, seed = args.seed, positive = args.positive, size = args.size,
-  preset = args.preset,
+  preset = args.preset, workers = args.workers,
   test_fraction = args.test_fraction, jpeg = not args.uncompressed, quality = args.quality,
   progress = function(i, n, _, positive)
     io.stderr:write(("\r%d/%d images (%s)   "):format(i, n, positive and "pneumothorax" or "clear"))

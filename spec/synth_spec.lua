@@ -221,6 +221,45 @@ describe("a synthetic set with preset siim", function()
   setup(function() dir = h.tmpdir() end)
   teardown(function() h.rmdir(dir) end)
 
+  -- Every file under root (relative name -> bytes).
+  local function tree(root)
+    local files = {}
+    for _, path in ipairs(lpnx.fs.walk(root)) do
+      local f = assert(io.open(path, "rb"))
+      files[path:sub(#root + 2)] = f:read("a")
+      f:close()
+    end
+    return files
+  end
+
+  it("renders the same files with forked workers as with one process, and names a worker's failure", function()
+    local opts = {count = 9, seed = 5, size = 64, preset = "siim", dx16 = 0.3, test_fraction = 0.3}
+    opts.out = dir .. "/one"
+    local one = synth.write(opts)
+    local seen = {}
+    opts.out, opts.workers = dir .. "/three", 3
+    opts.progress = function(i, n) seen[#seen + 1] = ("%d/%d"):format(i, n) end
+    local three = synth.write(opts)
+    assert.are.same(one, three)
+    assert.are.same({"1/9", "2/9", "3/9", "4/9", "5/9", "6/9", "7/9", "8/9", "9/9"}, seen)
+    local a, b = tree(dir .. "/one"), tree(dir .. "/three")
+    local names = 0
+    for name, bytes in pairs(a) do
+      assert.is_true(b[name] == bytes, name .. " differs")
+      names = names + 1
+    end
+    for name in pairs(b) do assert.is_not_nil(a[name], name) end
+    assert.is_true(names >= 9 + 3)                 -- the images, two CSVs and features.csv
+    -- a folder in the way: the worker's error, with the image, reaches the caller
+    assert(io.open(dir .. "/blocked", "w")):close()
+    local ok, err = pcall(synth.write, {out = dir .. "/blocked", count = 4, size = 64, workers = 2})
+    assert.is_false(ok)
+    assert.matches("synth.write: image 1: ", err, 1, true)
+    assert.matches("blocked", err, 1, true)
+    assert.matches("workers must be an integer of at least 1, got 0",
+                   select(2, pcall(synth.write, {out = dir .. "/x", count = 2, workers = 0})), 1, true)
+  end)
+
   it("has about 22% positives, features.csv, and 16-bit MONOCHROME1 DX files that present well", function()
     local r = synth.write{out = dir .. "/s", count = 40, seed = 4, size = 64, preset = "siim", dx16 = 0.3}
     assert.are.equal(9, r.positives) -- round(40 * 0.22)

@@ -969,9 +969,73 @@ end
 
 local mkdir = util.make_folder
 
+-- Iterates i, fn(i) for i = 1..count in order. With workers > 1, forked
+-- processes compute them (process k takes i = k, k + workers, ...; one
+-- thread each) and send each record back as JSON; the order, and so every
+-- output, is the same as with one process. A worker's error is raised here.
+local function each_record(count, workers, fn)
+  if workers <= 1 or count <= 1 then
+    local i = 0
+    return function()
+      i = i + 1
+      if i <= count then return i, fn(i) end
+    end
+  end
+  local sys, cjson = lpnx.sys, require "cjson"
+  workers = math.min(workers, count)
+  local procs = {}
+  for k = 1, workers do
+    local r, w = sys.pipe()
+    local pid = sys.fork()
+    if pid == 0 then
+      sys.close(r)
+      lpnx.set_num_threads(1)
+      local ok, err = pcall(function()
+        for i = k, count, workers do sys.write_message(w, cjson.encode(fn(i))) end
+      end)
+      if not ok then sys.write_message(w, cjson.encode {error = tostring(err)}) end
+      sys.exit(ok and 0 or 1)
+    end
+    sys.close(w)
+    procs[k] = {pid = pid, fd = r}
+  end
+  local function stop()
+    for _, p in ipairs(procs) do
+      if p.fd then sys.close(p.fd) p.fd = nil end
+      if p.pid then
+        sys.kill(p.pid, "KILL")
+        sys.waitpid(p.pid)
+        p.pid = nil
+      end
+    end
+  end
+  local i = 0
+  return function()
+    i = i + 1
+    if i > count then
+      for _, p in ipairs(procs) do
+        sys.close(p.fd)
+        p.fd = nil
+        local how, code = sys.waitpid(p.pid)
+        p.pid = nil
+        if how ~= "exited" or code ~= 0 then error(("synth.write: a worker %s %s"):format(how, tostring(code)), 0) end
+      end
+      return nil
+    end
+    local p = procs[(i - 1) % workers + 1]
+    local text = sys.read_message(p.fd)
+    local record = text and cjson.decode(text)
+    if not record or record.error then
+      stop()
+      error(("synth.write: image %d: %s"):format(i, record and record.error or "its worker ended early"), 0)
+    end
+    return i, record
+  end
+end
+
 -- write{out=DIR, count=N, seed=S, positive=0.4, size=1024, test_fraction=0.1,
---       jpeg=true, quality=95, progress=function(i, n, id, positive)
---       [, preset = "siim", option = rate, ...]}
+--       jpeg=true, quality=95, progress=function(i, n, id, positive),
+--       workers = 1 [, preset = "siim", option = rate, ...]}
 -- Writes DIR/dicom-images-train/STUDY/SERIES/IMAGEID.dcm, DIR/train-rle.csv
 -- and, for the held-out share, DIR/dicom-images-test/... and DIR/test-rle.csv.
 -- With a preset or an option of render (see the top of this file), the
@@ -990,15 +1054,17 @@ function synth.write(opts)
   if math.type(count) ~= "integer" or count < 1 then error("synth.write: count must be a positive integer", 2) end
   if not (positive >= 0 and positive <= 1) then error("synth.write: positive must be in [0, 1]", 2) end
   if not (test_fraction >= 0 and test_fraction < 1) then error("synth.write: test_fraction must be in [0, 1)", 2) end
+  local workers = opts.workers or 1
+  if math.type(workers) ~= "integer" or workers < 1 then
+    error(("synth.write: workers must be an integer of at least 1, got %s"):format(tostring(opts.workers)), 2)
+  end
   local ntest = math.floor(count * test_fraction + 0.5)
   -- exactly round(count * positive) images get a pneumothorax, spread by a
   -- permutation drawn from the seed (and so are the test images' share)
   local npositive = math.floor(count * positive + 0.5)
   local order = lpnx.randperm(count, lpnx.Generator(seed + 0x5eed))
-  local result = {train = {}, test = {}, positives = 0}
-  local features = {}          -- rows of features.csv (with options only)
-  local rows = {train = {}, test = {}}
-  for i = 1, count do
+  -- image i: its files written, and what the CSVs say of it
+  local function write_one(i)
     local split = i > count - ntest and "test" or "train"
     local g = image_generator(seed, i)
     local is_positive = order[i] <= npositive
@@ -1020,26 +1086,33 @@ function synth.write(opts)
       lpnx.dicom.write(("%s/%s.dcm"):format(dir, id), (img * 255):round_(), meta,
                        {jpeg = opts.jpeg ~= false, quality = opts.quality or 95})
     end
+    local record = {id = id, split = split, rows = {}}
     if F then
-      local row = {id, #info.regions > 0 and 1 or 0, info.size_class or ""}
-      for _, name in ipairs(synth.options) do row[#row + 1] = info.features[name] and 1 or 0 end
-      features[#features + 1] = row
+      local row = {id, #info.regions > 0 and "1" or "0", info.size_class or ""}
+      for _, name in ipairs(synth.options) do row[#row + 1] = info.features[name] and "1" or "0" end
+      record.features = row
     end
     -- one row per region, as the SIIM-ACR CSV lists separate parts
     -- separately, in its style: ", " then the run-length string
-    local written = 0
     if #info.regions > 0 then
       local labels, areas = lpnx.image.components(mask)
-      for k = 1, #areas do
-        rows[split][#rows[split] + 1] = {id, " " .. lpnx.rle.encode(labels:eq(k))}
-        written = written + 1
-      end
+      for k = 1, #areas do record.rows[#record.rows + 1] = {id, " " .. lpnx.rle.encode(labels:eq(k))} end
     end
-    if written == 0 then rows[split][#rows[split] + 1] = {id, " -1"} end
-    if written > 0 then result.positives = result.positives + 1 end
-    local list = result[split]
-    list[#list + 1] = id
-    if opts.progress then opts.progress(i, count, id, written > 0) end
+    if #record.rows == 0 then record.rows[1] = {id, " -1"} end
+    record.positive = record.rows[1][2] ~= " -1"
+    return record
+  end
+
+  local result = {train = {}, test = {}, positives = 0}
+  local features = {}          -- rows of features.csv (with options only)
+  local rows = {train = {}, test = {}}
+  for i, record in each_record(count, workers, write_one) do
+    for _, row in ipairs(record.rows) do rows[record.split][#rows[record.split] + 1] = row end
+    if record.features then features[#features + 1] = record.features end
+    if record.positive then result.positives = result.positives + 1 end
+    local list = result[record.split]
+    list[#list + 1] = record.id
+    if opts.progress then opts.progress(i, count, record.id, record.positive) end
   end
   local function csv(name, list)
     lpnx.csv.write(("%s/%s"):format(opts.out, name), {"ImageId", " EncodedPixels"}, list)
