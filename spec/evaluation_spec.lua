@@ -3,35 +3,11 @@ local cjson = require "cjson"
 local h = require "spec.support.helpers"
 local evaluation = require "lpnx.evaluation"
 
--- The repository root, for the example scripts.
-local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
 local DIR = h.fixture("evaluation")
 local TRUTH, PRED, SCORES = DIR .. "/truth.csv", DIR .. "/submission.csv", DIR .. "/images.csv"
 
-local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Runs examples/evaluate.lua: its output (stdout and stderr) and exit code.
-local function run_evaluate(args)
-  local parts = {"lua5.4", quote(ROOT .. "/examples/evaluate.lua")}
-  for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
-  local p = assert(io.popen(table.concat(parts, " ") .. " 2>&1"))
-  local out = p:read("a")
-  local _, _, code = p:close()
-  return out, code
-end
-
-local function lines(text)
-  local list = {}
-  for line in text:gmatch("[^\n]+") do list[#list + 1] = line end
-  return list
-end
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local function run_evaluate(args) return h.run_example("evaluate.lua", args) end
+local lines, read = h.lines, h.read
 
 local function near(expected, got, tol, what)
   assert(type(got) == "number" and math.abs(expected - got) <= (tol or 1e-9),

@@ -5,27 +5,9 @@ local h = require "spec.support.helpers"
 
 local predict = lpnx.predict
 
--- The repository root, for the example scripts.
-local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
-
-local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
 -- Runs an example script as a child process (LUA_PATH and LUA_CPATH are
 -- inherited): its output (stdout and stderr together) and exit code.
-local function run_script(script, args)
-  local parts = {"lua5.4", quote(ROOT .. "/examples/" .. script)}
-  for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
-  local p = assert(io.popen(table.concat(parts, " ") .. " 2>&1"))
-  local out = p:read("a")
-  local _, _, code = p:close()
-  return out, code
-end
-
-local function lines(text)
-  local list = {}
-  for line in text:gmatch("[^\n]+") do list[#list + 1] = line end
-  return list
-end
+local run_script, lines = h.run_example, h.lines
 
 -- A probability map (H,W) of value base with the given pixels ({row, col,
 -- value}, 1-based) set.

@@ -55,6 +55,26 @@ private:
     bool warnings_too;
 };
 
+/* The first failing step of a build, with its message: each step's
+ * condition goes through ok(), which records the first bad one as "cannot
+ * WHAT: DCMTK's text (DCMTK's log)" in err and refuses every later step. */
+struct Build {
+    Build(char *err_, size_t errlen_, LogScope &log_) : err(err_), errlen(errlen_), log(log_) {}
+    char *err;
+    size_t errlen;
+    LogScope &log;
+    bool failed = false;
+
+    /* Records the failure of step what when c is bad; true while all is well. */
+    bool ok(const OFCondition &c, const char *what) {
+        if (failed) return false;
+        if (c.good()) return true;
+        set_err(err, errlen, "cannot %s: %s%s", what, c.text(), log.detail().c_str());
+        failed = true;
+        return false;
+    }
+};
+
 /* ------------------------------------------------------------------ */
 /* set-up                                                              */
 /* ------------------------------------------------------------------ */

@@ -77,24 +77,6 @@ lpnx_dcm::Init dcmtk_init{register_codecs, "could not initialise DCMTK"};
 /* writing                                                             */
 /* ------------------------------------------------------------------ */
 
-
-/* The first failing step of a build, with its message. */
-struct Build {
-    char *err;
-    size_t errlen;
-    LogScope &log;
-    bool failed = false;
-
-    /* Records the failure of step what when c is bad; true while all is well. */
-    bool ok(const OFCondition &c, const char *what) {
-        if (failed) return false;
-        if (c.good()) return true;
-        set_err(err, errlen, "cannot %s: %s%s", what, c.text(), log.detail().c_str());
-        failed = true;
-        return false;
-    }
-};
-
 /* Sets v on the component with setter when v is non-empty (setters check
  * nothing more: the values were checked before). */
 template <class Setter> void set_if(Build &b, const char *v, const char *what, Setter setter) {

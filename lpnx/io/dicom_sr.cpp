@@ -95,20 +95,11 @@ const DSRCodedEntryValue ENGLISH_US("en-US", "RFC5646", "English (United States)
 
 /* The tree being built: each add checks the cursor and the condition and
  * records the first failure with its message. */
-struct Tree {
+struct Tree : Build {
     DSRDocumentTree &tree;
-    char *err;
-    size_t errlen;
-    LogScope &log;
-    bool failed = false;
 
-    bool ok(const OFCondition &c, const char *what) {
-        if (failed) return false;
-        if (c.good()) return true;
-        set_err(err, errlen, "cannot %s: %s%s", what, c.text(), log.detail().c_str());
-        failed = true;
-        return false;
-    }
+    Tree(DSRDocumentTree &tree_, char *err_, size_t errlen_, LogScope &log_)
+        : Build(err_, errlen_, log_), tree(tree_) {}
 
     /* Adds an item after the current one (below it when child), sets its
      * concept name unless it is empty, and moves the cursor to it. */

@@ -70,6 +70,33 @@ function M.files_in(dir)
   return fs.list(dir)
 end
 
+-- Output (stdout and stderr) and exit code of examples/SCRIPT run with
+-- args (each quoted).
+function M.run_example(script, args)
+  local root = debug.getinfo(1, "S").source:match("^@(.*)/spec/support/[^/]*$") or "."
+  local parts = {"lua5.4", M.quote(root .. "/examples/" .. script)}
+  for _, a in ipairs(args or {}) do parts[#parts + 1] = M.quote(a) end
+  local p = assert(io.popen(table.concat(parts, " ") .. " 2>&1"))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
+end
+
+-- The non-empty lines of text.
+function M.lines(text)
+  local list = {}
+  for line in text:gmatch("[^\n]+") do list[#list + 1] = line end
+  return list
+end
+
+-- The whole content of a file.
+function M.read(path)
+  local f = assert(io.open(path, "rb"))
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
 -- Path of a committed fixture.
 function M.fixture(name)
   local dir = debug.getinfo(1, "S").source:match("^@(.*)/support/[^/]*$") or "spec"
