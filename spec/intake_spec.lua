@@ -156,6 +156,13 @@ describe("predict.run on an archive's mixed folder", function()
     assert.are.same({"PA", "1.05", "ImagerPixelSpacing / magnification 1.25"},
                     {by_id.dx_magnified[3], by_id.dx_magnified[8], by_id.dx_magnified[9]})
     assert.is_true(near(s.results[2].area_cm2, 1.048576, 1e-9))
+    -- the image-level score at float precision (a ranking score: rounding
+    -- it would tie images the evaluation's ROC should tell apart)
+    for _, r in ipairs(s.results) do
+      local written = tonumber(by_id[r.id][10])
+      assert.is_true(math.abs(written - r.max_probability) <= 1e-7 * math.max(1e-30, math.abs(r.max_probability)),
+                     ("%s: wrote %s for %.17g"):format(r.id, by_id[r.id][10], r.max_probability))
+    end
     -- the long name did not stop its segmentation: cut to PN's 64 characters per group, with a warning
     assert.are.equal(5, s.segs)
     assert.are.equal("seg/long_name.dcm", by_id.long_name[11])

@@ -533,7 +533,7 @@ function predict.run(opts)
     for k, r in ipairs(results) do
       lines[k] = {r.id, r.path, r.view, tostring(r.height), tostring(r.width), r.positive and "1" or "0",
                   ("%d"):format(math.floor(r.area + 0.5)), r.area_cm2 and ("%.2f"):format(r.area_cm2) or "",
-                  r.area_source, ("%.4f"):format(r.max_probability), r.seg or ""}
+                  r.area_source, ("%.9g"):format(r.max_probability), r.seg or ""}
     end
     lpnx.csv.write(images_csv, {"image_id", "path", "view", "rows", "columns", "positive", "area_px", "area_cm2",
                                 "area_source", "max_probability", "seg"}, lines)
