@@ -1,5 +1,6 @@
 local lpnx = require "lpnx"
 local fs = require "lpnx.fs"
+local siim = require "lpnx.siim"
 local h = require "spec.support.helpers"
 
 local synth = lpnx.synth
@@ -258,6 +259,24 @@ describe("a synthetic set with preset siim", function()
     assert.matches("blocked", err, 1, true)
     assert.matches("workers must be an integer of at least 1, got 0",
                    select(2, pcall(synth.write, {out = dir .. "/x", count = 2, workers = 0})), 1, true)
+  end)
+
+  it("holds out a stratified share: round(held-out count * positive) of the positives", function()
+    for _, case in ipairs {{count = 50, fraction = 0.4, positive = 0.3, test = 6, train = 9},
+                           {count = 23, fraction = 0.3, positive = 0.22, test = 2, train = 3}} do
+      local out = ("%s/strat%d"):format(dir, case.count)
+      local r = synth.write{out = out, count = case.count, seed = 2, size = 32, positive = case.positive,
+                            test_fraction = case.fraction}
+      local function positives(csv)
+        local masks = siim.read_csv(csv)
+        local n = 0
+        for _, entry in pairs(masks) do if siim.is_positive(entry) then n = n + 1 end end
+        return n
+      end
+      assert.are.equal(case.test, positives(out .. "/test-rle.csv"))
+      assert.are.equal(case.train, positives(out .. "/train-rle.csv"))
+      assert.are.equal(case.test + case.train, r.positives)
+    end
   end)
 
   it("has about 22% positives, features.csv, and 16-bit MONOCHROME1 DX files that present well", function()

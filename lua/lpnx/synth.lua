@@ -1038,6 +1038,8 @@ end
 --       workers = 1 [, preset = "siim", option = rate, ...]}
 -- Writes DIR/dicom-images-train/STUDY/SERIES/IMAGEID.dcm, DIR/train-rle.csv
 -- and, for the held-out share, DIR/dicom-images-test/... and DIR/test-rle.csv.
+-- The split is stratified: of round(count * test_fraction) held-out images,
+-- round(that * positive) have a pneumothorax.
 -- With a preset or an option of render (see the top of this file), the
 -- images are the harder kind, positive defaults to the preset's share,
 -- dx16 images are 12-16-bit MONOCHROME1 DX files with a VOI window
@@ -1059,15 +1061,24 @@ function synth.write(opts)
     error(("synth.write: workers must be an integer of at least 1, got %s"):format(tostring(opts.workers)), 2)
   end
   local ntest = math.floor(count * test_fraction + 0.5)
-  -- exactly round(count * positive) images get a pneumothorax, spread by a
-  -- permutation drawn from the seed (and so are the test images' share)
+  -- exactly round(count * positive) images get a pneumothorax, and the split
+  -- is stratified: round(ntest * positive) of them are held out. Within each
+  -- split, which images are positive is a permutation drawn from the seed.
   local npositive = math.floor(count * positive + 0.5)
-  local order = lpnx.randperm(count, lpnx.Generator(seed + 0x5eed))
+  local ntrain = count - ntest
+  local ntest_positive = math.min(npositive, math.floor(ntest * positive + 0.5))
+  local ntrain_positive = npositive - ntest_positive
+  if ntrain_positive > ntrain then ntrain_positive, ntest_positive = ntrain, npositive - ntrain end
+  local split_g = lpnx.Generator(seed + 0x5eed)
+  local train_order = ntrain > 0 and lpnx.randperm(ntrain, split_g) or {}
+  local test_order = ntest > 0 and lpnx.randperm(ntest, split_g) or {}
   -- image i: its files written, and what the CSVs say of it
   local function write_one(i)
-    local split = i > count - ntest and "test" or "train"
+    local split = i > ntrain and "test" or "train"
     local g = image_generator(seed, i)
-    local is_positive = order[i] <= npositive
+    local is_positive
+    if split == "train" then is_positive = train_order[i] <= ntrain_positive
+    else is_positive = test_order[i - ntrain] <= ntest_positive end
     local ropts = {size = size, positive = is_positive, generator = g}
     if F then
       for k, v in pairs(F) do ropts[k] = v end
