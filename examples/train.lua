@@ -26,6 +26,12 @@ parser:option("--csv", "Run-length CSV of the masks (default: DATA/train-rle.csv
 parser:option("--out", "Run folder for weights, checkpoint, log and curves."):count(1)
 parser:option("--size", "Training resolution in pixels (a multiple of 32).", tostring(d.size))
   :convert(cli.integer("--size", {min = 32, multiple_of = 32}))
+parser:option("--crop", "Train on random NxN windows of the --size images (a multiple of 32 below --size): "
+              .. "the cost of training at N with the detail of --size. Validation and prediction see whole "
+              .. "images at --size."):convert(cli.integer("--crop", {min = 32, multiple_of = 32}))
+parser:option("--crop-positive", "With --crop: the share of windows placed over the pneumothorax, when the "
+              .. "image has one (the others anywhere).", "0.5")
+  :convert(cli.number("--crop-positive", {min = 0, max = 1}))
 parser:option("--encoder", ("Encoder: %s."):format(cli.choices(resnet.configs)), d.encoder)
   :convert(cli.choice("--encoder", resnet.configs))
 parser:option("--encoder-width", "Width of the encoder's first stage (64 = the standard ResNet).",
@@ -78,6 +84,9 @@ if args.dist and not dist.available then
   fail(2, "--dist needs lpnx built with MPI (apt-get install openmpi-bin libopenmpi-dev, then make)")
 end
 lpnx.set_conv_algorithm(args.conv_algorithm)
+if args.crop and args.crop > args.size then
+  fail(2, ("--crop %d is larger than --size %d"):format(args.crop, args.size))
+end
 local csv = args.csv or (args.data .. "/train-rle.csv")
 if fs.stat(csv) ~= "file" and fs.stat(args.data .. "/images") ~= "dir" then
   fail(2, ("no mask CSV at %s (give --csv)"):format(csv))
@@ -85,6 +94,7 @@ end
 
 local ok, result = pcall(train.run, {
   data = args.data, csv = fs.stat(csv) == "file" and csv or nil, out = args.out, size = args.size,
+  crop = args.crop, crop_positive = args.crop and args.crop_positive or nil,
   encoder = args.encoder, encoder_width = args.encoder_width, decoder_channels = args.decoder_channels,
   epochs = args.epochs, batch = args.batch, lr = args.lr, scheduler = args.scheduler, optimizer = args.optimizer,
   weight_decay = args.weight_decay, loss = args.loss, positive_fraction = args.positive_fraction,

@@ -136,6 +136,42 @@ describe("training", function()
     assert.matches('"optim.type":"SGD"', meta.optimizer, 1, true)
   end)
 
+  it("trains on crops of the --size images and predicts whole images at --size", function()
+    -- what the network is given: the crops' sizes, seen through a wrapped random_crop
+    local T = lpnx.transforms
+    local real, seen = T.random_crop, {}
+    T.random_crop = function(o)
+      local crop = real(o)
+      return function(sample, g)
+        local out = crop(sample, g)
+        seen[#seen + 1] = ("%dx%d of %dx%d"):format(out.image:size(2), out.image:size(3), sample.image:size(2),
+                                                   sample.image:size(3))
+        return out
+      end
+    end
+    local ok, r = pcall(lpnx.train.run, opts(dir .. "/crop", {size = 128, crop = 64, crop_positive = 1, epochs = 1}))
+    T.random_crop = real
+    assert(ok, r)
+    assert.is_true(r.steps >= 2)
+    assert.is_true(#seen >= 2 * 4)
+    for _, what in ipairs(seen) do assert.are.equal("64x64 of 128x128", what) end
+    local model, meta = lpnx.models.load(dir .. "/crop/model.safetensors")
+    assert.is_truthy(model)
+    assert.are.equal(128, meta.input_size)
+    -- the crop is part of what a checkpoint must agree with to resume
+    local ok, err = pcall(lpnx.train.run, opts(dir .. "/crop", {size = 128, crop = 96, crop_positive = 1,
+                                                                resume = true}))
+    assert.is_false(ok)
+    assert.matches("crop: checkpoint 64, now 96", err, 1, true)
+    for _, bad in ipairs {{crop = 48, msg = "crop must be a multiple of 32 from 32 to the size 64, got 48"},
+                          {crop = 96, msg = "crop must be a multiple of 32 from 32 to the size 64, got 96"},
+                          {crop = 32, crop_positive = 1.5, msg = "crop_positive must be in [0, 1], got 1.5"}} do
+      local ok2, err2 = pcall(lpnx.train.run, opts(dir .. "/badcrop", bad))
+      assert.is_false(ok2)
+      assert.matches(bad.msg, err2, 1, true)
+    end
+  end)
+
   it("says when there is no checkpoint to resume, and refuses one made with other settings", function()
     local lines = {}
     lpnx.train.run(opts(dir .. "/fresh", {resume = true, max_steps = 1,
@@ -160,7 +196,8 @@ describe("examples/train.lua", function()
     local out = run("--help")
     for _, flag in ipairs {"--data", "--csv", "--size", "--encoder", "--encoder-width", "--epochs", "--batch", "--lr",
                            "--loss", "--out", "--pretrained", "--resume", "--save-every", "--seed", "--threads",
-                           "--no-val", "--conv-algorithm", "--optimizer", "--scheduler", "--workers"} do
+                           "--no-val", "--conv-algorithm", "--optimizer", "--scheduler", "--workers", "--crop",
+                           "--crop-positive"} do
       assert.matches(flag, out, 1, true)
     end
     assert.matches("exit=0", out, 1, true)
@@ -184,5 +221,9 @@ describe("examples/train.lua", function()
     assert.matches("train.lua: --loss must be bce, combo, dice, focal or focal_dice, got l2\nexit=2", out, 1, true)
     out = run("--data " .. data .. " --out " .. dir .. "/x --size 48")
     assert.matches("train.lua: --size must be a positive multiple of 32\nexit=2", out, 1, true)
+    out = run("--data " .. data .. " --out " .. dir .. "/x --size 64 --crop 128")
+    assert.matches("train.lua: --crop 128 is larger than --size 64\nexit=2", out, 1, true)
+    out = run("--data " .. data .. " --out " .. dir .. "/x --crop 64 --crop-positive 2")
+    assert.matches("train.lua: --crop-positive must be", out, 1, true)
   end)
 end)

@@ -426,6 +426,83 @@ describe("deterministic transforms", function()
   end)
 end)
 
+describe("transforms.random_crop", function()
+  it("cuts the same window of image and mask, at the corner drawn in the documented order", function()
+    local s = sample(21, 2, 20, 17)
+    for seed = 1, 6 do
+      local out = run(T.random_crop {size = {8, 5}, positive = 0}, s, seed)
+      assert.are.same({2, 8, 5}, out.image:size())
+      local g = lpnx.Generator(seed)
+      g:uniform()
+      local y, x = g:random(20 - 8 + 1), g:random(17 - 5 + 1)
+      assert_equal(out.image, s.image:narrow(2, y, 8):narrow(3, x, 5))
+      assert_equal(out.mask, s.mask:narrow(2, y, 8):narrow(3, x, 5))
+      assert.are.equal("case21", out.id)
+    end
+  end)
+
+  it("with positive = 1 always holds some of the mask, and a uniform crop often misses a small one", function()
+    local img = lpnx.rand(1, 64, 64)
+    local mask = lpnx.zeros(1, 64, 64)
+    mask:narrow(2, 3, 2):narrow(3, 58, 3):fill_(1)           -- 6 pixels near a corner
+    local s = {image = img, mask = mask}
+    local hit_sure, hit_uniform = 0, 0
+    for i = 0, 199 do
+      local g = T.generator_for(5, 0, i)
+      local a = T.random_crop {size = 16, positive = 1}(s, g)
+      assert.are.same({1, 16, 16}, a.mask:size())
+      if a.mask:sum() > 0 then hit_sure = hit_sure + 1 end
+      local b = T.random_crop {size = 16, positive = 0}(s, T.generator_for(5, 0, i))
+      if b.mask:sum() > 0 then hit_uniform = hit_uniform + 1 end
+    end
+    assert.are.equal(200, hit_sure)
+    -- a 16x16 window of a 64x64 image holds one of those pixels with
+    -- probability about 0.07 when placed uniformly
+    assert.is_true(hit_uniform < 40, "uniform crops holding the mask: " .. hit_uniform)
+    -- an empty mask, or none: a window anywhere
+    local c = T.random_crop {size = 16, positive = 1}({image = img}, lpnx.Generator(1))
+    assert.are.same({1, 16, 16}, c.image:size())
+    assert.is_nil(c.mask)
+  end)
+
+  it("places the window uniformly among those holding the chosen pixel", function()
+    -- one mask pixel at (10, 12) of 32x32: the corner's row is uniform on
+    -- [10 - 8 + 1, 10] = [3, 10], its column on [5, 12]
+    local mask = lpnx.zeros(1, 32, 32)
+    mask[1][10][12] = 1
+    local s = {image = lpnx.rand(1, 32, 32), mask = mask}
+    local rows, cols = {}, {}
+    for i = 0, 799 do
+      local g = T.generator_for(9, 1, i)
+      local out = T.random_crop {size = 8, positive = 1}(s, g)
+      assert.are.equal(1, out.mask:sum())
+      -- the pixel's place inside the crop gives the corner
+      for y = 1, 8 do
+        for x = 1, 8 do
+          if out.mask[1][y][x] == 1 then
+            rows[10 - y + 1] = (rows[10 - y + 1] or 0) + 1
+            cols[12 - x + 1] = (cols[12 - x + 1] or 0) + 1
+          end
+        end
+      end
+    end
+    for v = 3, 10 do assert.is_true((rows[v] or 0) > 60, "row " .. v .. ": " .. tostring(rows[v])) end
+    for v = 5, 12 do assert.is_true((cols[v] or 0) > 60, "column " .. v .. ": " .. tostring(cols[v])) end
+    assert.is_nil(rows[2]); assert.is_nil(rows[11]); assert.is_nil(cols[4]); assert.is_nil(cols[13])
+  end)
+
+  it("refuses a window larger than the image, and bad options", function()
+    local t = T.random_crop {size = 40}
+    assert.has_error(function() t(sample(1, 1, 32, 48), lpnx.Generator(1)) end,
+                     "random_crop: a 40x40 crop does not fit the image (1,32,48)")
+    assert.has_error(function() T.random_crop {size = 0} end,
+                     "random_crop: size must be a positive integer or a table of 2 {height, width}, got 0")
+    assert.has_error(function() T.random_crop {positive = 2} end, "random_crop: positive must be in [0, 1], got 2")
+    assert.has_error(function() T.siim_train(64, {crop = 96}) end,
+                     "siim_train: crop must be an integer from 1 to the size 64, got 96")
+  end)
+end)
+
 describe("transforms.siim_train", function()
   it("runs on random 64x64 samples", function()
     local aug = T.siim_train(64)
@@ -441,6 +518,13 @@ describe("transforms.siim_train", function()
       if h.max_diff(out.image, s.image) > 0 then changed = changed + 1 end
     end
     assert.is_true(changed >= 8, "changed " .. changed .. " of 16")
+    local cropped = T.siim_train(64, {crop = 32, crop_positive = 1})
+    for i = 0, 7 do
+      local out = cropped(s, T.generator_for(2024, 0, i))
+      assert.are.same({1, 32, 32}, out.image:size())
+      assert.are.same({1, 32, 32}, out.mask:size())
+      assert_binary(out.mask)
+    end
     local other = aug({image = rand(15, 1, 80, 72)}, T.generator_for(1, 0, 0))
     assert.are.same({1, 64, 64}, other.image:size())
     assert.is_nil(other.mask)

@@ -52,7 +52,7 @@ end
 
 -- Settings that must agree for a checkpoint to resume this run.
 local RESUME_KEYS = {"encoder", "encoder_width", "decoder_channels", "size", "batch", "lr", "loss", "seed",
-                     "epochs", "optimizer", "weight_decay", "positive_fraction", "val_fraction", "in_channels"}
+                     "epochs", "optimizer", "weight_decay", "positive_fraction", "val_fraction", "in_channels", "crop", "crop_positive"}
 
 local function config_of(opts)
   local c = {}
@@ -299,6 +299,14 @@ local function settle(opts)
     opts.decoder_channels = list
   end
   if opts.sync_bn and not opts.dist then error("sync_bn needs dist (a data-parallel run under mpirun)", 0) end
+  if opts.crop ~= nil and not (math.tointeger(opts.crop) and opts.crop >= 32 and opts.crop % 32 == 0
+                               and opts.crop <= opts.size) then
+    error(("crop must be a multiple of 32 from 32 to the size %d, got %s"):format(opts.size, tostring(opts.crop)), 0)
+  end
+  if opts.crop_positive ~= nil and not (type(opts.crop_positive) == "number" and opts.crop_positive >= 0
+                                        and opts.crop_positive <= 1) then
+    error(("crop_positive must be in [0, 1], got %s"):format(tostring(opts.crop_positive)), 0)
+  end
   check_name("loss", train.losses, opts.loss)
   check_name("optimizer", train.optimizers, opts.optimizer)
   check_name("scheduler", train.schedulers, opts.scheduler)
@@ -348,7 +356,13 @@ local function open_data(run)
   if not opts.no_val then train_ids, val_ids = data.split(ds.ids, {val_fraction = opts.val_fraction}) end
   if #train_ids < 2 then error(("only %d training images: need at least 2"):format(#train_ids), 0) end
   local norm = {mean = models.imagenet_mean, std = models.imagenet_std, in_channels = opts.in_channels}
-  local augment = opts.augment and transforms.siim_train(opts.size) or nil
+  local crop = opts.crop and opts.crop < opts.size and opts.crop or nil
+  local augment
+  if opts.augment then
+    augment = transforms.siim_train(opts.size, {crop = crop, crop_positive = opts.crop_positive})
+  elseif crop then
+    augment = transforms.random_crop {size = crop, positive = opts.crop_positive}
+  end
   check_sharing(opts, group:size())
   run.loader = data.loader(ds:subset(train_ids), {
     batch = opts.batch, shuffle = true, transform = augment, seed = opts.seed, workers = opts.workers,

@@ -23,6 +23,7 @@
 -- Geometric (the same parameters for image and mask; the mask is sampled
 -- nearest with a constant 0 border, then kept 0/1 by mask > 0.5):
 --   hflip{p = 0.5}
+--   random_crop{size = 256, positive = 0.5}     size or {height, width}
 --   shift_scale_rotate{shift = 0.0625, scale = 0.1, rotate = 15, p = 0.5,
 --                      border = "constant", value = 0}
 --   elastic{alpha = 30, sigma = 6, p = 0.3, border = "reflect", value = 0}
@@ -36,7 +37,7 @@
 --   normalize{mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225}}
 --   to_rgb()                      1 channel to 3
 -- Ready-made:
---   siim_train([size = 256])
+--   siim_train([size = 256] [, {crop = n, crop_positive = 0.5}])
 --
 -- Every transform with a probability p first draws u = g:uniform() and is
 -- skipped unless u < p; its parameters are drawn after that, in the order
@@ -320,6 +321,64 @@ function transforms.hflip(opts)
   end
 end
 
+-- random_crop{size = 256, positive = 0.5}: an n x n window of the sample
+-- (size n, or {height, width}; at most the image's own). Draws u =
+-- g:uniform(); when u < positive and the mask has a pixel set, one of the
+-- mask's pixels, uniformly (g:random over their count), and a window that
+-- holds it, uniformly among those that do (its row, then its column, by
+-- g:random); otherwise a window anywhere (row, then column). So a small
+-- region still lands in the crop as often as `positive` says, which a
+-- uniform crop of a large image would rarely give. albumentations'
+-- CropNonEmptyMaskIfExists is positive = 1, RandomCrop positive = 0.
+function transforms.random_crop(opts)
+  local name = "random_crop"
+  opts = options(name, opts, {"size", "positive"})
+  local function positive_int(v) return math.tointeger(v) ~= nil and v >= 1 and v <= 2147483647 end
+  local h, w
+  if type(opts.size) == "number" then
+    if not positive_int(opts.size) then
+      fail(name, 2, "size must be a positive integer or a table of 2 {height, width}, got %s", show(opts.size))
+    end
+    h, w = opts.size, opts.size
+  else
+    h, w = pair(name, opts, "size", {256, 256}, function(a, b) return positive_int(a) and positive_int(b) end,
+                "a positive integer or a table of 2 positive integers {height, width}")
+  end
+  h, w = math.tointeger(h), math.tointeger(w)
+  local p = number(name, opts, "positive", 0.5, unit, "in [0, 1]")
+  return function(sample, g)
+    check_sample(name, sample)
+    check_generator(name, g)
+    local img, mask = sample.image, sample.mask
+    local H, W = img:size(2), img:size(3)
+    if h > H or w > W then
+      fail(name, 2, "a %dx%d crop does not fit the image %s", h, w, shape(img))
+    end
+    local u = g:uniform()
+    local y, x                                    -- the window's top-left corner, 1-based
+    local total = mask and mask:sum() or 0
+    if u < p and total > 0 then
+      -- the k-th set pixel in row-major order: its row from the row sums,
+      -- then its column within the row
+      local k = g:random(math.floor(total + 0.5))
+      local flat = mask:contiguous():view(H, W)
+      local rows = flat:sum(2)
+      local row = 1
+      while k > rows[row] do k = k - rows[row]; row = row + 1 end
+      local line = flat[row]
+      local col = 0
+      while k > 0 do col = col + 1; if line[col] > 0 then k = k - 1 end end
+      y = g:random(math.max(1, row - h + 1), math.min(row, H - h + 1))
+      x = g:random(math.max(1, col - w + 1), math.min(col, W - w + 1))
+    else
+      y, x = g:random(H - h + 1), g:random(W - w + 1)
+    end
+    if h == H and w == W then return sample end
+    local function cut(t) return t:narrow(2, y, h):narrow(3, x, w):contiguous() end
+    return with(sample, cut(img), mask and cut(mask))
+  end
+end
+
 -- shift_scale_rotate{shift = 0.0625, scale = 0.1, rotate = 15, p = 0.5,
 -- border = "constant", value = 0}: albumentations' ShiftScaleRotate about
 -- the image centre (lpnx.image.affine). Draws, in order: angle =
@@ -555,13 +614,14 @@ end
 
 -- ---- ready-made --------------------------------------------------------
 
--- siim_train([size = 256]): training augmentation close to what the
+-- siim_train([size = 256] [, opts]): training augmentation close to what the
 -- leading SIIM-ACR solutions used with albumentations (HorizontalFlip;
 -- ShiftScaleRotate with small limits; OneOf of RandomBrightnessContrast
 -- and RandomGamma; now and then ElasticTransform(alpha=120,
 -- sigma=120*0.05) or Gaussian noise):
 --
 --   resize{size = size}
+--   random_crop{size = crop, positive = crop_positive}       with opts.crop only
 --   hflip{p = 0.5}
 --   shift_scale_rotate{shift = 0.0625, scale = 0.1, rotate = 10, p = 0.5}   black border
 --   probability(0.5, one_of{brightness_contrast{brightness = 0.2, contrast = 0.2},
@@ -569,20 +629,29 @@ end
 --   probability(0.2, one_of{elastic{alpha = 120 s^2, sigma = 6 s},
 --                           gaussian_noise{std = {0, 0.03}}})
 --
--- with s = size / 256, so the warp moves the same share of the image at any
--- size (alpha = 120, sigma = 6 at 256). The image stays single-channel
+-- with s = size / 256, so the warp moves the same share of the anatomy at
+-- any size (alpha = 120, sigma = 6 at 256). opts = {crop = n, crop_positive
+-- = 0.5}: train on n x n windows of the size x size image (a model trained
+-- so still predicts whole images at size: the network is convolutional),
+-- which costs what training at n costs and keeps size's detail. The image stays single-channel
 -- in [0, 1]; add to_rgb and normalize after it for a pretrained encoder.
-function transforms.siim_train(size)
+function transforms.siim_train(size, opts)
   local name = "siim_train"
   if size == nil then size = 256 end
   if not (type(size) == "number" and math.tointeger(size) and size >= 1 and size <= 2147483647) then
     fail(name, 2, "size must be a positive integer, got %s", show(size))
   end
   size = math.tointeger(size)
+  opts = options(name, opts, {"crop", "crop_positive"})
+  local crop = opts.crop
+  if crop ~= nil and not (math.tointeger(crop) and crop >= 1 and crop <= size) then
+    fail(name, 2, "crop must be an integer from 1 to the size %d, got %s", size, show(crop))
+  end
   local s = size / 256
   local T = transforms
   return T.compose {
     T.resize {size = size},
+    crop and T.random_crop {size = crop, positive = opts.crop_positive} or T.compose {},
     T.hflip {p = 0.5},
     T.shift_scale_rotate {shift = 0.0625, scale = 0.1, rotate = 10, p = 0.5, border = "constant"},
     T.probability(0.5, T.one_of {
