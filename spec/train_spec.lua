@@ -159,9 +159,9 @@ describe("training", function()
     assert.is_truthy(model)
     assert.are.equal(128, meta.input_size)
     -- the crop is part of what a checkpoint must agree with to resume
-    local ok, err = pcall(lpnx.train.run, opts(dir .. "/crop", {size = 128, crop = 96, crop_positive = 1,
-                                                                resume = true}))
-    assert.is_false(ok)
+    local resumed, err = pcall(lpnx.train.run, opts(dir .. "/crop", {size = 128, crop = 96, crop_positive = 1,
+                                                                     resume = true}))
+    assert.is_false(resumed)
     assert.matches("crop: checkpoint 64, now 96", err, 1, true)
     for _, bad in ipairs {{crop = 48, msg = "crop must be a multiple of 32 from 32 to the size 64, got 48"},
                           {crop = 96, msg = "crop must be a multiple of 32 from 32 to the size 64, got 96"},

@@ -52,7 +52,8 @@ end
 
 -- Settings that must agree for a checkpoint to resume this run.
 local RESUME_KEYS = {"encoder", "encoder_width", "decoder_channels", "size", "batch", "lr", "loss", "seed",
-                     "epochs", "optimizer", "weight_decay", "positive_fraction", "val_fraction", "in_channels", "crop", "crop_positive"}
+                     "epochs", "optimizer", "weight_decay", "positive_fraction", "val_fraction", "in_channels", "crop",
+                     "crop_positive"}
 
 local function config_of(opts)
   local c = {}
