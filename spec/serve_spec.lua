@@ -251,7 +251,9 @@ describe("the DICOM node beside Orthanc", function()
       -- an unknown calling AE title is rejected at association time
       local _, refused = pacs.storescu(node.port, {images[1]}, {aet = "INTRUDER", called = "LPNX"})
       assert.are_not.equal(0, refused)
-      assert.matches("rejected", events(node.log, "rejected")[1] or "")
+      -- (the receiver logs the refusal as the association ends: wait for the line)
+      wait_until(function() return #events(node.log, "rejected") >= 1 end, 30)
+      assert.matches("INTRUDER", events(node.log, "rejected")[1] or "", 1, true)
       -- garbage bytes on the port
       sh((pacs.PLAIN .. "bash -c 'printf \"GET / HTTP/1.0\\r\\n\\r\\n\" > /dev/tcp/127.0.0.1/%d'"):format(node.port))
       -- a CT and a lateral view: accepted, skipped with the reason
