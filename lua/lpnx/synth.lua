@@ -1067,8 +1067,7 @@ function synth.write(opts)
   local npositive = math.floor(count * positive + 0.5)
   local ntrain = count - ntest
   local ntest_positive = math.min(npositive, math.floor(ntest * positive + 0.5))
-  local ntrain_positive = npositive - ntest_positive
-  if ntrain_positive > ntrain then ntrain_positive, ntest_positive = ntrain, npositive - ntrain end
+  local ntrain_positive = npositive - ntest_positive   -- at most ntrain: round(a) - round(b) < a - b + 1
   local split_g = lpnx.Generator(seed + 0x5eed)
   local train_order = ntrain > 0 and lpnx.randperm(ntrain, split_g) or {}
   local test_order = ntest > 0 and lpnx.randperm(ntest, split_g) or {}

@@ -95,7 +95,7 @@ end
 
 -- opts[key] (def when nil): a table of two finite numbers {a, b} for which
 -- ok(a, b) holds; returns a, b.
-local function pair(name, opts, key, def, ok, what)
+local function pair(name, opts, key, def, ok, what, level)
   local v = opts[key]
   if v == nil then return def[1], def[2] end
   local got
@@ -106,8 +106,25 @@ local function pair(name, opts, key, def, ok, what)
   elseif not (finite(v[1]) and finite(v[2]) and ok(v[1], v[2])) then
     got = "{" .. show(v[1]) .. ", " .. show(v[2]) .. "}"
   end
-  if got then fail(name, 3, "%s must be %s, got %s", key, what, got) end
+  if got then fail(name, level or 3, "%s must be %s, got %s", key, what, got) end
   return v[1], v[2]
+end
+
+-- size_option(name, opts, def): opts.size (def when nil), n for n x n or
+-- {height, width}, positive integers -> height, width.
+local function size_option(name, opts, def)
+  local function positive(v) return math.tointeger(v) ~= nil and v >= 1 and v <= 2147483647 end
+  local size = opts.size
+  if size == nil then size = def end
+  if type(size) == "number" then
+    if not positive(size) then
+      fail(name, 3, "size must be a positive integer or a table of 2 {height, width}, got %s", show(size))
+    end
+    return math.tointeger(size), math.tointeger(size)
+  end
+  local h, w = pair(name, opts, "size", nil, function(a, b) return positive(a) and positive(b) end,
+                    "a positive integer or a table of 2 positive integers {height, width}", 4)
+  return math.tointeger(h), math.tointeger(w)
 end
 
 local BORDERS = {constant = true, replicate = true, reflect = true}
@@ -333,18 +350,7 @@ end
 function transforms.random_crop(opts)
   local name = "random_crop"
   opts = options(name, opts, {"size", "positive"})
-  local function positive_int(v) return math.tointeger(v) ~= nil and v >= 1 and v <= 2147483647 end
-  local h, w
-  if type(opts.size) == "number" then
-    if not positive_int(opts.size) then
-      fail(name, 2, "size must be a positive integer or a table of 2 {height, width}, got %s", show(opts.size))
-    end
-    h, w = opts.size, opts.size
-  else
-    h, w = pair(name, opts, "size", {256, 256}, function(a, b) return positive_int(a) and positive_int(b) end,
-                "a positive integer or a table of 2 positive integers {height, width}")
-  end
-  h, w = math.tointeger(h), math.tointeger(w)
+  local h, w = size_option(name, opts, 256)
   local p = number(name, opts, "positive", 0.5, unit, "in [0, 1]")
   return function(sample, g)
     check_sample(name, sample)
@@ -356,8 +362,8 @@ function transforms.random_crop(opts)
     end
     local u = g:uniform()
     local y, x                                    -- the window's top-left corner, 1-based
-    local total = mask and mask:sum() or 0
-    if u < p and total > 0 then
+    local total = u < p and mask and mask:sum() or 0
+    if total > 0 then
       -- the k-th set pixel in row-major order: its row from the row sums,
       -- then its column within the row
       local k = g:random(math.floor(total + 0.5))
@@ -527,19 +533,7 @@ end
 function transforms.resize(opts)
   local name = "resize"
   opts = options(name, opts, {"size"})
-  local h, w
-  local size = opts.size == nil and 256 or opts.size
-  local function positive(v) return math.tointeger(v) ~= nil and v >= 1 and v <= 2147483647 end
-  if type(size) == "number" then
-    if not positive(size) then
-      fail(name, 2, "size must be a positive integer or a table of 2 {height, width}, got %s", show(size))
-    end
-    h, w = size, size
-  else
-    h, w = pair(name, opts, "size", nil, function(a, b) return positive(a) and positive(b) end,
-                "a positive integer or a table of 2 positive integers {height, width}")
-  end
-  h, w = math.tointeger(h), math.tointeger(w)
+  local h, w = size_option(name, opts, 256)
   return function(sample)
     check_sample(name, sample)
     local img = sample.image
@@ -633,8 +627,9 @@ end
 -- any size (alpha = 120, sigma = 6 at 256). opts = {crop = n, crop_positive
 -- = 0.5}: train on n x n windows of the size x size image (a model trained
 -- so still predicts whole images at size: the network is convolutional),
--- which costs what training at n costs and keeps size's detail. The image stays single-channel
--- in [0, 1]; add to_rgb and normalize after it for a pretrained encoder.
+-- which costs what training at n costs and keeps size's detail. The image
+-- stays single-channel in [0, 1]; add to_rgb and normalize after it for a
+-- pretrained encoder.
 function transforms.siim_train(size, opts)
   local name = "siim_train"
   if size == nil then size = 256 end
