@@ -19,7 +19,7 @@ OPENBLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 OPENBLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 
 # Debian packages the build, the specs and the examples need.
-DEPS_PKGS := gcc g++ make lua5.4 liblua5.4-dev libopenblas-openmp-dev libpng-dev libjansson-dev libopenjp2-7-dev libturbojpeg0-dev nettle-dev \
+DEPS_PKGS := gcc g++ make lua5.4 liblua5.4-dev libopenblas-openmp-dev libpng-dev libjansson-dev libzip-dev libopenjp2-7-dev libturbojpeg0-dev nettle-dev \
              libdcmtk-dev dcmtk lua-busted lua-argparse lua-cjson lua-filesystem lua-check cppcheck gnuplot-nox \
              clang libclang-rt-14-dev openmpi-bin libopenmpi-dev dicom3tools bc chromium \
              orthanc curl
@@ -38,7 +38,7 @@ WARN := -Wall -Wextra -Wpedantic -Wshadow -Wno-unknown-pragmas
 CPPFLAGS_ALL := -I$(LUA_INC) -I$(OPENBLAS_INC) -D_POSIX_C_SOURCE=200809L -MMD -MP
 CFLAGS_ALL := -std=c99 $(OPT) -fPIC -fopenmp $(WARN) $(CFLAGS)
 CXXFLAGS_ALL := -std=c++17 $(OPT) -fPIC -fopenmp -Wall -Wextra -Wno-unknown-pragmas $(CXXFLAGS)
-LIBS := -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas -lpng16 -ljansson -lnettle -lm
+LIBS := -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas -lpng16 -ljansson -lnettle -lzip -lm
 DCMTK_LIBS := -lopenjp2 -lturbojpeg -ldcmsr -ldcmseg -ldcmfg -ldcmiod -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmnet -ldcmdata -loflog -lofstd
 
 C_SRC := $(wildcard lpnx/*.c lpnx/ops/*.c lpnx/image/*.c lpnx/io/*.c lpnx/bind/*.c)
@@ -169,7 +169,7 @@ lint: deps
 # fuzz_j2k feeds OpenJPEG codestreams straight (j2k.c); fuzz_dicom reaches
 # the same code, and libjpeg-turbo's, through whole files. Fuzz builds
 # decode JPEG 2000 frames of at most 2^24 values, to stay fast.
-FUZZ_TARGETS := safetensors png rle csv j2k dicom dicom_seg
+FUZZ_TARGETS := safetensors png rle csv j2k pickle dicom dicom_seg
 FUZZ_BUILD := $(TOP)/build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
@@ -179,6 +179,7 @@ FUZZ_SRC_png := lpnx/io/png.c lpnx/io/file.c
 FUZZ_SRC_rle := lpnx/io/rle.c
 FUZZ_SRC_csv := lpnx/io/csv.c
 FUZZ_SRC_j2k := lpnx/io/j2k.c
+FUZZ_SRC_pickle := lpnx/io/pickle.c
 FUZZ_LIBS_png := -lpng16
 FUZZ_LIBS_safetensors := -ljansson
 FUZZ_LIBS_j2k := -lopenjp2
@@ -191,7 +192,7 @@ $(FUZZ_BUILD)/fuzz_$(1): lpnx/fuzz/fuzz_$(1).c $(FUZZ_SRC_$(1)) | $(BUILD)/.deps
 	@mkdir -p $(FUZZ_BUILD)
 	clang -std=c99 $(FUZZ_FLAGS) $$(filter %.c,$$^) $(FUZZ_LIBS_$(1)) -o $$@
 endef
-$(foreach t,safetensors png rle csv j2k,$(eval $(call FUZZ_C_RULE,$(t))))
+$(foreach t,safetensors png rle csv j2k pickle,$(eval $(call FUZZ_C_RULE,$(t))))
 $(FUZZ_BUILD)/fuzz_dicom: lpnx/fuzz/fuzz_dicom.cpp lpnx/io/dicom.cpp lpnx/io/dcm_util.cpp lpnx/io/dcm_util.hpp \
   $(FUZZ_DICOM_C) $(FUZZ_DICOM_C:.c=.h) | $(BUILD)/.deps-ok
 	@mkdir -p $(FUZZ_BUILD)/dicom-obj
