@@ -69,6 +69,48 @@ describe("lpnx.load_torch", function()
     assert.are.equal(-1 + 5 / 8, tensors.tail:totable()[1])
   end)
 
+  it("reads the legacy format of PyTorch before 1.6 to the same values", function()
+    local tensors, info = lpnx.load_torch(fixture("unet_training_legacy.pth"))
+    assert_same_tensors(tensors, lpnx.load(fixture("unet_training.safetensors")))
+    assert.are.equal(7, info.epoch)
+    assert.are.equal(0.8125, info.best_dice)
+    assert.matches("^%(%d+ tensors, not loaded%)$", info.optimizer)
+    local views, _, names = lpnx.load_torch(fixture("views_legacy.pth"))
+    assert_same_tensors(views, lpnx.load(fixture("views.safetensors")))
+    assert.are.equal(16, #names)
+    -- and the model it holds predicts as the twin's does
+    local a = lpnx.models.load(fixture("unet_training_legacy.pth"))
+    local b = lpnx.models.load(fixture("unet_training.safetensors"))
+    local x = lpnx.randn(1, 3, 64, 64, lpnx.Generator(4))
+    assert.are.equal(0, h.max_diff(a:forward(x), b:forward(x)))
+  end)
+
+  it("names a truncated or damaged legacy file and what is wrong with it", function()
+    local dir = h.tmpdir()
+    local f = assert(io.open(fixture("unet_training_legacy.pth"), "rb"))
+    local bytes = f:read("a")
+    f:close()
+    local function write(name, b)
+      local path = dir .. "/" .. name
+      local o = assert(io.open(path, "wb"))
+      o:write(b)
+      o:close()
+      return path
+    end
+    local cases = {
+      {write("cut_storage.pth", bytes:sub(1, #bytes - 100)), "cut_storage.pth: the file ends inside storage"},
+      {write("cut_pickle.pth", bytes:sub(1, 400)), "cut_pickle.pth: the legacy checkpoint's object: .*ends"},
+      {write("tail.pth", bytes .. "xx"), "tail.pth: 2 bytes after the last storage"},
+      {write("no_magic.pth", "\128\2K\1." .. bytes:sub(16)), "no_magic.pth: a bare pickle without PyTorch's magic"},
+    }
+    for _, c in ipairs(cases) do
+      local ok, err = pcall(lpnx.load_torch, c[1])
+      assert.is_false(ok)
+      assert.matches(c[2], err)
+    end
+    h.rmdir(dir)
+  end)
+
   it("refuses a pickle that would call os.system or eval, and runs nothing", function()
     local marker = "/tmp/lpnx-torch-fixture-ran"
     os.remove(marker)
@@ -115,8 +157,6 @@ describe("lpnx.load_torch", function()
 
   it("says what is wrong with other files, naming them", function()
     local cases = {
-      {fixture("legacy.pth"), "legacy.pth: a checkpoint in PyTorch's format from before 1.6 %(a bare pickle%), which "
-                              .. "is not read: load it in PyTorch and save it again"},
       {"/nonexistent/x.pth", "/nonexistent/x.pth: cannot read it"},
       {fixture("short_storage.pth"), "short_storage.pth: views/data/0 holds 10 bytes, but its storage is 24 "
                                      .. "elements of float32 %(96 bytes%)"},

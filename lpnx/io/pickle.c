@@ -431,9 +431,13 @@ static int persid(parser *p) {
     size_t i;
     if (pid == NULL)
         return -1;
-    if (pid->kind != LPNX_PK_TUPLE || pid->u.seq.n != 5)
+    /* the zip format's ids have 5 items; the legacy format adds a 6th,
+     * view_metadata, None unless the tensor views a slice of a storage */
+    if (pid->kind != LPNX_PK_TUPLE || (pid->u.seq.n != 5 && pid->u.seq.n != 6))
         return fail(p, "a persistent id is not ('storage', class, key, location, numel)");
     it = pid->u.seq.items;
+    if (pid->u.seq.n == 6 && it[5]->kind != LPNX_PK_NONE)
+        return fail(p, "a storage view of the legacy format (view_metadata) is not read");
     if (it[0]->kind != LPNX_PK_STR || !same((const unsigned char *)it[0]->u.str.s, it[0]->u.str.len, "storage"))
         return fail(p, "a persistent id that is not a storage");
     if (it[1]->kind != LPNX_PK_GLOBAL ||
@@ -736,6 +740,11 @@ static int step(parser *p, int *done) {
 }
 
 int lpnx_pk_parse(const unsigned char *buf, size_t len, lpnx_pk_result *out, char *err, size_t errlen) {
+    return lpnx_pk_parse_prefix(buf, len, out, NULL, err, errlen);
+}
+
+int lpnx_pk_parse_prefix(const unsigned char *buf, size_t len, lpnx_pk_result *out, size_t *used, char *err,
+                         size_t errlen) {
     parser p;
     int done = 0;
     if (err != NULL && errlen > 0)
@@ -766,6 +775,8 @@ int lpnx_pk_parse(const unsigned char *buf, size_t len, lpnx_pk_result *out, cha
             *keep = p.mem;
             out->arena = keep;
             out->root = p.stack[0];
+            if (used != NULL)
+                *used = p.pos;
         }
     }
     free(p.stack);

@@ -100,6 +100,11 @@ typedef struct {
  * with the byte offset of the opcode, into err (errlen bytes, may be 0). */
 int lpnx_pk_parse(const unsigned char *buf, size_t len, lpnx_pk_result *out, char *err, size_t errlen);
 
+/* The same for the pickle at the start of buf, which may be followed by
+ * other bytes (the legacy format's pickles and storages follow each
+ * other): *used gets the bytes up to and including its STOP. */
+int lpnx_pk_parse_prefix(const unsigned char *buf, size_t len, lpnx_pk_result *out, size_t *used, char *err,
+                         size_t errlen);
 void lpnx_pk_free(lpnx_pk_result *r);
 
 /* Bytes per element of a storage dtype, and its name ("float32", ...). */

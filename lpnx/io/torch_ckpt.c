@@ -18,8 +18,19 @@ typedef struct {
     int64_t numel;
 } storage_cache;
 
+/* A storage of a legacy file: where its elements start in the file. */
+typedef struct {
+    char key[65];
+    size_t offset;
+    int64_t numel;
+} legacy_record;
+
 struct lpnx_torch_ckpt {
-    zip_t *zip;
+    zip_t *zip;               /* the zip format; NULL for a legacy file */
+    unsigned char *legacy;    /* a legacy file, whole */
+    size_t legacy_len;
+    legacy_record *records;   /* its storages, in the file's order */
+    size_t nrecords;
     char *path;
     char prefix[256]; /* "archive/" and the like, with its slash */
     lpnx_pk_result parsed;
@@ -92,6 +103,168 @@ static unsigned char *read_record(lpnx_torch_ckpt *c, const char *name, size_t m
     return buf;
 }
 
+/* ---- the legacy format (PyTorch before 1.6) ---------------------------
+ * One file of consecutive pickles: the magic number, the protocol version
+ * (1001), a dict of facts about the writer (little_endian, type sizes), the
+ * object itself (storages as persistent ids), the list of storage keys;
+ * then, for each key in that order, the storage's element count as an
+ * 8-byte integer and its elements, raw, in the writer's byte order. */
+
+static const unsigned char LEGACY_MAGIC[15] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
+                                                0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
+
+/* The storage value named key (key_len bytes) anywhere under v, or NULL. */
+static const lpnx_pk_value *find_storage(const lpnx_pk_value *v, const char *key, size_t key_len, int depth) {
+    size_t i;
+    if (v == NULL || depth > LPNX_PK_MAX_DEPTH)
+        return NULL;
+    switch (v->kind) {
+    case LPNX_PK_STORAGE:
+        return v->u.storage.key_len == key_len && memcmp(v->u.storage.key, key, key_len) == 0 ? v : NULL;
+    case LPNX_PK_TENSOR:
+        return find_storage(v->u.tensor.storage, key, key_len, depth + 1);
+    case LPNX_PK_TUPLE:
+    case LPNX_PK_LIST:
+    case LPNX_PK_DICT:
+        for (i = 0; i < v->u.seq.n; i++) {
+            const lpnx_pk_value *f = find_storage(v->u.seq.items[i], key, key_len, depth + 1);
+            if (f != NULL)
+                return f;
+        }
+        return NULL;
+    default:
+        return NULL;
+    }
+}
+
+static int same_str(const lpnx_pk_value *v, const char *s) {
+    return v != NULL && v->kind == LPNX_PK_STR && v->u.str.len == strlen(s) && memcmp(v->u.str.s, s, v->u.str.len) == 0;
+}
+
+/* Reads the legacy file at c->path into c; 0, or -1 with the reason in why. */
+static int open_legacy(lpnx_torch_ckpt *c, char *why, size_t whylen) {
+    FILE *fh = fopen(c->path, "rb");
+    size_t pos = sizeof LEGACY_MAGIC, used = 0, i;
+    lpnx_pk_result part;
+    char perr[512];
+    long end;
+    if (fh == NULL || fseek(fh, 0, SEEK_END) != 0 || (end = ftell(fh)) < 0 || fseek(fh, 0, SEEK_SET) != 0) {
+        if (fh)
+            fclose(fh);
+        snprintf(why, whylen, "cannot read it");
+        return -1;
+    }
+    c->legacy_len = (size_t)end;
+    c->legacy = (unsigned char *)malloc(c->legacy_len ? c->legacy_len : 1);
+    if (c->legacy == NULL || fread(c->legacy, 1, c->legacy_len, fh) != c->legacy_len) {
+        fclose(fh);
+        snprintf(why, whylen, c->legacy ? "cannot read it" : "out of memory");
+        return -1;
+    }
+    fclose(fh);
+    if (c->legacy_len < pos || memcmp(c->legacy, LEGACY_MAGIC, pos) != 0) {
+        snprintf(why, whylen, "a bare pickle without PyTorch's magic number: not a PyTorch checkpoint");
+        return -1;
+    }
+    /* the protocol version, then the writer's facts */
+    for (i = 0; i < 2; i++) {
+        if (lpnx_pk_parse_prefix(c->legacy + pos, c->legacy_len - pos, &part, &used, perr, sizeof perr) != 0) {
+            snprintf(why, whylen, "legacy header, pickle %zu: %.400s", i + 2, perr);
+            return -1;
+        }
+        if (i == 0 && (part.root->kind != LPNX_PK_INT || part.root->u.i != 1001)) {
+            lpnx_pk_free(&part);
+            snprintf(why, whylen, "legacy format of an unknown protocol version (1001 expected)");
+            return -1;
+        }
+        if (i == 1) {
+            size_t k;
+            if (part.root->kind != LPNX_PK_DICT) {
+                lpnx_pk_free(&part);
+                snprintf(why, whylen, "legacy header: the writer's facts are not a dict");
+                return -1;
+            }
+            for (k = 0; k + 1 < part.root->u.seq.n; k += 2) {
+                const lpnx_pk_value *val = part.root->u.seq.items[k + 1];
+                if (same_str(part.root->u.seq.items[k], "little_endian") &&
+                    !(val->kind == LPNX_PK_BOOL && val->u.b)) {
+                    lpnx_pk_free(&part);
+                    snprintf(why, whylen, "a big-endian checkpoint is not read");
+                    return -1;
+                }
+            }
+        }
+        lpnx_pk_free(&part);
+        pos += used;
+    }
+    if (lpnx_pk_parse_prefix(c->legacy + pos, c->legacy_len - pos, &c->parsed, &used, perr, sizeof perr) != 0) {
+        snprintf(why, whylen, "the legacy checkpoint's object: %.400s", perr);
+        return -1;
+    }
+    pos += used;
+    if (lpnx_pk_parse_prefix(c->legacy + pos, c->legacy_len - pos, &part, &used, perr, sizeof perr) != 0) {
+        snprintf(why, whylen, "the legacy checkpoint's storage keys: %.400s", perr);
+        return -1;
+    }
+    pos += used;
+    if (part.root->kind != LPNX_PK_LIST) {
+        lpnx_pk_free(&part);
+        snprintf(why, whylen, "the legacy checkpoint's storage keys are not a list");
+        return -1;
+    }
+    c->records = (legacy_record *)calloc(part.root->u.seq.n + 1, sizeof *c->records);
+    if (c->records == NULL) {
+        lpnx_pk_free(&part);
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    for (i = 0; i < part.root->u.seq.n; i++) {
+        const lpnx_pk_value *key = part.root->u.seq.items[i], *st;
+        legacy_record *r = &c->records[i];
+        uint64_t numel = 0;
+        size_t b, esize;
+        if (key->kind != LPNX_PK_STR || key->u.str.len == 0 || key->u.str.len >= sizeof r->key) {
+            lpnx_pk_free(&part);
+            snprintf(why, whylen, "a legacy storage key is not a short string");
+            return -1;
+        }
+        st = find_storage(c->parsed.root, key->u.str.s, key->u.str.len, 0);
+        memcpy(r->key, key->u.str.s, key->u.str.len);
+        if (st == NULL) {
+            snprintf(why, whylen, "legacy storage %s is listed but no tensor uses it", r->key);
+            lpnx_pk_free(&part);
+            return -1;
+        }
+        if (c->legacy_len - pos < 8) {
+            snprintf(why, whylen, "the file ends before storage %s (truncated)", r->key);
+            lpnx_pk_free(&part);
+            return -1;
+        }
+        for (b = 0; b < 8; b++)
+            numel |= (uint64_t)c->legacy[pos + b] << (8 * b);
+        pos += 8;
+        esize = lpnx_pk_dtype_size(st->u.storage.dtype);
+        if (numel != (uint64_t)st->u.storage.numel || numel > (uint64_t)(c->legacy_len - pos) / esize) {
+            snprintf(why, whylen, numel != (uint64_t)st->u.storage.numel
+                                      ? "legacy storage %s holds %llu elements, its tensors name %lld"
+                                      : "the file ends inside storage %s (truncated)",
+                     r->key, (unsigned long long)numel, (long long)st->u.storage.numel);
+            lpnx_pk_free(&part);
+            return -1;
+        }
+        r->offset = pos;
+        r->numel = (int64_t)numel;
+        pos += (size_t)numel * esize;
+        c->nrecords++;
+    }
+    lpnx_pk_free(&part);
+    if (pos != c->legacy_len) {
+        snprintf(why, whylen, "%zu bytes after the last storage", c->legacy_len - pos);
+        return -1;
+    }
+    return 0;
+}
+
 lpnx_torch_ckpt *lpnx_torch_open(const char *path, char *err, size_t errlen) {
     lpnx_torch_ckpt *c;
     int zerr = 0;
@@ -120,9 +293,14 @@ lpnx_torch_ckpt *lpnx_torch_open(const char *path, char *err, size_t errlen) {
         }
         if (zerr == ZIP_ER_NOENT || zerr == ZIP_ER_OPEN || zerr == ZIP_ER_READ || zerr == ZIP_ER_SEEK)
             snprintf(why, sizeof why, "cannot read it (%s)", zip_error_strerror(&ze));
-        else if (zerr == ZIP_ER_NOZIP && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5)
-            snprintf(why, sizeof why, "a checkpoint in PyTorch's format from before 1.6 (a bare pickle), which is "
-                                      "not read: load it in PyTorch and save it again");
+        else if (zerr == ZIP_ER_NOZIP && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5) {
+            zip_error_fini(&ze);
+            if (open_legacy(c, why, sizeof why) == 0)
+                return c;
+            say(err, errlen, path, why);
+            lpnx_torch_close(c);
+            return NULL;
+        }
         else if (zerr == ZIP_ER_NOZIP && head[0] == 'P' && head[1] == 'K')
             snprintf(why, sizeof why, "a damaged or truncated zip archive (libzip: %s)", zip_error_strerror(&ze));
         else
@@ -224,7 +402,26 @@ static const storage_cache *storage_of(lpnx_torch_ckpt *c, const lpnx_pk_value *
         return NULL;
     }
     snprintf(name, sizeof name, "%sdata/%s", c->prefix, st->u.storage.key);
-    bytes = read_record(c, name, (size_t)st->u.storage.numel * esize * 2 + 64, &len, why, sizeof why);
+    if (c->legacy != NULL) {
+        const legacy_record *r = NULL;
+        for (i = 0; i < c->nrecords && r == NULL; i++)
+            if (strlen(c->records[i].key) == st->u.storage.key_len &&
+                memcmp(c->records[i].key, st->u.storage.key, st->u.storage.key_len) == 0)
+                r = &c->records[i];
+        if (r == NULL) {
+            snprintf(why, sizeof why, "storage %.64s is not among the legacy file's storages", st->u.storage.key);
+            say(err, errlen, c->path, why);
+            return NULL;
+        }
+        len = (size_t)r->numel * esize;
+        bytes = (unsigned char *)malloc(len ? len : 1);
+        if (bytes != NULL)
+            memcpy(bytes, c->legacy + r->offset, len);
+        else
+            snprintf(why, sizeof why, "out of memory for a storage");
+    } else {
+        bytes = read_record(c, name, (size_t)st->u.storage.numel * esize * 2 + 64, &len, why, sizeof why);
+    }
     if (bytes == NULL) {
         say(err, errlen, c->path, why);
         return NULL;
@@ -304,6 +501,8 @@ void lpnx_torch_close(lpnx_torch_ckpt *c) {
         return;
     if (c->zip != NULL)
         zip_discard(c->zip);
+    free(c->legacy);
+    free(c->records);
     lpnx_pk_free(&c->parsed);
     for (i = 0; i < c->ncache; i++)
         free(c->cache[i].data);

@@ -169,7 +169,8 @@ function torch.load_weights(path)
   local f = io.open(path, "rb")
   local head = f and f:read(4)
   if f then f:close() end
-  if head == "PK\3\4" then return torch.load(path) end
+  -- a zip archive, or the legacy format's first pickle (PROTO 2, then a 10-byte LONG1: the magic number)
+  if head == "PK\3\4" or head == "\128\2\138\10" then return torch.load(path) end
   return lpnx.load(path)
 end
 
