@@ -4,6 +4,8 @@
 --   lua5.4 examples/predict.lua --model runs/best.safetensors --data data/dicom-images-test --out pred
 --   lua5.4 examples/predict.lua --model m.safetensors --data a.dcm b.dcm --out pred --threshold 0.5 --tta
 --   lua5.4 examples/predict.lua --model m.safetensors --data test --out pred --dicom-seg --report --truth test-rle.csv
+--   lua5.4 examples/predict.lua --model smp_unet.pth --encoder resnet34 --data test --out pred
+--   lua5.4 examples/predict.lua --model runs/best.safetensors --export-onnx unet.onnx
 -- One bad input never stops the batch: a file that cannot be read, or that is not a frontal chest
 -- X-ray by lpnx.predict.chest_rules (another modality or body part, a lateral view, several frames,
 -- colour), is left out with its reason: a "skipped" line here and a row of OUT/skipped.csv.
@@ -31,8 +33,20 @@ local parser = argparse(PROGRAM, "Predict pneumothorax masks with a trained lpnx
           .. "(lpnx.predict.chest_rules; --any-image turns the check off), is skipped with its reason: a line here "
           .. "and a row of OUT/skipped.csv. Exit status: 0 every input predicted, 3 some skipped and the rest "
           .. "predicted, 2 a bad flag or missing file, 1 a failure or no input predicted.")
-parser:option("--model", "Model file written by lpnx.models.save or the trainer (safetensors)."):argname("<file>")
+parser:option("--model", "Model file written by lpnx.models.save or the trainer (safetensors), or a U-Net's weights "
+                        .. "alone with segmentation_models_pytorch's names: a PyTorch checkpoint (.pth) or a "
+                        .. "safetensors state dict. Told apart by content; the architecture of a weights-only "
+                        .. "file is read off its tensors."):argname("<file>")
   :convert(cli.file("--model", "a model file"))
+parser:option("--encoder", "The ResNet a weights-only --model must hold (resnet18, resnet34, resnet50): "
+                          .. "checked against its tensors."):argname("<name>")
+  :convert(cli.choice("--encoder", {"resnet18", "resnet34", "resnet50"}))
+parser:option("--input-size", "The side a weights-only --model's input is resized to (a multiple of 32; 256 when "
+                             .. "not given); lpnx model files say their own."):argname("<pixels>")
+  :convert(cli.integer("--input-size", {32, 8192}))
+parser:option("--export-onnx", "Also write the model as ONNX to this file (lpnx.models.export_onnx: its input size, "
+                              .. "any batch size, BatchNorm folded). Without --data and --out, only that.")
+  :argname("<file>")
 parser:option("--data", ("A folder (searched recursively for files with the extension %s) or image files.")
   :format(cli.choices(data.readers)))
   :argname("<path>"):args("+"):convert(cli.path("--data"))
@@ -62,7 +76,20 @@ parser:flag("--quiet", "No progress on stderr.")
 
 local args = cli.parse(parser, fail)
 -- what the converters cannot check: flags that go together
-for _, key in ipairs {"model", "data", "out"} do
+if args.model == nil then fail(2, "--model is required (see --help)") end
+if args.input_size and args.input_size % 32 ~= 0 then
+  fail(2, ("--input-size must be a multiple of 32, got %d"):format(args.input_size))
+end
+local ok_model, model, meta = pcall(lpnx.models.load, args.model, {encoder = args.encoder, size = args.input_size})
+if not ok_model then fail(2, model) end
+if args.export_onnx then
+  local ok, nodes = pcall(lpnx.models.export_onnx, model, args.export_onnx, {size = meta.input_size})
+  if not ok then fail(1, nodes) end
+  print(("wrote %s: the %s U-Net as ONNX, %d nodes, input (batch, %d, %d, %d)"):format(
+    args.export_onnx, meta.encoder, nodes, model.config.in_channels, meta.input_size, meta.input_size))
+  if args.data == nil and args.out == nil then os.exit(0) end
+end
+for _, key in ipairs {"data", "out"} do
   if args[key] == nil then fail(2, ("--%s is required (see --help)"):format(key)) end
 end
 local conflict = cli.postprocess_conflict(args)
@@ -81,7 +108,8 @@ local review, page, reviewed
 local done, summary = xpcall(function()
   if args.report then review = report.new{out = args.out, truth = args.truth, view_size = args.report_size} end
   local s = predict.run{
-    model = args.model, inputs = paths, out = args.out, tta = args.tta, batch = args.batch, threads = args.threads,
+    model = model, meta = meta, inputs = paths, out = args.out, tta = args.tta, batch = args.batch,
+    threads = args.threads,
     top = args.top, min_area = args.min_area, bottom = args.bottom, threshold = args.threshold,
     min_component = args.min_component, write_masks = not args.no_masks, write_overlays = not args.no_overlays,
     dicom_seg = args.dicom_seg, dicom_seg_empty = args.dicom_seg_empty, any_image = args.any_image,

@@ -55,8 +55,8 @@ parser:option("--val-fraction", "Share of image ids held out for validation.", t
   :convert(cli.number("--val-fraction"))
 parser:flag("--no-val", "Train on every image; no validation, best.safetensors = the final weights.")
 parser:flag("--no-augment", "Train without augmentation.")
-parser:option("--pretrained", "Safetensors file of ImageNet-pretrained ResNet weights (torchvision or timm keys) "
-              .. "for the encoder."):convert(cli.file("--pretrained"))
+parser:option("--pretrained", "ImageNet-pretrained ResNet weights (torchvision or timm keys) for the encoder: "
+              .. "a safetensors file or a PyTorch checkpoint (torch.save's .pth)."):convert(cli.file("--pretrained"))
 parser:flag("--resume", "Continue from OUT/checkpoint.safetensors (starts fresh, and says so, when there is none).")
 parser:option("--save-every", "Also write the checkpoint every N steps (0: only at epoch ends).",
               tostring(d.save_every)):convert(cli.integer("--save-every"))

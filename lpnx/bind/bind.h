@@ -75,6 +75,8 @@ lpnx_operand lpnx_operand_of(const lpnx_Tensor *t);
 void lpnx_open_tensor(lua_State *L);
 void lpnx_open_random(lua_State *L);
 void lpnx_open_io(lua_State *L);
+void lpnx_open_torch(lua_State *L); /* l_torch.c: PyTorch checkpoints, as data */
+void lpnx_open_onnx(lua_State *L);  /* l_onnx.c: ONNX files from a graph described in Lua */
 
 /* File formats and image operations: each adds one sub-table to the module
  * table on top of the stack (lpnx.core.dicom, .png, .rle, .csv, .image, .draw, .sys, .net). */

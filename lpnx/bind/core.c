@@ -12,6 +12,8 @@ int luaopen_lpnx_core(lua_State *L) {
     lpnx_open_tensor(L);
     lpnx_open_random(L);
     lpnx_open_io(L);
+    lpnx_open_torch(L);
+    lpnx_open_onnx(L);
     lpnx_open_dicom(L);
     lpnx_open_png(L);
     lpnx_open_rle(L);

@@ -559,16 +559,21 @@ static float st_d2f(double d)
 
 void lpnx_st_to_f32(float *dst, const lpnx_st_file *f, const lpnx_st_entry *e)
 {
-    const unsigned char *p;
-    size_t sz, n, i;
+    size_t sz;
     if (dst == NULL || f == NULL || e == NULL || f->data == NULL)
         return;
     sz = lpnx_st_dtype_size(e->dtype);
     if (sz == 0 || e->begin > e->end || e->end > f->data_len)
         return;
-    n = (e->end - e->begin) / sz;
-    p = f->data + e->begin;
-    switch (e->dtype) {
+    lpnx_st_convert_f32(dst, f->data + e->begin, (e->end - e->begin) / sz, e->dtype);
+}
+
+void lpnx_st_convert_f32(float *dst, const unsigned char *p, size_t n, lpnx_st_dtype dtype)
+{
+    size_t i;
+    if (dst == NULL || p == NULL)
+        return;
+    switch (dtype) {
     case LPNX_ST_F32:
         for (i = 0; i < n; i++)
             dst[i] = st_bits_f32(st_le32(p + 4 * i));

@@ -81,6 +81,10 @@ const char *lpnx_st_dtype_name(lpnx_st_dtype dt);
  * Does nothing if e's range does not lie inside f's data section. */
 void lpnx_st_to_f32(float *dst, const lpnx_st_file *f, const lpnx_st_entry *e);
 
+/* Converts n little-endian elements of dtype at src to float32, by the
+ * rules of lpnx_st_to_f32 (which calls it). */
+void lpnx_st_convert_f32(float *dst, const unsigned char *src, size_t n, lpnx_st_dtype dtype);
+
 /* One float32 tensor to write. data may be NULL only when numel == 0. */
 typedef struct {
     const char *name;               /* UTF-8, unique, not "__metadata__" */

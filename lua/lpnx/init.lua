@@ -13,6 +13,10 @@ end
 -- policy in Lua (lpnx.present), its per-pixel work in C.
 function lpnx.dicom.present(...) return require("lpnx.present").present(...) end
 
+-- lpnx.load_torch: PyTorch checkpoints, read as data (lpnx.torch).
+function lpnx.load_torch(...) return require("lpnx.torch").load(...) end
+function lpnx.load_weights(...) return require("lpnx.torch").load_weights(...) end
+
 -- Registered as modules so error messages name them ("bad argument #1 to
 -- 'lpnx.kernels.conv2d_forward'").
 package.loaded["lpnx.kernels"] = core.kernels

@@ -380,7 +380,7 @@ end
 
 -- Puts the encoder weights of opts.pretrained into model.
 local function load_pretrained(model, opts)
-  local sd = lpnx.load(opts.pretrained)
+  local sd = lpnx.load_weights(opts.pretrained)   -- safetensors or a PyTorch checkpoint
   local enc = {}
   for k, v in pairs(sd) do
     local key = k:match("^encoder%.(.*)$") or k:match("^model%.encoder%.(.*)$") or k

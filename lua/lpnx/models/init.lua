@@ -55,33 +55,92 @@ function models.save(path, model, extra)
   lpnx.save(path, (model:state_dict()), meta)
 end
 
--- load(path) -> model (eval mode), meta: rebuilds the model from the file alone.
+-- The architecture a U-Net state dict describes, from its tensors' names
+-- and shapes alone (segmentation_models_pytorch's keys): the ResNet by
+-- its blocks per stage (and Bottleneck's conv3), the widths by the
+-- convolutions' channels. nil and the reason when it is no such U-Net.
+local function architecture(t)
+  local conv1, head = t["encoder.conv1.weight"], t["segmentation_head.0.weight"]
+  if not conv1 or not head then
+    return nil, "no encoder.conv1.weight and segmentation_head.0.weight: not a U-Net state dict"
+  end
+  local counts = {}
+  for i = 1, 4 do
+    local n = 0
+    while t[("encoder.layer%d.%d.conv1.weight"):format(i, n)] do n = n + 1 end
+    counts[i] = n
+  end
+  local bottleneck = t["encoder.layer1.0.conv3.weight"] ~= nil
+  local shape = table.concat(counts, ",")
+  local name
+  for k, cfg in pairs(resnet.configs) do
+    if table.concat(cfg.layers, ",") == shape and (cfg.block.expansion > 1) == bottleneck then name = k end
+  end
+  if not name then return nil, ("an encoder of %s blocks per stage is none of resnet18, 34, 50"):format(shape) end
+  local decoder = {}
+  for i = 1, 5 do
+    local w = t[("decoder.blocks.%d.conv1.0.weight"):format(i - 1)]
+    if not w then return nil, ("no decoder.blocks.%d.conv1.0.weight"):format(i - 1) end
+    decoder[i] = w:size(1)
+  end
+  return {encoder = name, encoder_width = conv1:size(1), in_channels = conv1:size(2), classes = head:size(1),
+          decoder_channels = decoder}
+end
+
+-- load(path [, {encoder =, size =}]) -> model (eval mode), meta: rebuilds
+-- the model from the file alone. The file is an lpnx model (safetensors
+-- with the architecture in its metadata), or any U-Net state dict with
+-- segmentation_models_pytorch's keys, as a PyTorch checkpoint or a
+-- safetensors file, told apart by content; the architecture is then read
+-- off the tensors' names and shapes (opts.encoder, when given, must agree),
+-- and the input is taken as ImageNet-normalised at opts.size (256).
 -- meta.input_size, meta.mean and meta.std come back as numbers/lists.
-function models.load(path)
-  local tensors, meta = lpnx.load(path)
-  if meta["lpnx.model"] ~= "unet" then
-    error(("%s: not an lpnx model file (no 'lpnx.model' = 'unet' in its metadata)"):format(path), 2)
+function models.load(path, opts)
+  opts = opts or {}
+  local tensors, meta = lpnx.load_weights(path)
+  local cfg, input_size
+  if meta["lpnx.model"] == "unet" then
+    local function int(key)
+      local v = math.tointeger(tonumber(meta[key]))
+      if not v then
+        error(("%s: metadata '%s' must be an integer, got %s"):format(path, key, tostring(meta[key])), 3)
+      end
+      return v
+    end
+    local decoder = numbers(meta.decoder_channels, "decoder_channels", path)
+    for i, v in ipairs(decoder) do decoder[i] = math.tointeger(v) end
+    cfg = {encoder = meta.encoder, encoder_width = int("encoder_width"), classes = int("classes"),
+           in_channels = int("in_channels"), decoder_channels = decoder}
+    input_size = int("input_size")
+  elseif meta["lpnx.model"] ~= nil then
+    error(("%s: an lpnx file of model '%s', not a U-Net"):format(path, tostring(meta["lpnx.model"])), 2)
+  else
+    local why
+    cfg, why = architecture(tensors)
+    if not cfg then error(("%s: %s"):format(path, why), 2) end
+    input_size = opts.size or 256
+    meta = {["lpnx.model"] = "unet", encoder = cfg.encoder, encoder_width = cfg.encoder_width,
+            classes = cfg.classes, in_channels = cfg.in_channels, input_size = input_size,
+            mean = join(models.imagenet_mean), std = join(models.imagenet_std),
+            decoder_channels = join(cfg.decoder_channels)}
   end
-  local function int(key)
-    local v = math.tointeger(tonumber(meta[key]))
-    if not v then error(("%s: metadata '%s' must be an integer, got %s"):format(path, key, tostring(meta[key])), 3) end
-    return v
+  if opts.encoder and opts.encoder ~= cfg.encoder then
+    error(("%s: holds a %s encoder, not %s"):format(path, cfg.encoder, opts.encoder), 2)
   end
-  local decoder = numbers(meta.decoder_channels, "decoder_channels", path)
-  for i, v in ipairs(decoder) do decoder[i] = math.tointeger(v) end
-  local model = unet.Unet{
-    encoder = meta.encoder, encoder_width = int("encoder_width"), classes = int("classes"),
-    in_channels = int("in_channels"), decoder_channels = decoder,
-  }
+  local model = unet.Unet(cfg)
   local ok, err = pcall(model.load_state_dict, model, tensors)
   if not ok then error(("%s: %s"):format(path, tostring(err)), 2) end
   model:eval()
   local info = {}
   for k, v in pairs(meta) do info[k] = v end
-  info.input_size = int("input_size")
+  info.input_size = input_size
   info.mean = numbers(meta.mean, "mean", path)
   info.std = numbers(meta.std, "std", path)
   return model, info
 end
+
+-- export_onnx(model, path [, {size = 256, batch = "dynamic" | n, opset = 17, fold_bn = true}]):
+-- the model as an ONNX file (lpnx.models.onnx).
+models.export_onnx = require("lpnx.models.onnx").export
 
 return models
