@@ -209,6 +209,31 @@ describe("the harder, SIIM-like synthetic set", function()
     assert.is_true(means[1] < 0.01)
   end)
 
+  it("makes a rim's free air darker than the lung beside it, up to the chest wall", function()
+    -- at 512 pixels a rim is 2-6 pixels deep: inside its mask the image must
+    -- be darker than the darker half of a 4-pixel ring around it (the lung;
+    -- the other half is the brighter chest wall). Ribs or a clavicle over the
+    -- air can make an exception; before the free air reached the wall, 4 of
+    -- these 12 were darker.
+    local S, darker = 512, 0
+    local ring_of = lpnx.nn.MaxPool2d(9, 1, 4)
+    for seed = 1, 12 do
+      local img, mask = synth.render{size = S, positive = true, seed = seed, preset = "siim",
+                                     size_distribution = {rim = 1}, supine = 0}
+      local ring = ring_of:forward(mask:view(1, 1, S, S)):view(S, S) - mask
+      local iv, mv, rv = img:view(-1):totable(), mask:view(-1):totable(), ring:view(-1):totable()
+      local air, n, beside = 0, 0, {}
+      for i = 1, #iv do
+        if mv[i] > 0.5 then air, n = air + iv[i], n + 1 elseif rv[i] > 0.5 then beside[#beside + 1] = iv[i] end
+      end
+      table.sort(beside)
+      local lung = 0
+      for i = 1, #beside // 2 do lung = lung + beside[i] end
+      if air / n < lung / (#beside // 2) then darker = darker + 1 end
+    end
+    assert.is_true(darker >= 9, ("the free air is darker than the lung beside it in %d of 12 rims"):format(darker))
+  end)
+
   it("rejects an unknown preset and a bad rate", function()
     assert.has_error(function() synth.render{size = 64, preset = "chexpert"} end,
                      'synth: unknown preset "chexpert" (known: siim)')

@@ -15,7 +15,10 @@
 -- A harder, SIIM-like set: options of render and write, each a rate (the
 -- chance an image has the feature); preset = "siim" sets them all, with the
 -- rates below, and explicit options override it. Without a preset or an
--- option the output is the plain phantom, byte for byte. Each feature
+-- option the output is the plain phantom, byte for byte. With the size
+-- classes (size_distribution, which the preset sets), the free air of every
+-- pneumothorax reaches the chest wall with a sharp edge, so that a rim of a
+-- few millimetres is darker than the lung beside it. Each feature
 -- draws from a generator of its own, seeded from the image's, so turning
 -- one on shifts no other's draws; only the pneumothorax is in the mask.
 --   positive (write)   0.22   share of images with a pneumothorax
@@ -853,7 +856,13 @@ function synth.render(opts)
         c:fill(one, reg.polygon, 1, 0.01, "max")
         mask:copy_(mask:maximum(one:gt(0.5)))
         c:fill(P, reg.polygon, 1, 3, "max")
-        if reg.kind == "sulcus" then c:fill(L, reg.polygon, 1, 3, "max") end -- air below the lung's outline
+        -- the free air fills its region up to the chest wall with a sharp
+        -- edge: the lung's outline is feathered over 12 pixels, which, left
+        -- alone, would fade a rim of a few pixels into the wall's grey. Done
+        -- where the size classes are in use (the siim preset); the plain
+        -- phantom keeps its edge, byte for byte. A deep sulcus reaches below
+        -- the outline, so it always needs it.
+        if reg.kind == "sulcus" or size then c:fill(L, reg.polygon, 1, 3, "max") end
       end
     end
   end
