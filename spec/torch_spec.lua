@@ -159,6 +159,30 @@ describe("lpnx.load_torch", function()
     h.rmdir(dir)
   end)
 
+  it("takes a ResNet file with torchvision's names as the encoder, its fc.* ignored, and says it is no U-Net",
+     function()
+    local dir = h.tmpdir()
+    local data = dir .. "/data"
+    lpnx.synth.write{out = data, count = 4, seed = 2, positive = 0.5, size = 64, test_fraction = 0}
+    local lines = {}
+    lpnx.train.run{data = data, out = dir .. "/run", size = 64, encoder = "resnet18", encoder_width = 4,
+                   decoder_channels = {16, 8, 8, 4, 4}, epochs = 1, batch = 2, workers = 0, no_val = true,
+                   pretrained = fixture("resnet_torchvision_names.pth"), progress = false, augment = false,
+                   max_steps = 0, log_fn = function(l) lines[#lines + 1] = l end}
+    assert.matches("(2 keys ignored)", table.concat(lines, "\n"), 1, true)
+    local resnet = lpnx.load_torch(fixture("resnet_torchvision_names.pth"))
+    local m = lpnx.models.unet{encoder = "resnet18", encoder_width = 4, decoder_channels = {16, 8, 8, 4, 4}}
+    local report = m.encoder:load_state_dict(resnet, {strict = false})
+    assert.are.same({"fc.bias", "fc.weight"}, report.unexpected)
+    assert.are.same({}, report.missing)
+    local twin = lpnx.load(fixture("unet_training.safetensors"))
+    assert.are.equal(0, h.max_diff(m.encoder.layer4:get(2).bn2.running_var, twin["encoder.layer4.1.bn2.running_var"]))
+    local ok, err = pcall(lpnx.models.load, fixture("resnet_torchvision_names.pth"))
+    assert.is_false(ok)
+    assert.matches("a ResNet's weights %(conv1.weight, layer1...%), not a U%-Net's", err)
+    h.rmdir(dir)
+  end)
+
   it("gives train's --pretrained a PyTorch checkpoint's encoder", function()
     local dir = h.tmpdir()
     local data = dir .. "/data"
