@@ -85,6 +85,29 @@ describe("lpnx.load_torch", function()
     assert.are.equal(0, h.max_diff(a:forward(x), b:forward(x)))
   end)
 
+  it("reads numpy scalars among a checkpoint's values, and the legacy format at pickle protocol 4", function()
+    local tensors, info = lpnx.load_torch(fixture("numpy_scalars.pth"))
+    assert.are.same({1, 1}, tensors.w:totable())
+    assert.are.equal(0.8125, info.best_dice)
+    assert.are.equal(3, info.epoch)
+    assert.are.equal(math.type(3), math.type(info.epoch))
+    assert.are.equal(0.5, info.lr)
+    assert.are.equal(-1.5, info.half)
+    assert.are.equal(true, info.improved)
+    assert.are.equal(-7, info.small)
+    -- torch.compile's "_orig_mod." under DataParallel's "module.", both removed
+    local p, _, names = lpnx.load_torch(fixture("prefixed_legacy_p4.pth"))
+    assert_same_tensors(p, lpnx.load(fixture("prefixed.safetensors")))
+    assert.are.same({"a", "b"}, names)
+  end)
+
+  it("finds a U-Net under the prefix PyTorch Lightning puts before its names", function()
+    local a = lpnx.models.load(fixture("unet_lightning.ckpt"))
+    local b = lpnx.models.load(fixture("unet_training.safetensors"))
+    local x = lpnx.randn(1, 3, 64, 64, lpnx.Generator(5))
+    assert.are.equal(0, h.max_diff(a:forward(x), b:forward(x)))
+  end)
+
   it("names a truncated or damaged legacy file and what is wrong with it", function()
     local dir = h.tmpdir()
     local f = assert(io.open(fixture("unet_training_legacy.pth"), "rb"))
@@ -133,6 +156,30 @@ describe("lpnx.load_torch", function()
     local a = lpnx.load_weights(renamed)
     local b = lpnx.load_weights(fixture("unet_state.safetensors"))
     assert_same_tensors(a, b)
+    h.rmdir(dir)
+  end)
+
+  it("takes a ResNet file with torchvision's names as the encoder, its fc.* ignored, and says it is no U-Net",
+     function()
+    local dir = h.tmpdir()
+    local data = dir .. "/data"
+    lpnx.synth.write{out = data, count = 4, seed = 2, positive = 0.5, size = 64, test_fraction = 0}
+    local lines = {}
+    lpnx.train.run{data = data, out = dir .. "/run", size = 64, encoder = "resnet18", encoder_width = 4,
+                   decoder_channels = {16, 8, 8, 4, 4}, epochs = 1, batch = 2, workers = 0, no_val = true,
+                   pretrained = fixture("resnet_torchvision_names.pth"), progress = false, augment = false,
+                   max_steps = 0, log_fn = function(l) lines[#lines + 1] = l end}
+    assert.matches("(2 keys ignored)", table.concat(lines, "\n"), 1, true)
+    local resnet = lpnx.load_torch(fixture("resnet_torchvision_names.pth"))
+    local m = lpnx.models.unet{encoder = "resnet18", encoder_width = 4, decoder_channels = {16, 8, 8, 4, 4}}
+    local report = m.encoder:load_state_dict(resnet, {strict = false})
+    assert.are.same({"fc.bias", "fc.weight"}, report.unexpected)
+    assert.are.same({}, report.missing)
+    local twin = lpnx.load(fixture("unet_training.safetensors"))
+    assert.are.equal(0, h.max_diff(m.encoder.layer4:get(2).bn2.running_var, twin["encoder.layer4.1.bn2.running_var"]))
+    local ok, err = pcall(lpnx.models.load, fixture("resnet_torchvision_names.pth"))
+    assert.is_false(ok)
+    assert.matches("a ResNet's weights %(conv1.weight, layer1...%), not a U%-Net's", err)
     h.rmdir(dir)
   end)
 

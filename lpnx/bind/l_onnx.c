@@ -264,7 +264,10 @@ static int l_onnx_write(lua_State *L) {
     }
 
     char err[1024];
-    if (lpnx_onnx_write(path, &m, err, sizeof err) != 0) return luaL_error(L, "%s", err);
+    if (lpnx_onnx_write(path, &m, err, sizeof err) != 0) {
+        lua_pushstring(L, err); /* "path: reason", without a position */
+        return lua_error(L);
+    }
     return 0;
 }
 

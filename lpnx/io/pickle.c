@@ -1,6 +1,7 @@
 /* The restricted unpickler: see pickle.h. */
 #include "pickle.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +48,11 @@ static void arena_release(arena *a) {
 /* ---- the parser's state ---------------------------------------------- */
 
 enum {
-    G_ORDERED_DICT = 1, G_REBUILD_TENSOR_V2, G_REBUILD_PARAMETER, G_TORCH_SIZE, G_STORAGE, G_DTYPE
+    G_ORDERED_DICT = 1, G_REBUILD_TENSOR_V2, G_REBUILD_PARAMETER, G_TORCH_SIZE, G_STORAGE, G_DTYPE,
+    G_NP_SCALAR,   /* numpy.core.multiarray.scalar(dtype, bytes) -> a number */
+    G_NP_DTYPE,    /* numpy.dtype(name, align, copy) -> a dtype value */
+    G_NP_DTYPE_V,  /* such a dtype value; BUILD sets its byte order */
+    G_CODECS_ENCODE /* _codecs.encode(str, "latin1") -> bytes (protocol 2's bytes) */
 };
 
 typedef struct {
@@ -287,6 +292,13 @@ static lpnx_pk_value *global(parser *p, const unsigned char *mod, size_t modn, c
         which = G_REBUILD_PARAMETER;
     else if (same(mod, modn, "torch") && same(name, namen, "Size"))
         which = G_TORCH_SIZE;
+    else if ((same(mod, modn, "numpy.core.multiarray") || same(mod, modn, "numpy._core.multiarray")) &&
+             same(name, namen, "scalar"))
+        which = G_NP_SCALAR;
+    else if (same(mod, modn, "numpy") && same(name, namen, "dtype"))
+        which = G_NP_DTYPE;
+    else if (same(mod, modn, "_codecs") && same(name, namen, "encode"))
+        which = G_CODECS_ENCODE;
     else if (same(mod, modn, "torch")) {
         for (i = 0; i < sizeof storages / sizeof storages[0] && !which; i++)
             if (same(name, namen, storages[i].name)) {
@@ -303,8 +315,8 @@ static lpnx_pk_value *global(parser *p, const unsigned char *mod, size_t modn, c
         char m[100], n[100];
         printable(m, sizeof m, mod, modn);
         printable(n, sizeof n, name, namen);
-        fail(p, "global %s.%s is not allowed: only tensors, storages, OrderedDict and torch.Size are read, "
-                "and nothing is ever called",
+        fail(p, "global %s.%s is not allowed: only tensors, storages, OrderedDict, torch.Size and numpy "
+                "scalars are read, and nothing is ever called",
              m, n);
         return NULL;
     }
@@ -393,6 +405,123 @@ static lpnx_pk_value *rebuild_tensor(parser *p, lpnx_pk_value *args) {
     return t;
 }
 
+/* numpy's dtype names for the element types a scalar may have */
+static const struct {
+    const char *name;
+    lpnx_pk_dtype dtype;
+} np_dtypes[] = {{"f8", LPNX_PK_F64}, {"f4", LPNX_PK_F32}, {"f2", LPNX_PK_F16}, {"i8", LPNX_PK_I64},
+                 {"i4", LPNX_PK_I32}, {"i2", LPNX_PK_I16}, {"i1", LPNX_PK_I8},  {"u1", LPNX_PK_U8},
+                 {"b1", LPNX_PK_BOOL_T}};
+
+static lpnx_pk_value *np_dtype(parser *p, const lpnx_pk_value *args) {
+    lpnx_pk_value *v;
+    size_t i;
+    const lpnx_pk_value *name = args->u.seq.n >= 1 ? args->u.seq.items[0] : NULL;
+    if (name == NULL || name->kind != LPNX_PK_STR)
+        return fail(p, "numpy.dtype wants a type name"), NULL;
+    for (i = 0; i < sizeof np_dtypes / sizeof np_dtypes[0]; i++)
+        if (same((const unsigned char *)name->u.str.s, name->u.str.len, np_dtypes[i].name)) {
+            if ((v = new_value(p, LPNX_PK_GLOBAL)) == NULL)
+                return NULL;
+            v->u.global.which = G_NP_DTYPE_V;
+            v->u.global.dtype = np_dtypes[i].dtype;
+            v->u.global.big_endian = 0;
+            return v;
+        }
+    {
+        char n[40];
+        printable(n, sizeof n, (const unsigned char *)name->u.str.s, name->u.str.len);
+        return fail(p, "a numpy scalar of dtype '%s' is not read (only numbers and booleans)", n), NULL;
+    }
+}
+
+/* _codecs.encode(str, "latin1"): each code point of the UTF-8 text below 256 as one byte */
+static lpnx_pk_value *latin1(parser *p, const lpnx_pk_value *args) {
+    const lpnx_pk_value *text, *enc;
+    unsigned char *out;
+    size_t i = 0, k = 0, n;
+    if (args->u.seq.n != 2 || (text = args->u.seq.items[0])->kind != LPNX_PK_STR ||
+        (enc = args->u.seq.items[1])->kind != LPNX_PK_STR ||
+        !(same((const unsigned char *)enc->u.str.s, enc->u.str.len, "latin1") ||
+          same((const unsigned char *)enc->u.str.s, enc->u.str.len, "latin-1")))
+        return fail(p, "_codecs.encode is read for (text, 'latin1') only"), NULL;
+    n = text->u.str.len;
+    if ((out = (unsigned char *)arena_alloc(&p->mem, n + 1)) == NULL)
+        return fail(p, "out of memory"), NULL;
+    while (i < n) {
+        unsigned char c = (unsigned char)text->u.str.s[i];
+        if (c < 0x80) {
+            out[k++] = c;
+            i++;
+        } else if ((c == 0xc2 || c == 0xc3) && i + 1 < n) {
+            out[k++] = (unsigned char)(((c & 0x03) << 6) | ((unsigned char)text->u.str.s[i + 1] & 0x3f));
+            i += 2;
+        } else {
+            return fail(p, "_codecs.encode: text that is not latin-1"), NULL;
+        }
+    }
+    return new_str(p, out, k, LPNX_PK_BYTES);
+}
+
+/* numpy.core.multiarray.scalar(dtype, bytes): the number the bytes hold */
+static lpnx_pk_value *np_scalar(parser *p, const lpnx_pk_value *args) {
+    const lpnx_pk_value *dt, *raw;
+    lpnx_pk_value *v;
+    unsigned char b[8] = {0};
+    size_t size;
+    uint64_t u = 0;
+    int i;
+    if (args->u.seq.n != 2 || (dt = args->u.seq.items[0])->kind != LPNX_PK_GLOBAL ||
+        dt->u.global.which != G_NP_DTYPE_V || (raw = args->u.seq.items[1])->kind != LPNX_PK_BYTES)
+        return fail(p, "numpy scalar wants (dtype, bytes)"), NULL;
+    size = lpnx_pk_dtype_size(dt->u.global.dtype);
+    if (raw->u.str.len != size)
+        return fail(p, "a numpy %s scalar of %zu bytes", lpnx_pk_dtype_name(dt->u.global.dtype), raw->u.str.len),
+               NULL;
+    for (i = 0; i < (int)size; i++)
+        b[i] = (unsigned char)raw->u.str.s[dt->u.global.big_endian ? (int)size - 1 - i : i];
+    for (i = (int)size - 1; i >= 0; i--)
+        u = (u << 8) | b[i];
+    switch (dt->u.global.dtype) {
+    case LPNX_PK_F64: {
+        double d;
+        memcpy(&d, &u, 8);
+        v = new_value(p, LPNX_PK_FLOAT);
+        if (v) v->u.f = d;
+        return v;
+    }
+    case LPNX_PK_F32: {
+        float f;
+        uint32_t w = (uint32_t)u;
+        memcpy(&f, &w, 4);
+        v = new_value(p, LPNX_PK_FLOAT);
+        if (v) v->u.f = f;
+        return v;
+    }
+    case LPNX_PK_F16: { /* sign, 5-bit exponent, 10-bit fraction */
+        int e = (int)((u >> 10) & 0x1f), frac = (int)(u & 0x3ff);
+        double d = e == 0 ? ldexp(frac, -24) : e == 31 ? (frac ? NAN : INFINITY) : ldexp(frac + 1024, e - 25);
+        v = new_value(p, LPNX_PK_FLOAT);
+        if (v) v->u.f = (u & 0x8000) ? -d : d;
+        return v;
+    }
+    case LPNX_PK_BOOL_T:
+        v = new_value(p, LPNX_PK_BOOL);
+        if (v) v->u.b = u != 0;
+        return v;
+    case LPNX_PK_U8:
+        v = new_value(p, LPNX_PK_INT);
+        if (v) v->u.i = (int64_t)u;
+        return v;
+    default: { /* signed integers of 1-8 bytes: sign-extend */
+        int64_t x = (int64_t)(size < 8 && (u >> (8 * size - 1)) ? (u | (~UINT64_C(0) << (8 * size))) : u);
+        v = new_value(p, LPNX_PK_INT);
+        if (v) v->u.i = x;
+        return v;
+    }
+    }
+}
+
 static int reduce(parser *p) {
     lpnx_pk_value *args = pop(p, "REDUCE"), *fn, *r = NULL;
     if (args == NULL || (fn = pop(p, "REDUCE")) == NULL)
@@ -419,6 +548,15 @@ static int reduce(parser *p) {
         if (args->u.seq.n != 1 || args->u.seq.items[0]->kind != LPNX_PK_TUPLE)
             return fail(p, "torch.Size wants one tuple");
         r = args->u.seq.items[0];
+        break;
+    case G_NP_DTYPE:
+        r = np_dtype(p, args);
+        break;
+    case G_NP_SCALAR:
+        r = np_scalar(p, args);
+        break;
+    case G_CODECS_ENCODE:
+        r = latin1(p, args);
         break;
     default:
         return fail(p, "a storage class or dtype is called");
@@ -466,6 +604,14 @@ static int build(parser *p) {
     lpnx_pk_value *state = pop(p, "BUILD"), *obj;
     if (state == NULL || (obj = top(p, "BUILD")) == NULL)
         return -1;
+    if (obj->kind == LPNX_PK_GLOBAL && obj->u.global.which == G_NP_DTYPE_V) {
+        /* a numpy dtype's state: (version, byte order '<' '>' '|' '=', ...) */
+        const lpnx_pk_value *order = state->kind == LPNX_PK_TUPLE && state->u.seq.n >= 2 ? state->u.seq.items[1] : NULL;
+        if (order == NULL || order->kind != LPNX_PK_STR || order->u.str.len != 1)
+            return fail(p, "a numpy dtype's state without a byte order");
+        obj->u.global.big_endian = order->u.str.s[0] == '>';
+        return 0;
+    }
     if (obj->kind != LPNX_PK_DICT)
         return fail(p, "BUILD sets attributes of something other than an OrderedDict");
     return 0; /* an OrderedDict's attributes (_metadata): read, dropped */

@@ -13,6 +13,11 @@
  *   torch.<T>Storage               only inside a persistent id:
  *                                  ("storage", class, key, location, numel)
  *   torch.<dtype> (float32, ...)   a value naming an element type
+ *   numpy.core.multiarray.scalar   (numpy.dtype(name, ...), bytes) -> the number
+ *   numpy.dtype                    (name, align, copy) -> a dtype value (BUILD sets
+ *                                  its byte order)
+ *   _codecs.encode                 (text, "latin1") -> bytes (how protocol 2 writes
+ *                                  the bytes of a numpy scalar)
  *
  * Any other global (os.system, builtins.eval, subprocess.Popen, ...) is an
  * error that names it, raised when the GLOBAL opcode is read, before
@@ -66,7 +71,8 @@ struct lpnx_pk_value {
         } seq;
         struct {                 /* GLOBAL */
             int which;           /* internal: which allowed global */
-            lpnx_pk_dtype dtype; /* for a storage class or a dtype */
+            lpnx_pk_dtype dtype; /* for a storage class, a dtype or a numpy dtype */
+            int big_endian;      /* for a numpy dtype: its byte order */
         } global;
         struct {                 /* STORAGE */
             lpnx_pk_dtype dtype;

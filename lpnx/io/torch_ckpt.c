@@ -110,8 +110,22 @@ static unsigned char *read_record(lpnx_torch_ckpt *c, const char *name, size_t m
  * then, for each key in that order, the storage's element count as an
  * 8-byte integer and its elements, raw, in the writer's byte order. */
 
-static const unsigned char LEGACY_MAGIC[15] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
-                                                0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
+/* LONG1 of 10 bytes, 0x1950a86a20f9469cfc6c little-endian, and STOP */
+static const unsigned char LEGACY_MAGIC[13] = {0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9,
+                                                0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
+
+/* The length of the magic-number pickle at the start of b (PROTO 2-5, a
+ * FRAME from protocol 4 on, the number, STOP), or 0 when it is not there. */
+static size_t legacy_magic(const unsigned char *b, size_t len) {
+    size_t pos = 2;
+    if (len < 2 || b[0] != 0x80 || b[1] < 2 || b[1] > 5)
+        return 0;
+    if (len > pos && b[pos] == 0x95)
+        pos += 9;
+    if (len < pos + sizeof LEGACY_MAGIC || memcmp(b + pos, LEGACY_MAGIC, sizeof LEGACY_MAGIC) != 0)
+        return 0;
+    return pos + sizeof LEGACY_MAGIC;
+}
 
 /* The storage value named key (key_len bytes) anywhere under v, or NULL. */
 static const lpnx_pk_value *find_storage(const lpnx_pk_value *v, const char *key, size_t key_len, int depth) {
@@ -144,7 +158,7 @@ static int same_str(const lpnx_pk_value *v, const char *s) {
 /* Reads the legacy file at c->path into c; 0, or -1 with the reason in why. */
 static int open_legacy(lpnx_torch_ckpt *c, char *why, size_t whylen) {
     FILE *fh = fopen(c->path, "rb");
-    size_t pos = sizeof LEGACY_MAGIC, used = 0, i;
+    size_t pos = 0, used = 0, i;
     lpnx_pk_result part;
     char perr[512];
     long end;
@@ -162,7 +176,7 @@ static int open_legacy(lpnx_torch_ckpt *c, char *why, size_t whylen) {
         return -1;
     }
     fclose(fh);
-    if (c->legacy_len < pos || memcmp(c->legacy, LEGACY_MAGIC, pos) != 0) {
+    if ((pos = legacy_magic(c->legacy, c->legacy_len)) == 0) {
         snprintf(why, whylen, "a bare pickle without PyTorch's magic number: not a PyTorch checkpoint");
         return -1;
     }

@@ -17,7 +17,8 @@
 -- Where the weights are: a state dict itself; or the one under
 -- "state_dict", "model_state_dict", "model" or "net" (in that order), or the
 -- only top-level entry that holds tensors. Nested dicts give dotted names;
--- DataParallel's "module." prefix, on every name, is removed.
+-- DataParallel's "module." and torch.compile's "_orig_mod." prefixes, on
+-- every name, are removed.
 local lpnx = require "lpnx"
 local core = require "lpnx.core"
 
@@ -143,18 +144,26 @@ function torch.load(path)
   local tensors, names = {}, {}
   flatten(weights, "", tensors, names, info, path)
   if #names == 0 then error(("lpnx.load_torch: %s: the checkpoint holds no tensors"):format(path), 0) end
-  -- DataParallel / DistributedDataParallel: "module." before every name
-  local all = true
-  for _, n in ipairs(names) do
-    if n:sub(1, 7) ~= "module." then all = false break end
-  end
-  if all then
-    local stripped = {}
-    for i, n in ipairs(names) do
-      names[i] = n:sub(8)
-      stripped[names[i]] = tensors[n]
+  -- wrappers that only prefix every name: DataParallel and
+  -- DistributedDataParallel ("module."), torch.compile ("_orig_mod."), in
+  -- either order
+  local stripped = true
+  while stripped do
+    stripped = false
+    for _, prefix in ipairs {"module.", "_orig_mod."} do
+      local all = true
+      for _, n in ipairs(names) do
+        if n:sub(1, #prefix) ~= prefix then all = false break end
+      end
+      if all then
+        local renamed = {}
+        for i, n in ipairs(names) do
+          names[i] = n:sub(#prefix + 1)
+          renamed[names[i]] = tensors[n]
+        end
+        tensors, stripped = renamed, true
+      end
     end
-    tensors = stripped
   end
   return tensors, info, names
 end
@@ -169,8 +178,11 @@ function torch.load_weights(path)
   local f = io.open(path, "rb")
   local head = f and f:read(4)
   if f then f:close() end
-  -- a zip archive, or the legacy format's first pickle (PROTO 2, then a 10-byte LONG1: the magic number)
-  if head == "PK\3\4" or head == "\128\2\138\10" then return torch.load(path) end
+  -- a zip archive, or a pickle (PROTO 2-5: the legacy format, whose first
+  -- pickle is the magic number; load says what else a bare pickle is)
+  if head == "PK\3\4" or (head and head:byte(1) == 0x80 and head:byte(2) >= 2 and head:byte(2) <= 5) then
+    return torch.load(path)
+  end
   return lpnx.load(path)
 end
 

@@ -55,6 +55,22 @@ function models.save(path, model, extra)
   lpnx.save(path, (model:state_dict()), meta)
 end
 
+-- t without the prefix every name shares before the U-Net's own names
+-- (PyTorch Lightning's "model.", a wrapper's attribute), or t itself.
+local function unprefixed(t)
+  local prefix
+  for name in pairs(t) do
+    prefix = prefix or name:match("^(.+%.)encoder%.conv1%.weight$")
+  end
+  if not prefix then return t end
+  local out = {}
+  for name, v in pairs(t) do
+    if name:sub(1, #prefix) ~= prefix then return t end
+    out[name:sub(#prefix + 1)] = v
+  end
+  return out
+end
+
 -- The architecture a U-Net state dict describes, from its tensors' names
 -- and shapes alone (segmentation_models_pytorch's keys): the ResNet by
 -- its blocks per stage (and Bottleneck's conv3), the widths by the
@@ -62,6 +78,9 @@ end
 local function architecture(t)
   local conv1, head = t["encoder.conv1.weight"], t["segmentation_head.0.weight"]
   if not conv1 or not head then
+    if t["conv1.weight"] and t["layer1.0.conv1.weight"] then
+      return nil, "a ResNet's weights (conv1.weight, layer1...), not a U-Net's: an encoder for train.lua --pretrained"
+    end
     return nil, "no encoder.conv1.weight and segmentation_head.0.weight: not a U-Net state dict"
   end
   local counts = {}
@@ -116,6 +135,7 @@ function models.load(path, opts)
     error(("%s: an lpnx file of model '%s', not a U-Net"):format(path, tostring(meta["lpnx.model"])), 2)
   else
     local why
+    tensors = unprefixed(tensors)
     cfg, why = architecture(tensors)
     if not cfg then error(("%s: %s"):format(path, why), 2) end
     input_size = opts.size or 256

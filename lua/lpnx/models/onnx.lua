@@ -220,7 +220,8 @@ function onnx.export(model, path, opts)
       {"batchnorm", o.fold_bn and "folded into the convolutions" or "BatchNormalization nodes"},
     },
   }
-  core._onnx_write(path, desc)
+  local ok, err = pcall(core._onnx_write, path, desc)
+  if not ok then error("export_onnx: " .. tostring(err), 2) end
   return #g.nodes
 end
 

@@ -145,14 +145,17 @@ function Module:load_state_dict(sd, opts)
   report.unexpected = unexpected
   local bad = #report.missing + #report.unexpected + #report.mismatched > 0
   if strict and bad then
+    -- the first few of each kind (the report has them all)
+    local function some(list, sep)
+      local shown = table.move(list, 1, math.min(#list, 8), 1, {})
+      local text = table.concat(shown, sep)
+      if #list > #shown then text = text .. (" and %d more (%d in all)"):format(#list - #shown, #list) end
+      return text
+    end
     local lines = {"load_state_dict: the state dict does not match the model"}
-    if #report.missing > 0 then lines[#lines + 1] = "  missing keys: " .. table.concat(report.missing, ", ") end
-    if #report.unexpected > 0 then
-      lines[#lines + 1] = "  unexpected keys: " .. table.concat(report.unexpected, ", ")
-    end
-    if #report.mismatched > 0 then
-      lines[#lines + 1] = "  wrong shapes: " .. table.concat(report.mismatched, "; ")
-    end
+    if #report.missing > 0 then lines[#lines + 1] = "  missing keys: " .. some(report.missing, ", ") end
+    if #report.unexpected > 0 then lines[#lines + 1] = "  unexpected keys: " .. some(report.unexpected, ", ") end
+    if #report.mismatched > 0 then lines[#lines + 1] = "  wrong shapes: " .. some(report.mismatched, "; ") end
     error(table.concat(lines, "\n"), 2)
   end
   local skip = {}
