@@ -39,13 +39,26 @@ describe("lpnx.load_torch", function()
     assert.are.equal(0, h.max_diff(a, b))
   end)
 
-  it("finds the weights of a training checkpoint and returns its other values", function()
-    local tensors, info = lpnx.load_torch(fixture("unet_training.pth"))
+  -- the weights and other values of the training checkpoint the fixture script saved
+  local function assert_training_checkpoint(file)
+    local tensors, info = lpnx.load_torch(fixture(file))
     assert_same_tensors(tensors, lpnx.load(fixture("unet_training.safetensors")))
     assert.are.equal(7, info.epoch)
     assert.are.equal(0.8125, info.best_dice)
     assert.are.equal("unet-resnet18", info.arch)
     assert.matches("^%(%d+ tensors, not loaded%)$", info.optimizer)
+  end
+
+  -- the U-Net models.load rebuilds from file gives the twin's model's logits, bit for bit
+  local function assert_predicts_as_twin(file)
+    local a = lpnx.models.load(fixture(file))
+    local b = lpnx.models.load(fixture("unet_training.safetensors"))
+    local x = lpnx.randn(1, 3, 64, 64, lpnx.Generator(4))
+    assert.are.equal(0, h.max_diff(a:forward(x), b:forward(x)))
+  end
+
+  it("finds the weights of a training checkpoint and returns its other values", function()
+    assert_training_checkpoint("unet_training.pth")
   end)
 
   it("removes DataParallel's module. prefix", function()
@@ -70,19 +83,12 @@ describe("lpnx.load_torch", function()
   end)
 
   it("reads the legacy format of PyTorch before 1.6 to the same values", function()
-    local tensors, info = lpnx.load_torch(fixture("unet_training_legacy.pth"))
-    assert_same_tensors(tensors, lpnx.load(fixture("unet_training.safetensors")))
-    assert.are.equal(7, info.epoch)
-    assert.are.equal(0.8125, info.best_dice)
-    assert.matches("^%(%d+ tensors, not loaded%)$", info.optimizer)
+    assert_training_checkpoint("unet_training_legacy.pth")
     local views, _, names = lpnx.load_torch(fixture("views_legacy.pth"))
     assert_same_tensors(views, lpnx.load(fixture("views.safetensors")))
     assert.are.equal(16, #names)
     -- and the model it holds predicts as the twin's does
-    local a = lpnx.models.load(fixture("unet_training_legacy.pth"))
-    local b = lpnx.models.load(fixture("unet_training.safetensors"))
-    local x = lpnx.randn(1, 3, 64, 64, lpnx.Generator(4))
-    assert.are.equal(0, h.max_diff(a:forward(x), b:forward(x)))
+    assert_predicts_as_twin("unet_training_legacy.pth")
   end)
 
   it("reads numpy scalars among a checkpoint's values, and the legacy format at pickle protocol 4", function()
@@ -102,10 +108,7 @@ describe("lpnx.load_torch", function()
   end)
 
   it("finds a U-Net under the prefix PyTorch Lightning puts before its names", function()
-    local a = lpnx.models.load(fixture("unet_lightning.ckpt"))
-    local b = lpnx.models.load(fixture("unet_training.safetensors"))
-    local x = lpnx.randn(1, 3, 64, 64, lpnx.Generator(5))
-    assert.are.equal(0, h.max_diff(a:forward(x), b:forward(x)))
+    assert_predicts_as_twin("unet_lightning.ckpt")
   end)
 
   it("names a truncated or damaged legacy file and what is wrong with it", function()

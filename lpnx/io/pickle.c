@@ -660,6 +660,19 @@ static int tuple_of(parser *p, size_t n) {
     return push(p, t);
 }
 
+/* A tuple, list or dict of the count values above the last MARK, which it pops. */
+static int push_marked(parser *p, lpnx_pk_kind kind, size_t count) {
+    size_t i;
+    lpnx_pk_value *v = new_seq(p, kind, count);
+    if (v == NULL)
+        return -1;
+    for (i = 0; i < count; i++)
+        v->u.seq.items[i] = p->stack[p->sp - count + i];
+    v->u.seq.n = count;
+    pop_mark(p, count);
+    return push(p, v);
+}
+
 static int step(parser *p, int *done) {
     unsigned char op;
     uint64_t n;
@@ -778,14 +791,7 @@ static int step(parser *p, int *done) {
     case 'l': /* LIST */
         if (since_mark(p, &count))
             return -1;
-        v = new_seq(p, op == 't' ? LPNX_PK_TUPLE : LPNX_PK_LIST, count);
-        if (v == NULL)
-            return -1;
-        for (i = 0; i < count; i++)
-            v->u.seq.items[i] = p->stack[p->sp - count + i];
-        v->u.seq.n = count;
-        pop_mark(p, count);
-        return push(p, v);
+        return push_marked(p, op == 't' ? LPNX_PK_TUPLE : LPNX_PK_LIST, count);
     case ']': /* EMPTY_LIST */
         return push(p, new_seq(p, LPNX_PK_LIST, 0));
     case '}': /* EMPTY_DICT */
@@ -795,14 +801,7 @@ static int step(parser *p, int *done) {
             return -1;
         if (count % 2)
             return fail(p, "DICT with an odd number of keys and values");
-        v = new_seq(p, LPNX_PK_DICT, count);
-        if (v == NULL)
-            return -1;
-        for (i = 0; i < count; i++)
-            v->u.seq.items[i] = p->stack[p->sp - count + i];
-        v->u.seq.n = count;
-        pop_mark(p, count);
-        return push(p, v);
+        return push_marked(p, LPNX_PK_DICT, count);
     case 'a': /* APPEND */
         v = pop(p, "APPEND");
         if (v == NULL || (c = top(p, "APPEND")) == NULL)
