@@ -156,7 +156,7 @@ test: deps build
 # The main job on synthetic SIIM-ACR data: write the harder (siim preset)
 # data set in 2 processes (kept between runs), train, predict the 224
 # held-out images (49 with a pneumothorax), print the evaluation report.
-# About 9 minutes on 2 cores (8 once the data set is written); the
+# About 10 minutes on 2 cores (1.5 fewer once the data set is written); the
 # settings trade model size and resolution for that time.
 DEMO_DATA_ARGS := --count 660 --seed 7 --preset siim --size 1024 --test-fraction 0.34
 # The data set is kept between runs while its arguments and the phantom's
