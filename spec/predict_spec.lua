@@ -116,6 +116,25 @@ local function tiny_unet()
   return lpnx.models.unet{encoder = "resnet18", encoder_width = 4, decoder_channels = {8, 8, 8, 4, 4}}
 end
 
+describe("data.prepare", function()
+  it("repeats a grey image to the model's channels and normalises each with its own mean and std", function()
+    local img = lpnx.full({1, 1, 4, 4}, 0.5)
+    local one = lpnx.data.prepare(img, {in_channels = 1})
+    assert.are.same({1, 1, 4, 4}, one:size())
+    h.assert_near(one, lpnx.full({1, 1, 4, 4}, (0.5 - 0.485) / 0.229), 1e-6)
+    local four = lpnx.data.prepare(img, {in_channels = 4, mean = {0, 0.1, 0.2, 0.3}, std = {1, 1, 1, 0.5}})
+    assert.are.same({1, 4, 4, 4}, four:size())
+    h.assert_near(four:narrow(3, 1, 1):narrow(4, 1, 1):view(4), {0.5, 0.4, 0.3, 0.4}, 1e-6)
+  end)
+
+  it("says so when the model's channels and its normalisation do not fit the images", function()
+    assert.has_error(function() lpnx.data.prepare(lpnx.rand(1, 1, 4, 4), {in_channels = 4}) end,
+                     "data.prepare: the model takes 4 input channels, but its mean and std give 3 and 3 values")
+    assert.has_error(function() lpnx.data.prepare(lpnx.rand(1, 2, 4, 4), {in_channels = 3}) end,
+                     "data.prepare: the model takes 3 input channels, the images have 2")
+  end)
+end)
+
 describe("predict.probabilities", function()
   it("with tta averages the prediction and the mirrored prediction flipped back", function()
     lpnx.manual_seed(11)

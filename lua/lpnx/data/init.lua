@@ -99,10 +99,21 @@ function data.prepare(images, meta)
   local x = images
   if x:dim() == 3 then x = x:unsqueeze(1) end
   local channels = meta.in_channels and tonumber(meta.in_channels) or 3
-  if x:size(2) == 1 and channels == 3 then x = lpnx.cat({x, x, x}, 2) end
+  if x:size(2) == 1 and channels > 1 then
+    local copies = {}
+    for k = 1, channels do copies[k] = x end
+    x = lpnx.cat(copies, 2)
+  end
   local mean = meta.mean or {0.485, 0.456, 0.406}
   local std = meta.std or {0.229, 0.224, 0.225}
   local c = x:size(2)
+  if c ~= channels then
+    error(("data.prepare: the model takes %d input channels, the images have %d"):format(channels, c), 2)
+  end
+  if #mean < c or #std < c then
+    error(("data.prepare: the model takes %d input channels, but its mean and std give %d and %d values")
+          :format(c, #mean, #std), 2)
+  end
   local m = lpnx.tensor(mean):narrow(1, 1, c):view(1, c, 1, 1)
   local s = lpnx.tensor(std):narrow(1, 1, c):view(1, c, 1, 1)
   return (x - m) / s
