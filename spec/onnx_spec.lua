@@ -118,6 +118,8 @@ describe("export_onnx", function()
     assert_agrees(got, want)
     assert.are.same({"batch", 1, 64, 64}, facts.input_dims)
     assert.are.equal("2", facts.metadata.classes)
+    assert.are.equal("0.485", facts.metadata.mean)
+    assert.are.equal("0.229", facts.metadata.std)
   end)
 
   it("refuses bad options and a model that is no U-Net, naming what is wrong", function()

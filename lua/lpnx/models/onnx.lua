@@ -17,6 +17,11 @@ local onnx = {}
 -- the IR version each supported opset belongs to (onnx/helper.py's table)
 local IR_OF_OPSET = {[13] = 7, [14] = 7, [15] = 8, [16] = 8, [17] = 8}
 
+-- The first n values of list (a grey model takes the first channel's statistics, as data.prepare does).
+local function per_channel(list, n)
+  return table.move(list, 1, math.min(n, #list), 1, {})
+end
+
 local function join(list)
   local out = {}
   for i, v in ipairs(list) do out[i] = ("%.9g"):format(v) end
@@ -213,8 +218,8 @@ function onnx.export(model, path, opts)
       {"input_size", o.h == o.w and tostring(o.h) or ("%d,%d"):format(o.h, o.w)},
       {"in_channels", tostring(c.in_channels)},
       {"classes", tostring(c.classes)},
-      {"mean", join(models.imagenet_mean)},
-      {"std", join(models.imagenet_std)},
+      {"mean", join(per_channel(models.imagenet_mean, c.in_channels))},
+      {"std", join(per_channel(models.imagenet_std, c.in_channels))},
       {"input", "image: (N, C, H, W) float32, grey values in [0, 1] minus mean, divided by std, per channel"},
       {"output", "logits: (N, classes, H, W) float32; sigmoid(logits) is the pneumothorax probability"},
       {"batchnorm", o.fold_bn and "folded into the convolutions" or "BatchNormalization nodes"},
