@@ -162,17 +162,24 @@ describe("lpnx.load_torch", function()
     h.rmdir(dir)
   end)
 
-  it("takes a ResNet file with torchvision's names as the encoder, its fc.* ignored, and says it is no U-Net",
-     function()
+  -- What train.run logs when it starts (and trains max_steps steps) from the
+  -- fixture file as its pretrained encoder.
+  local function train_log(file, max_steps)
     local dir = h.tmpdir()
     local data = dir .. "/data"
     lpnx.synth.write{out = data, count = 4, seed = 2, positive = 0.5, size = 64, test_fraction = 0}
     local lines = {}
     lpnx.train.run{data = data, out = dir .. "/run", size = 64, encoder = "resnet18", encoder_width = 4,
                    decoder_channels = {16, 8, 8, 4, 4}, epochs = 1, batch = 2, workers = 0, no_val = true,
-                   pretrained = fixture("resnet_torchvision_names.pth"), progress = false, augment = false,
-                   max_steps = 0, log_fn = function(l) lines[#lines + 1] = l end}
-    assert.matches("(2 keys ignored)", table.concat(lines, "\n"), 1, true)
+                   pretrained = fixture(file), progress = false, augment = false, max_steps = max_steps,
+                   log_fn = function(l) lines[#lines + 1] = l end}
+    h.rmdir(dir)
+    return table.concat(lines, "\n")
+  end
+
+  it("takes a ResNet file with torchvision's names as the encoder, its fc.* ignored, and says it is no U-Net",
+     function()
+    assert.matches("(2 keys ignored)", train_log("resnet_torchvision_names.pth", 0), 1, true)
     local resnet = lpnx.load_torch(fixture("resnet_torchvision_names.pth"))
     local m = lpnx.models.unet{encoder = "resnet18", encoder_width = 4, decoder_channels = {16, 8, 8, 4, 4}}
     local report = m.encoder:load_state_dict(resnet, {strict = false})
@@ -183,26 +190,16 @@ describe("lpnx.load_torch", function()
     local ok, err = pcall(lpnx.models.load, fixture("resnet_torchvision_names.pth"))
     assert.is_false(ok)
     assert.matches("a ResNet's weights %(conv1.weight, layer1...%), not a U%-Net's", err)
-    h.rmdir(dir)
   end)
 
   it("gives train's --pretrained a PyTorch checkpoint's encoder", function()
-    local dir = h.tmpdir()
-    local data = dir .. "/data"
-    lpnx.synth.write{out = data, count = 4, seed = 2, positive = 0.5, size = 64, test_fraction = 0}
-    local lines = {}
-    lpnx.train.run{data = data, out = dir .. "/run", size = 64, encoder = "resnet18", encoder_width = 4,
-                   decoder_channels = {16, 8, 8, 4, 4}, epochs = 1, batch = 2, workers = 0, no_val = true,
-                   pretrained = fixture("unet_state.pth"), progress = false, augment = false,
-                   log_fn = function(l) lines[#lines + 1] = l end}
-    local text = table.concat(lines, "\n")
+    local text = train_log("unet_state.pth")
     -- the decoder's and the head's keys are the ones ignored
     local tensors = lpnx.load_torch(fixture("unet_state.pth"))
     local other = 0
     for name in pairs(tensors) do if not name:find("^encoder%.") then other = other + 1 end end
     assert.matches(("pretrained encoder weights from %s (%d keys ignored)"):format(fixture("unet_state.pth"), other),
                    text, 1, true)
-    h.rmdir(dir)
   end)
 
   it("says what is wrong with other files, naming them", function()

@@ -398,7 +398,8 @@ static lpnx_st_dtype st_type(lpnx_pk_dtype t) {
 static const storage_cache *storage_of(lpnx_torch_ckpt *c, const lpnx_pk_value *st, char *err, size_t errlen) {
     size_t i, len = 0, esize = lpnx_pk_dtype_size(st->u.storage.dtype);
     char name[400], why[512];
-    unsigned char *bytes;
+    unsigned char *owned = NULL; /* a zip record read here; a legacy storage is read in place */
+    const unsigned char *bytes;
     storage_cache *sc;
     for (i = 0; i < c->ncache; i++)
         if (strlen(c->cache[i].key) == st->u.storage.key_len &&
@@ -428,13 +429,9 @@ static const storage_cache *storage_of(lpnx_torch_ckpt *c, const lpnx_pk_value *
             return NULL;
         }
         len = (size_t)r->numel * esize;
-        bytes = (unsigned char *)malloc(len ? len : 1);
-        if (bytes != NULL)
-            memcpy(bytes, c->legacy + r->offset, len);
-        else
-            snprintf(why, sizeof why, "out of memory for a storage");
+        bytes = c->legacy + r->offset;
     } else {
-        bytes = read_record(c, name, (size_t)st->u.storage.numel * esize * 2 + 64, &len, why, sizeof why);
+        bytes = owned = read_record(c, name, (size_t)st->u.storage.numel * esize * 2 + 64, &len, why, sizeof why);
     }
     if (bytes == NULL) {
         say(err, errlen, c->path, why);
@@ -445,14 +442,14 @@ static const storage_cache *storage_of(lpnx_torch_ckpt *c, const lpnx_pk_value *
                  len, (long long)st->u.storage.numel, lpnx_pk_dtype_name(st->u.storage.dtype),
                  (size_t)st->u.storage.numel * esize);
         say(err, errlen, c->path, why);
-        free(bytes);
+        free(owned);
         return NULL;
     }
     if (c->ncache == c->capcache) {
         size_t ncap = c->capcache ? c->capcache * 2 : 16;
         storage_cache *nc = (storage_cache *)realloc(c->cache, ncap * sizeof *nc);
         if (nc == NULL) {
-            free(bytes);
+            free(owned);
             say(err, errlen, c->path, "out of memory");
             return NULL;
         }
@@ -465,12 +462,12 @@ static const storage_cache *storage_of(lpnx_torch_ckpt *c, const lpnx_pk_value *
     sc->numel = st->u.storage.numel;
     sc->data = (float *)malloc(sc->numel > 0 ? (size_t)sc->numel * sizeof(float) : 1);
     if (sc->data == NULL) {
-        free(bytes);
+        free(owned);
         say(err, errlen, c->path, "out of memory for a storage");
         return NULL;
     }
     lpnx_st_convert_f32(sc->data, bytes, (size_t)sc->numel, st_type(st->u.storage.dtype));
-    free(bytes);
+    free(owned);
     c->ncache++;
     return sc;
 }
