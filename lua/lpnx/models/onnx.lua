@@ -11,6 +11,7 @@
 -- The description is Lua data; lpnx/io/onnx.c encodes it with protobuf-c.
 local lpnx = require "lpnx"
 local core = require "lpnx.core"
+local util = require "lpnx.util"
 
 local onnx = {}
 
@@ -150,15 +151,7 @@ function Graph:decoder(d, f)
 end
 
 local function check_options(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("export_onnx: options must be a table {size =, batch =, opset =, fold_bn =}", 3)
-  end
-  opts = opts or {}
-  for k in pairs(opts) do
-    if k ~= "size" and k ~= "batch" and k ~= "opset" and k ~= "fold_bn" then
-      error(("export_onnx: unknown option '%s' (size, batch, opset, fold_bn)"):format(tostring(k)), 3)
-    end
-  end
+  opts = util.check_options(opts, {"size", "batch", "opset", "fold_bn"}, "export_onnx", 4)
   local size = opts.size or 256
   local h, w
   if type(size) == "table" then h, w = size[1], size[2] else h, w = size, size end
@@ -193,9 +186,7 @@ function onnx.export(model, path, opts)
   local o = check_options(opts)
   local models = require "lpnx.models"
   local g = new_graph(o.fold_bn)
-  local f = g:encoder(model.encoder, "image")
-  f = {f[1], f[2], f[3], f[4], f[5]}
-  local x = g:decoder(model.decoder, f)
+  local x = g:decoder(model.decoder, g:encoder(model.encoder, "image"))
   local head = model.segmentation_head:get(1)
   g:conv(head, nil, x, "segmentation_head")
   g.nodes[#g.nodes].outputs = {"logits"}
